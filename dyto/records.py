@@ -1,0 +1,141 @@
+"""The three record types that flow between the parts (DESIGN.md §3), and JSONL I/O.
+
+* QA record: one per question, written by ``dyto prepare``, read by the DataModules.
+* Prediction record: one per question, written by the model's ``predict_step`` via the
+  PredictionWriter; it repeats the question fields so it can be judged on its own.
+* Judgment record: one per (prediction, judged dimension), written by the judge.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+TASKS = ("open_ended", "multiple_choice", "vcg_generic", "vcg_temporal", "vcg_consistency")
+SPLITS = ("val", "test", "subset")
+# Every question ends as exactly one prediction record carrying one of these.
+STATUSES = ("ok", "video_missing", "video_unreadable", "too_long", "error")
+
+
+@dataclass
+class QARecord:
+    id: str
+    benchmark: str
+    task: str
+    video: str
+    question: str
+    answer: str
+    options: list[str] | None = None
+    answer_index: int | None = None
+    start: float | None = None
+    end: float | None = None
+    question2: str | None = None
+    split: str = "val"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"record {self.id!r}: unknown task {self.task!r}; expected one of {TASKS}")
+        if self.split not in SPLITS:
+            raise ValueError(f"record {self.id!r}: unknown split {self.split!r}; expected one of {SPLITS}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "QARecord":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"record {d.get('id')!r}: unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# Field order of a prediction record (DESIGN.md §3; `prediction2` holds the answer to
+# `question2` for VCGBench consistency items and is null otherwise).
+PREDICTION_FIELDS = (
+    "id", "benchmark", "task", "question", "answer", "options", "answer_index", "question2",
+    "meta", "status", "error", "prediction", "prediction2", "frames_sampled", "frames_kept",
+    "visual_tokens_in", "visual_tokens_out", "prompt_tokens", "reducer", "model", "conv_mode",
+    "seed", "timings",
+)
+
+
+def prediction_record(qa: QARecord | dict[str, Any], **values: Any) -> dict[str, Any]:
+    """A prediction record for `qa` with every field present (unset ones are None)."""
+    q = qa.to_dict() if isinstance(qa, QARecord) else qa
+    rec = {k: None for k in PREDICTION_FIELDS}
+    for k in ("id", "benchmark", "task", "question", "answer", "options", "answer_index", "question2", "meta"):
+        rec[k] = q.get(k)
+    unknown = set(values) - set(PREDICTION_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown prediction fields {sorted(unknown)}")
+    rec.update(values)
+    if rec["status"] not in STATUSES:
+        raise ValueError(f"prediction {rec['id']!r}: status {rec['status']!r} not in {STATUSES}")
+    return rec
+
+
+def read_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """Yield the JSON objects of a JSONL file; a bad line raises ValueError naming file and line.
+
+    A final line without a newline that does not parse is a torn write from a killed process:
+    it is skipped (its sample will be redone), every other bad line is an error.
+    """
+    path = Path(path)
+    with path.open("r", encoding="utf-8", newline="") as f:
+        lines = f.read().split("\n")
+    torn_tail = lines[-1] != ""
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            if torn_tail and lineno == len(lines):
+                return
+            raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        yield obj
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> int:
+    """Write rows atomically (temp file + rename); returns the number written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    n = 0
+    with tmp.open("w", encoding="utf-8", newline="\n") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False, sort_keys=False) + "\n")
+            n += 1
+    os.replace(tmp, path)
+    return n
+
+
+def append_jsonl(f, rows: Iterable[dict[str, Any]]) -> None:
+    """Append rows to an open text file and flush + fsync, so a crash loses at most a torn line."""
+    for row in rows:
+        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def read_qa_records(path: str | os.PathLike) -> list[QARecord]:
+    """Read canonical QA records; duplicate ids or malformed rows raise ValueError with file:line."""
+    out: list[QARecord] = []
+    seen: dict[str, int] = {}
+    for lineno, d in enumerate(read_jsonl(path), start=1):
+        try:
+            rec = QARecord.from_dict(d)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: record {lineno}: {e}") from None
+        if rec.id in seen:
+            raise ValueError(f"{path}: record {lineno}: duplicate id {rec.id!r} (first at record {seen[rec.id]})")
+        seen[rec.id] = lineno
+        out.append(rec)
+    return out
