@@ -1,0 +1,118 @@
+"""A small Python API for notebooks and scripts: no CLI, plain Python objects.
+
+    from dyto import api
+    clip = api.load_clip("dyto/assets/demo/bigbuckbunny.mp4", num_frames=100)
+    feats = api.standin_features(clip)                 # [T, 576, 256], no CLIP weights needed
+    red = api.reduce(feats, "dyto")                    # Reduction: tokens, frames_kept, info
+    module = api.load_model("tiny", reducer=api.build_reducer("dyto", budget=96))
+    rec = api.ask(module, clip.path, "what animal is this?")   # a prediction record (dict)
+    run = api.load_run("outputs/demo")                 # predictions, results, summary
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from torch import Tensor
+
+from dyto.datamodules.video import CLIP_MEAN, CLIP_STD, decode_video, preprocess_frames
+from dyto.records import QARecord, read_jsonl
+from dyto.reduction import Reduction, TokenReducer, build_reducer
+from dyto.reduction.features import pixel_patch_features
+
+__all__ = ["Clip", "Run", "ask", "build_reducer", "load_clip", "load_model", "load_run", "reduce", "standin_features"]
+
+
+@dataclass
+class Clip:
+    path: str
+    frames: np.ndarray   # uint8 [T, H, W, 3], the sampled frames as decoded
+    indices: list[int]   # video frame number of each sampled frame
+    total_frames: int
+    pixels: Tensor       # [T, 3, S, S], the reference's squash-resize + CLIP normalisation
+
+
+def load_clip(path: str | Path, num_frames: int = 100, size: int = 336, **decode_kwargs: Any) -> Clip:
+    """Decode `num_frames` frames the way the benchmarks do (reference sampling) and preprocess them."""
+    video = decode_video(path, num_frames, **decode_kwargs)
+    return Clip(str(path), video.frames, video.indices, video.total_frames,
+                preprocess_frames(video.frames, size, CLIP_MEAN, CLIP_STD))
+
+
+def standin_features(clip: Clip, grid: int = 24, dim: int = 256) -> Tensor:
+    """Deterministic stand-in for CLIP + projector features: [T, grid*grid, dim] pooled pixel patches."""
+    return pixel_patch_features(clip.pixels, grid=grid, dim=dim)
+
+
+def reduce(features: Tensor, reducer: str | TokenReducer = "dyto", **params: Any) -> Reduction:
+    """Run a registered reducer (by name, with params) or a reducer object on [T, N, D] features."""
+    red = build_reducer(reducer, **params) if isinstance(reducer, str) else reducer
+    side = int(round(features.shape[1] ** 0.5))
+    return red(features, (side, side))
+
+
+def load_model(model: str = "tiny", reducer: TokenReducer | None = None, **kwargs: Any):
+    """The DyToVideoQA LightningModule in eval mode ('tiny' = random weights, built in memory)."""
+    from dyto.models.llava_next import DyToVideoQA
+
+    if reducer is not None:
+        kwargs["reducer"] = reducer
+    return DyToVideoQA(model=model, **kwargs).eval()
+
+
+def ask(module, video: str | Path, question: str, options: Sequence[str] | None = None,
+        question2: str | None = None) -> dict[str, Any]:
+    """One question about one video through `module`; returns the prediction record.
+
+    With `options` it is a multiple-choice question; with `question2` a VCGBench consistency pair.
+    A video that cannot be read gives a record with its status, as in a benchmark run.
+    """
+    from dyto.datamodules.video import VideoError
+
+    task = "multiple_choice" if options else ("vcg_consistency" if question2 else "open_ended")
+    record = QARecord(id="ask", benchmark="adhoc", task=task, video=str(video), question=question, answer="",
+                      options=list(options) if options else None, question2=question2, split="test")
+    sample = {"ids": ["ask"], "records": [record.to_dict()], "pixel_values": [None], "frame_indices": [[]],
+              "frames_total": [0], "status": ["ok"], "error": [""], "decode_ms": [0.0]}
+    t0 = time.perf_counter()
+    try:
+        decoded = decode_video(video, module.num_frames)
+        sample["pixel_values"] = [preprocess_frames(decoded.frames, module.image_size, module.image_mean,
+                                                    module.image_std)]
+        sample["frame_indices"], sample["frames_total"] = [decoded.indices], [decoded.total_frames]
+    except VideoError as e:
+        sample["status"], sample["error"] = [e.status], [str(e)]
+    sample["decode_ms"] = [(time.perf_counter() - t0) * 1e3]
+    out = module.predict_step(sample, 0)[0]
+    out["video_frames_kept"] = [sample["frame_indices"][0][i] for i in (out["frames_kept"] or [])]
+    return out
+
+
+@dataclass
+class Run:
+    run_dir: Path
+    predictions: list[dict[str, Any]]
+    results: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def reducer(self) -> str:
+        names = {json.dumps(p["reducer"], sort_keys=True) for p in self.predictions if p.get("reducer")}
+        return ", ".join(sorted(json.loads(n)["name"] for n in names)) or "?"
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """A finished (or partial) run: merged predictions, results.json and summary.json when present."""
+    run_dir = Path(run_dir)
+    merged = run_dir / "artifacts" / "predictions.jsonl"
+    if not merged.exists():
+        raise FileNotFoundError(f"{merged} not found: is {run_dir} a dyto run directory that finished predict?")
+    results_path, summary_path = run_dir / "logs" / "results.json", run_dir / "artifacts" / "summary.json"
+    return Run(run_dir, list(read_jsonl(merged)),
+               json.loads(results_path.read_text()) if results_path.exists() else {},
+               json.loads(summary_path.read_text()) if summary_path.exists() else {})

@@ -1,0 +1,101 @@
+"""The `dyto` command line.
+
+    dyto predict --config configs/demo.yaml                     # LightningCLI: run a benchmark
+    dyto predict --config configs/trainer/gpu.yaml --config configs/models/llava_next_7b.yaml \
+                 --config configs/reducers/dyto.yaml --config configs/benchmarks/nextqa.yaml
+    dyto prepare nextqa --qa-file NExT_QA.csv --out data/prepared/nextqa.jsonl --video-root DIR
+    dyto judge --predictions outputs/<run> [--base-url URL] [--model NAME] [--concurrency N]
+    dyto demo --video clip.mp4 --question "what is happening?" [--model PATH]
+    dyto reduce-demo [--video clip.mp4]
+
+`predict` (and Lightning's other subcommands) go to LightningCLI; `python cli.py ...` in the
+repository root is the same entry point.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+
+LIGHTNING_SUBCOMMANDS = ("predict", "fit", "validate", "test")
+
+
+class RunDirConfigSaver(SaveConfigCallback):
+    """Save the effective config as `<run_dir>/config.yaml` (next to the predictions it made).
+
+    The config holds no secrets by construction: API keys are read from the environment only
+    (OPENAI_API_KEY, WANDB_API_KEY) and are never parameters.
+    """
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        from dyto.evaluation.writer import PredictionWriter
+
+        if self.already_saved:
+            return
+        writer = next(cb for cb in trainer.callbacks if isinstance(cb, PredictionWriter))
+        run_dir = writer.resolve_run_dir(trainer)
+        if trainer.is_global_zero:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self.parser.save(self.config, str(run_dir / self.config_filename), skip_none=False, overwrite=True,
+                             multifile=self.multifile)
+        self.already_saved = True
+
+
+class DyToCLI(LightningCLI):
+    """LightningCLI with the prediction writer and the evaluation always wired in."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        from dyto.evaluation.callbacks import EvaluateCallback
+        from dyto.evaluation.writer import PredictionWriter
+
+        parser.add_lightning_class_args(PredictionWriter, "output")
+        parser.add_lightning_class_args(EvaluateCallback, "evaluation")
+
+
+def run_lightning(argv: list[str]) -> None:
+    from dyto.datamodules import VideoQADataModule
+    from dyto.models.llava_next import DyToVideoQA
+
+    DyToCLI(
+        DyToVideoQA,
+        VideoQADataModule,
+        subclass_mode_data=True,
+        save_config_callback=RunDirConfigSaver,
+        seed_everything_default=0,
+        trainer_defaults={"logger": False, "enable_checkpointing": False},
+        args=argv,
+        auto_configure_optimizers=False,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return
+    cmd, rest = argv[0], argv[1:]
+    if cmd in LIGHTNING_SUBCOMMANDS:
+        run_lightning(argv)
+    elif cmd == "prepare":
+        from dyto.datamodules.prepare import main as prepare_main
+
+        sys.exit(prepare_main(rest))
+    elif cmd == "judge":
+        from dyto.evaluation.judge import judge_main
+
+        sys.exit(judge_main(rest))
+    elif cmd == "demo":
+        from dyto.demo import demo_main
+
+        sys.exit(demo_main(rest))
+    elif cmd == "reduce-demo":
+        from dyto.demo import reduce_demo_main
+
+        sys.exit(reduce_demo_main(rest))
+    else:
+        sys.exit(f"dyto: unknown command {cmd!r}; try `dyto --help`")
+
+
+if __name__ == "__main__":
+    main()

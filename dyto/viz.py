@@ -1,0 +1,136 @@
+"""Pictures of what DyTo did (matplotlib, Agg; every function returns a Figure).
+
+* `keyframe_strip`: every sampled frame as a thumbnail, framed in the colour of its TW-FINCH
+  cluster in the chosen partition; kept frames get a thick frame and a marker.
+* `merge_map`: for one kept frame, which of its patches survive as their own token and which
+  were merged into which (merged groups share a colour; the dropped token 0 is hatched grey).
+* `budget_plot`: visual tokens per question (histogram) per reducer, and accuracy against mean
+  tokens per reducer, from finished runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from dyto.reduction.merge import merge_with_assignment  # noqa: E402
+
+__all__ = ["budget_plot", "headline_metric", "keyframe_strip", "merge_map", "save_figure"]
+
+
+def _palette(n: int) -> np.ndarray:
+    """n distinguishable RGB colours (tab20, then a golden-ratio hue walk beyond 20)."""
+    base = plt.get_cmap("tab20")(np.arange(20))[:, :3]
+    if n <= 20:
+        return base[:n]
+    hues = (np.arange(n) * 0.618034) % 1.0
+    extra = matplotlib.colors.hsv_to_rgb(np.stack([hues, np.full(n, 0.65), np.full(n, 0.9)], axis=1))
+    return np.concatenate([base, extra[20:]])
+
+
+def keyframe_strip(frames: np.ndarray, labels: Sequence[int], kept: Sequence[int], columns: int = 20,
+                   title: str | None = None) -> Figure:
+    """frames: uint8 [T, H, W, 3]; labels: cluster of each frame [T]; kept: indices into frames."""
+    t = len(frames)
+    if len(labels) != t:
+        raise ValueError(f"{len(labels)} cluster labels for {t} frames")
+    kept_set = set(int(k) for k in kept)
+    colours = _palette(int(max(labels)) + 1)
+    rows = -(-t // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.9, rows * 0.9 + 0.6), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(t):
+        ax = axes.flat[i]
+        ax.imshow(frames[i])
+        ax.axis("on")
+        ax.set_xticks([]), ax.set_yticks([])
+        width = 4.0 if i in kept_set else 1.2
+        for spine in ax.spines.values():
+            spine.set_edgecolor(colours[int(labels[i])])
+            spine.set_linewidth(width)
+        if i in kept_set:
+            ax.set_title("\u2605", fontsize=9, color="black", pad=1)
+    k = len(set(int(x) for x in labels))
+    fig.suptitle(title or f"{t} sampled frames, {k} clusters, {len(kept_set)} kept (\u2605)", fontsize=10)
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def merge_map(image: np.ndarray, features: torch.Tensor, grid: tuple[int, int], r_list: Sequence[int],
+              reduce: str = "amax", drop_first: bool = True, title: str | None = None) -> Figure:
+    """image: uint8 [H, W, 3]; features: [h*w, D] of that frame before merging.
+
+    Recomputes the frame's merge with `merge_with_assignment` (the same code path as DyTo) and
+    paints each patch: clear = survived as its own token, coloured = merged (one colour per
+    destination token), hatched grey = token 0, which DyTo drops before merging.
+    """
+    h, w = grid
+    n = features.shape[0]
+    if n != h * w:
+        raise ValueError(f"{n} tokens do not fill a {h}x{w} grid")
+    offset = 1 if drop_first else 0
+    _, assignment = merge_with_assignment(features[offset:], list(r_list), reduce)
+    assignment = assignment.cpu().numpy()
+    group_size = np.bincount(assignment)
+    merged_groups = np.flatnonzero(group_size > 1)
+    colours = _palette(len(merged_groups))
+    colour_of = {int(g): colours[i] for i, g in enumerate(merged_groups)}
+    overlay = np.zeros((h * w, 4))
+    for tok in range(offset, n):
+        dest = int(assignment[tok - offset])
+        if group_size[dest] > 1:
+            overlay[tok, :3], overlay[tok, 3] = colour_of[dest], 0.55
+    fig, ax = plt.subplots(figsize=(5, 5 * image.shape[0] / image.shape[1] + 0.4))
+    ax.imshow(image, extent=(0, w, h, 0))
+    ax.imshow(overlay.reshape(h, w, 4), extent=(0, w, h, 0), interpolation="nearest")
+    if drop_first:
+        ax.add_patch(matplotlib.patches.Rectangle((0, 0), 1, 1, facecolor="0.5", hatch="xx", alpha=0.8))
+    ax.set_xticks([]), ax.set_yticks([])
+    own = int((group_size[assignment[np.arange(n - offset)]] == 1).sum())
+    ax.set_title(title or f"{n - offset} patches -> {len(group_size)} tokens: {own} kept alone, "
+                 f"{n - offset - own} merged into {len(merged_groups)} groups", fontsize=9)
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def headline_metric(results: dict[str, Any]) -> float | None:
+    """The run's main accuracy in percent (multiple-choice or open-ended accuracy), if any."""
+    for bench in results.get("benchmarks", {}).values():
+        for key in ("accuracy", "accuracy_reference"):
+            if isinstance(bench.get(key), (int, float)):
+                return float(bench[key])
+    return None
+
+
+def budget_plot(runs: dict[str, Any]) -> Figure:
+    """runs: label -> `dyto.api.Run`. Left: visual tokens per question; right: accuracy vs mean tokens."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    colours = _palette(len(runs))
+    for colour, (label, run) in zip(colours, runs.items()):
+        tokens = [p["visual_tokens_out"] for p in run.predictions if p["status"] == "ok"]
+        if not tokens:
+            continue
+        left.hist(tokens, bins=20, alpha=0.6, color=colour, label=f"{label} (mean {np.mean(tokens):.0f})")
+        acc = headline_metric(run.results)
+        if acc is not None:
+            right.scatter([np.mean(tokens)], [acc], color=colour, s=60)
+            right.annotate(label, (np.mean(tokens), acc), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    left.set_xlabel("visual tokens per question"), left.set_ylabel("questions"), left.legend(fontsize=8)
+    right.set_xlabel("mean visual tokens"), right.set_ylabel("accuracy (%)")
+    right.set_title("accuracy vs token budget", fontsize=10)
+    left.set_title("token budget per question", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Figure, path) -> None:
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,74 @@
+"""The pictures are drawn from real data: a real clip, the real reducer, real runs' records."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dyto import api, viz
+
+DEMO = Path(__file__).resolve().parents[1] / "dyto" / "assets" / "demo"
+
+
+def pixels(fig) -> np.ndarray:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=60)
+    viz.plt.close(fig)
+    return np.asarray(Image.open(buf).convert("RGB"), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def bunny():
+    clip = api.load_clip(DEMO / "bigbuckbunny.mp4", num_frames=100)
+    feats = api.standin_features(clip)
+    return clip, feats, api.reduce(feats, "dyto")
+
+
+def test_keyframe_strip_marks_exactly_the_kept_frames(bunny):
+    clip, _, red = bunny
+    sel = red.info["selection"]
+    fig = viz.keyframe_strip(clip.frames, sel.labels.tolist(), red.frames_kept)
+    thick = [ax for ax in fig.axes if ax.spines["top"].get_linewidth() >= 4.0]
+    stars = [ax for ax in fig.axes if ax.get_title() == "\u2605"]
+    assert len(thick) == len(stars) == len(red.frames_kept) >= 1
+    assert len([ax for ax in fig.axes if ax.images]) == len(clip.frames)
+    assert pixels(fig).std() > 20  # real thumbnails, not a blank canvas
+
+
+def test_keyframe_strip_rejects_mismatched_labels(bunny):
+    clip, _, red = bunny
+    with pytest.raises(ValueError, match="cluster labels"):
+        viz.keyframe_strip(clip.frames, [0, 1], red.frames_kept)
+
+
+def test_merge_map_colours_every_merged_patch(bunny):
+    clip, feats, red = bunny
+    k = red.frames_kept[0]
+    fig = viz.merge_map(clip.frames[k], feats[k], (24, 24), red.info["r_list"])
+    overlay = fig.axes[0].images[1].get_array()
+    merged_patches = int((np.asarray(overlay)[..., 3] > 0).sum())
+    merges = 575 - red.tokens_per_frame[0]  # each merge removes one token
+    if merges == 0:
+        assert merged_patches == 0
+    else:  # every source is coloured, and so is its destination (shared by several sources)
+        assert merges < merged_patches <= 2 * merges
+    assert pixels(fig).std() > 20
+
+
+def test_budget_plot_from_finished_runs(tmp_path):
+    from dyto.records import write_jsonl
+
+    runs = {}
+    for name, tokens in (("dyto", [3660, 3675, 3450]), ("slowfast", [3680, 3680, 3680])):
+        run_dir = tmp_path / name
+        write_jsonl(run_dir / "artifacts" / "predictions.jsonl",
+                    [{"id": str(i), "status": "ok", "visual_tokens_out": t, "reducer": {"name": name}}
+                     for i, t in enumerate(tokens)])
+        runs[name] = api.load_run(run_dir)
+    fig = viz.budget_plot(runs)
+    assert len(fig.axes[0].patches) > 0
+    assert pixels(fig).std() > 5
