@@ -1,0 +1,208 @@
+"""Prediction + judgment records -> the paper's numbers, both the reference way and ours.
+
+Two denominators are reported side by side because they answer different questions:
+
+* ``accuracy`` follows the reference code, so it is comparable with published numbers:
+  open-ended yes / (yes + no) over judged items (a verdict counts only when the reply's score
+  parsed, as in SF-LLaVA's aggregation loop); multiple choice correct / predicted items (the
+  reference silently skips missing videos).
+* ``accuracy_all`` divides by every item of the benchmark: failed predictions, unjudged and
+  unparsable items all count as not correct. When the two differ, something was lost, and the
+  counts (``status``, ``unjudged``, ``unparsable``) say what.
+
+``score`` is always the reference mean of ``int(score)`` over judged replies, a reply without a
+score counting 0. Counters are torchmetrics states (summed across processes under DDP).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any, Iterable
+
+import torch
+from torchmetrics import Metric
+
+from dyto.evaluation.choice import parse_choice
+from dyto.evaluation.judge import input_hash, judge_inputs
+from dyto.evaluation.judge_prompts import PROMPT_VERSION, TASK_DIMENSIONS, parse_reply
+
+VCG_DIMENSIONS = ("correctness", "detailed_orientation", "context", "temporal", "consistency")
+# NExT-QA question types (IntentQA uses the same codes); TP is merged into TN as in the paper.
+NEXT_GROUPS = {"CW": "causal", "CH": "causal", "TN": "temporal", "TC": "temporal",
+               "DC": "descriptive", "DL": "descriptive", "DO": "descriptive"}
+MC_BREAKDOWNS = ("duration", "domain", "task_type")  # VideoMME meta fields, when present
+
+
+class Tally(Metric):
+    """Named float64 counters; ``compute()`` returns them as a dict of Python numbers."""
+
+    full_state_update = False
+
+    def __init__(self, names: Iterable[str]):
+        super().__init__()
+        self._names = tuple(names)
+        for n in self._names:
+            self.add_state(n, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, **counts: float) -> None:
+        for k, v in counts.items():
+            setattr(self, k, getattr(self, k) + v)
+
+    def compute(self) -> dict[str, float]:
+        return {n: getattr(self, n).item() for n in self._names}
+
+
+def _pct(num: float, den: float) -> float | None:
+    return 100.0 * num / den if den else None
+
+
+def question_type(meta: dict[str, Any] | None) -> str | None:
+    """NExT-QA/IntentQA code (TP -> TN), STAR category (``Interaction_T1`` -> ``Interaction``), else raw."""
+    qt = (meta or {}).get("question_type", (meta or {}).get("type"))
+    if qt is None:
+        return None
+    qt = str(qt)
+    if qt == "TP":
+        return "TN"
+    return qt if qt in NEXT_GROUPS else qt.split("_")[0]
+
+
+# ---------------------------------------------------------------- multiple choice
+_MC = ("items", "ok", "correct", "unparsed")
+
+
+def _mc_entry(t: Tally) -> dict[str, Any]:
+    c = {k: int(v) for k, v in t.compute().items()}
+    return {**c, "accuracy": _pct(c["correct"], c["ok"]), "accuracy_all": _pct(c["correct"], c["items"])}
+
+
+def _multiple_choice(preds: list[dict[str, Any]], mode: str) -> dict[str, Any]:
+    groups: dict[tuple[str, str], Tally] = defaultdict(lambda: Tally(_MC))
+    for p in preds:
+        ok = p.get("status") == "ok"
+        n_opt = len(p.get("options") or []) or 5
+        choice = parse_choice(p.get("prediction"), n_opt, mode) if ok else None
+        counts = {"items": 1, "ok": int(ok), "correct": int(ok and choice is not None and choice == p.get("answer_index")),
+                  "unparsed": int(ok and choice is None)}
+        meta = p.get("meta") or {}
+        keys = [("all", "all")]
+        if (qt := question_type(meta)) is not None:
+            keys.append(("by_type", qt))
+            if qt in NEXT_GROUPS:
+                keys.append(("by_group", NEXT_GROUPS[qt]))
+        keys += [(f"by_{k}", str(meta[k])) for k in MC_BREAKDOWNS if meta.get(k) is not None]
+        for key in keys:
+            groups[key].update(**counts)
+    out = _mc_entry(groups.pop(("all", "all")))
+    out["parse_mode"] = mode
+    for (kind, name), t in sorted(groups.items()):
+        out.setdefault(kind, {})[name] = _mc_entry(t)
+    return out
+
+
+# ---------------------------------------------------------------- judged dimensions
+_JUDGED = ("items", "ok", "judged", "unparsable", "unjudged", "lenient", "yes", "no", "yes_all",
+           "score_sum")
+
+
+def _judged(preds: list[dict[str, Any]], dim: str, index: dict[str, dict[str, Any]],
+            judge_model: str, version: str) -> dict[str, Any]:
+    t = Tally(_JUDGED)
+    for p in preds:
+        c = dict.fromkeys(_JUDGED, 0)
+        c["items"] = 1
+        for d, fields in judge_inputs(p):
+            if d != dim:
+                continue
+            c["ok"] = 1
+            j = index.get(input_hash(judge_model, version, dim, fields))
+            if j is None:
+                c["unjudged"] = 1
+            elif j["status"] == "unparsable":
+                c["unparsable"] = 1
+            else:
+                c["judged"], score = 1, j.get("score")
+                c["score_sum"] = score or 0
+                c["yes_all"] = int(j.get("verdict") == "yes")
+                if score is not None:  # the reference reads the verdict only after int(score) succeeded
+                    c["yes"], c["no"] = int(j.get("verdict") == "yes"), int(j.get("verdict") == "no")
+                c["lenient"] = int(version in PROMPT_VERSION.values() and not parse_reply(j.get("raw")).strict)
+        t.update(**c)
+    c = {k: (v if k == "score_sum" else int(v)) for k, v in t.compute().items()}
+    out = {k: c[k] for k in ("items", "ok", "judged", "unparsable", "unjudged", "lenient")}
+    out["failed"] = c["items"] - c["ok"]
+    out["score"] = c["score_sum"] / c["judged"] if c["judged"] else None
+    if dim == "default":
+        out.update(yes=c["yes"], no=c["no"], accuracy=_pct(c["yes"], c["yes"] + c["no"]),
+                   accuracy_all=_pct(c["yes_all"], c["items"]))
+    return out
+
+
+def per_item(predictions: Iterable[dict[str, Any]], judgments: Iterable[dict[str, Any]], *,
+             judge_model: str | None = None, prompt_versions: dict[str, str] | None = None,
+             choice_mode: str = "reference") -> dict[str, dict[str, Any]]:
+    """id -> {verdict, score} for per-sample views: MC ``correct``/``wrong``/``unparsed``; judged
+    items the judge's ``yes``/``no`` (else ``unjudged``/``unparsable``) and the mean score over
+    their dimensions; failed predictions their status."""
+    judgments = list(judgments)
+    judge_model = judge_model or _infer_judge_model(judgments)
+    versions = prompt_versions or PROMPT_VERSION
+    index = {j["input_hash"]: j for j in judgments if j.get("status") in ("ok", "unparsable")}
+    out = {}
+    for p in predictions:
+        item: dict[str, Any] = {"verdict": p.get("status"), "score": None}
+        if p.get("status") == "ok" and p.get("task") == "multiple_choice":
+            choice = parse_choice(p.get("prediction"), len(p.get("options") or []) or 5, choice_mode)
+            item["verdict"] = "unparsed" if choice is None else "correct" if choice == p.get("answer_index") else "wrong"
+        elif p.get("status") == "ok":
+            found = [index.get(input_hash(judge_model, versions.get(d, ""), d, f)) for d, f in judge_inputs(p)]
+            scores = [j["score"] for j in found if j and j.get("score") is not None]
+            item["score"] = sum(scores) / len(scores) if scores else None
+            first = found[0] if found else None
+            item["verdict"] = ("unjudged" if first is None else "unparsable" if first["status"] == "unparsable"
+                               else first.get("verdict") or "judged")
+        out[str(p["id"])] = item
+    return out
+
+
+def _infer_judge_model(judgments: list[dict[str, Any]]) -> str | None:
+    models = Counter(j.get("judge_model") for j in judgments if j.get("status") in ("ok", "unparsable"))
+    if len(models) > 1:
+        raise ValueError(f"judgments from several judges {sorted(models)}: pass judge_model")
+    return next(iter(models), None)
+
+
+def compute_metrics(predictions: Iterable[dict[str, Any]], judgments: Iterable[dict[str, Any]] = (), *,
+                    judge_model: str | None = None, prompt_versions: dict[str, str] | None = None,
+                    choice_mode: str = "reference") -> dict[str, Any]:
+    """Per-benchmark metrics. Judgments are matched to predictions by input hash, so a stale
+    verdict (for an older prediction, judge model or prompt version) is never used."""
+    predictions, judgments = list(predictions), list(judgments)
+    judge_model = judge_model or _infer_judge_model(judgments)
+    versions = prompt_versions or PROMPT_VERSION
+    index = {j["input_hash"]: j for j in judgments if j.get("status") in ("ok", "unparsable")}
+    by_bench: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for p in predictions:
+        by_bench[str(p.get("benchmark"))].append(p)
+    benchmarks = {}
+    for bench, preds in by_bench.items():
+        entry: dict[str, Any] = {"items": len(preds), "status": dict(Counter(p.get("status") for p in preds))}
+        mc = [p for p in preds if p.get("task") == "multiple_choice"]
+        if mc:
+            entry["multiple_choice"] = _multiple_choice(mc, choice_mode)
+        for task, dims in TASK_DIMENSIONS.items():
+            task_preds = [p for p in preds if p.get("task") == task]
+            for dim in dims if task_preds else ():
+                entry.setdefault("judged", {})[dim] = _judged(task_preds, dim, index, judge_model, versions[dim])
+        scores = [entry.get("judged", {}).get(d, {}).get("score") for d in VCG_DIMENSIONS]
+        if all(s is not None for s in scores):
+            entry["vcgbench_average"] = sum(scores) / len(scores)
+        benchmarks[bench] = entry
+    out = {"judge_model": judge_model, "prompt_versions": dict(versions), "choice_mode": choice_mode,
+           "benchmarks": benchmarks}
+    # VCGBench split over several benchmark names (one per QA set): average across them.
+    dim_scores = [(d, v["score"]) for e in benchmarks.values() for d, v in e.get("judged", {}).items()
+                  if d in VCG_DIMENSIONS]
+    if sorted(d for d, _ in dim_scores) == sorted(VCG_DIMENSIONS) and all(s is not None for _, s in dim_scores):
+        out["vcgbench_average"] = sum(s for _, s in dim_scores) / len(dim_scores)
+    return out

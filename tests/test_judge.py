@@ -1,0 +1,194 @@
+"""The GPT judge against a real loopback HTTP server: faults, budgets, cache, resume, secrets."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dyto.evaluation.judge import Judge, JudgeConfig, JudgeUnavailable, judge_main, load_cache
+from dyto.evaluation.judge_prompts import PROMPTS, parse_reply
+from dyto.evaluation.metrics import compute_metrics
+from dyto.records import prediction_record, read_jsonl, write_jsonl
+from judge_server import JudgeServer
+
+KEY = "sk-test-DO-NOT-LEAK-0123456789abcdef"
+
+
+def make_preds(n_open=6):
+    preds = [prediction_record({"id": f"o{i}", "benchmark": "msvd", "task": "open_ended", "question": f"what is {i}?",
+                                "answer": "dog"}, status="ok", prediction="a dog" if i % 2 else "a cat")
+             for i in range(n_open)]
+    preds.append(prediction_record({"id": "g0", "benchmark": "vcgbench", "task": "vcg_generic", "question": "what?",
+                                    "answer": "a man surfs"}, status="ok", prediction="a man is surfing"))
+    preds.append(prediction_record({"id": "c0", "benchmark": "vcgbench", "task": "vcg_consistency", "question": "q1?",
+                                    "question2": "q2?", "answer": "a man surfs"}, status="ok",
+                                   prediction="surfing", prediction2="he surfs"))
+    preds.append(prediction_record({"id": "x0", "benchmark": "msvd", "task": "open_ended", "question": "q", "answer": "a"},
+                                   status="video_missing"))
+    return preds  # n_open + 3 + 1 judge jobs; x0 is never judged
+
+
+def config(url, **kw):
+    return JudgeConfig(**{"base_url": url, "timeout": 0.5, "max_attempts": 2, "backoff": 0.01, "concurrency": 8, **kw})
+
+
+@pytest.fixture(autouse=True)
+def env(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+
+
+def test_parse_reply_accepts_what_real_judges_return():
+    assert parse_reply("{'pred': 'yes', 'score': 4.8}")[:3] == ("yes", 4, "ok")
+    assert parse_reply("{''score': 4.8}")[:3] == (None, 4, "ok")  # the protocol's own malformed example
+    assert parse_reply("Sure! {'pred': 'YES', 'score': 3}. Hope it helps")[:3] == ("yes", 3, "ok")
+    assert parse_reply('```json\n{"pred": "No", "score": "2"}\n```')[:3] == ("no", 2, "ok")
+    assert parse_reply("Yes.")[:3] == ("yes", None, "ok")
+    assert parse_reply("{'pred': 'yes'}")[:3] == ("yes", None, "ok")  # the reference counts it (score 0)
+    assert parse_reply("I cannot evaluate this.").status == "unparsable"
+    assert parse_reply(None).status == "unparsable"
+    assert parse_reply("{'score': 3}").strict and not parse_reply("{''score': 3}").strict
+
+
+def test_prompts_carry_the_protocol_structure():
+    for dim, p in PROMPTS.items():
+        assert "##INSTRUCTIONS: - " in p.system and p.system.startswith("You are an intelligent chatbot")
+        msgs = p.messages("Q?", "A.", "P.", question2="Q2?", prediction2="P2.")
+        assert msgs[1]["content"].startswith("Please evaluate the following video-based question-answer pair:\n\n")
+        example = "{'pred': 'yes', 'score': 4.8}" if dim == "default" else "{''score': 4.8}"
+        assert msgs[1]["content"].endswith(f"For example, your response should look like this: {example}.")
+    user = PROMPTS["consistency"].messages("Q1?", "A.", "P1.", question2="Q2?", prediction2="P2.")[1]["content"]
+    assert "Question 1: Q1?\nQuestion 2: Q2?\nCorrect Answer: A.\nPredicted Answer to Question 1: P1.\n" \
+           "Predicted Answer to Question 2: P2.\n\n" in user
+    # braces in model outputs are data, not template fields
+    assert "{x}" in PROMPTS["default"].messages("{x}", "a", "b")[1]["content"]
+
+
+@pytest.mark.parametrize("behaviour,final", [("good", "ok"), ("malformed", "ok"), ("garbage", "unparsable"),
+                                             ("429", "failed"), ("500", "failed"), ("hang", "failed"),
+                                             ("close", "failed")])
+def test_every_item_ends_judged_or_unjudged_under_each_fault(tmp_path, behaviour, final):
+    preds = make_preds()
+    with JudgeServer(behaviour, hang_s=1.0) as srv:
+        stats = Judge(config(srv.base_url)).run(preds, tmp_path / "j.jsonl")
+    jobs = 6 + 3 + 1
+    assert stats.judged + stats.unparsable + stats.failed + stats.unjudged == jobs
+    assert getattr(stats, "judged" if final == "ok" else final) == jobs
+    recs = list(read_jsonl(tmp_path / "j.jsonl"))
+    assert len(recs) == jobs and {r["status"] for r in recs} == {final}
+    assert len(srv.requests) == jobs * (2 if final == "failed" else 1)  # failed = both attempts used
+    m = compute_metrics(preds, recs)["benchmarks"]
+    for entry in m.values():
+        for d in entry["judged"].values():
+            assert d["judged"] + d["unparsable"] + d["unjudged"] + d["failed"] == d["items"]
+            assert d["unjudged"] == (d["ok"] if final == "failed" else 0)
+
+
+def test_retry_after_is_honoured_then_success(tmp_path):
+    with JudgeServer(lambda n: "429" if n < 2 else "good", retry_after="0.3") as srv:
+        stats = Judge(config(srv.base_url, concurrency=1, max_attempts=4)).run(make_preds(1), tmp_path / "j.jsonl")
+        t = [r["t"] for r in srv.requests]
+    assert stats.judged == 5 and stats.failed == 0 and stats.errors == {"RateLimitError": 2}
+    assert t[1] - t[0] >= 0.29 and t[2] - t[1] >= 0.29  # backoff alone would be 0.01 s, 0.02 s
+
+
+def test_cache_rerun_and_changed_prediction(tmp_path):
+    preds, cache = make_preds(), tmp_path / "j.jsonl"
+    with JudgeServer("good") as srv:
+        Judge(config(srv.base_url)).run(preds, cache)
+        first = len(srv.requests)
+        again = Judge(config(srv.base_url)).run(preds, cache)
+        assert len(srv.requests) == first and again.cached == first and again.requests == 0
+        preds[0] = dict(preds[0], prediction="a changed answer")
+        Judge(config(srv.base_url)).run(preds, cache)
+        assert len(srv.requests) == first + 1 and "a changed answer" in srv.user_messages()[-1]
+        # another judge model is another cache key
+        Judge(config(srv.base_url, model="other-judge")).run(preds, cache)
+        assert len(srv.requests) == 2 * first + 1
+
+
+def test_failed_items_are_retried_on_rerun(tmp_path):
+    preds, cache = make_preds(), tmp_path / "j.jsonl"
+    with JudgeServer("500") as srv:
+        assert Judge(config(srv.base_url)).run(preds, cache).failed == 10
+        assert load_cache(cache) == {}
+        srv.behaviour = "good"
+        assert Judge(config(srv.base_url)).run(preds, cache).judged == 10
+
+
+def test_request_budget_stops_cleanly_and_resume_never_repeats(tmp_path):
+    preds, cache = make_preds(), tmp_path / "j.jsonl"
+    with JudgeServer("good") as srv:
+        stats = Judge(config(srv.base_url, max_requests=4, concurrency=2)).run(preds, cache)
+        assert stats.requests == 4 and stats.judged == 4 and stats.unjudged == 6 and "request budget" in stats.stopped
+        assert len(srv.requests) == 4
+        m = compute_metrics(preds, read_jsonl(cache))["benchmarks"]["msvd"]["judged"]["default"]
+        assert m["judged"] + m["unjudged"] == m["ok"]
+        Judge(config(srv.base_url)).run(preds, cache)
+        msgs = srv.user_messages()
+    assert len(msgs) == 10 and len(set(msgs)) == 10
+
+
+def test_cost_budget(tmp_path):
+    with JudgeServer("good") as srv:  # 100 + 10 tokens per reply at $10,000/M = $1.10 per request
+        stats = Judge(config(srv.base_url, concurrency=1, max_cost=2.0, price_per_mtok=(1e4, 1e4))).run(
+            make_preds(), tmp_path / "j.jsonl")
+    assert stats.requests == 2 and stats.cost_usd == pytest.approx(2.2) and "cost budget" in stats.stopped
+    with pytest.raises(ValueError, match="price"):
+        Judge(JudgeConfig(model="unknown-model", max_cost=1.0, base_url="http://127.0.0.1:9/v1"))
+
+
+def test_api_key_is_sent_but_never_written(tmp_path, capsys):
+    run = tmp_path / "run"
+    write_jsonl(run / "artifacts" / "predictions.jsonl", make_preds())
+    with JudgeServer("good") as srv:
+        assert judge_main(["--predictions", str(run), "--base-url", srv.base_url, "--timeout", "0.5"]) == 0
+        assert {r["authorization"] for r in srv.requests} == {f"Bearer {KEY}"}
+        judge = Judge(config(srv.base_url))
+    out = capsys.readouterr()
+    assert KEY not in out.out + out.err and KEY not in repr(judge) and KEY not in repr(judge.config)
+    files = [p for p in run.rglob("*") if p.is_file()]
+    assert {"judgments.jsonl", "results.json", "report.md"} <= {p.name for p in files}
+    assert all(KEY not in p.read_text(encoding="utf-8") for p in files)
+
+
+def test_no_judge_configured(monkeypatch, tmp_path):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    with pytest.raises(JudgeUnavailable):
+        Judge(JudgeConfig())
+
+
+def test_sigkill_half_way_then_restart_repeats_no_finished_item(tmp_path):
+    run = tmp_path / "run"
+    preds = make_preds(40)
+    write_jsonl(run / "artifacts" / "predictions.jsonl", preds)
+    cache = run / "eval_save_dir" / "judgments.jsonl"
+    with JudgeServer("good", delay_s=0.05) as srv:
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+        proc = subprocess.Popen([sys.executable, "-m", "dyto.evaluation.judge", "--predictions", str(run),
+                                 "--base-url", srv.base_url, "--concurrency", "2"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (not cache.exists() or len(cache.read_text().splitlines()) < 10):
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        finished = list(read_jsonl(cache))
+        assert 10 <= len(finished) < 44, "the judge finished before it could be killed"
+        srv.delay_s = 0
+        assert judge_main(["--predictions", str(run), "--base-url", srv.base_url]) == 0
+        msgs = srv.user_messages()
+    final = load_cache(cache)
+    assert len(final) == 44  # every job judged exactly once in the cache
+    done_first = {r["input_hash"] for r in finished}
+    by_hash = {h: r for h, r in final.items()}
+    for h in done_first:  # each item finished before the kill was asked exactly once, ever
+        rec = by_hash[h]
+        pred = next(p for p in preds if p["id"] == rec["id"])
+        assert sum(f"Predicted Answer: {pred['prediction']}\n" in m and f"Question: {pred['question']}\n" in m
+                   for m in msgs) == 1
+    assert len(msgs) <= 44 + 2  # at most the two requests in flight at the kill are repeated
