@@ -1,0 +1,64 @@
+"""Loading LLaVA-NeXT checkpoints (or the tiny random-weight one) with the reference's settings."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoConfig, AutoTokenizer, LlavaNextForConditionalGeneration
+from transformers.utils import is_flash_attn_2_available
+
+from dyto.models.rope import apply_rope_scaling
+from dyto.models.tiny import RANDOM_WEIGHTS_FLAG, TINY_MODEL_NAME, build_tiny_llava_next
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def resolve_dtype(dtype: str) -> torch.dtype:
+    """"auto" is fp16 when CUDA is available (the reference's precision) and fp32 on CPU."""
+    if dtype == "auto":
+        return torch.float16 if torch.cuda.is_available() else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; expected 'auto' or one of {sorted(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def resolve_attn_implementation(attn_implementation: str) -> str:
+    """"auto" is flash_attention_2 only with CUDA and the flash-attn package, else sdpa.
+
+    Flash attention is never requested without CUDA: it has no CPU kernel, and transformers
+    would fail at load time.
+    """
+    cuda = torch.cuda.is_available()
+    if attn_implementation == "auto":
+        return "flash_attention_2" if cuda and is_flash_attn_2_available() else "sdpa"
+    if attn_implementation == "flash_attention_2" and not cuda:
+        raise ValueError("attn_implementation='flash_attention_2' needs CUDA; use 'sdpa' or 'auto'")
+    return attn_implementation
+
+
+def load_llava_next(
+    name: str,
+    dtype: torch.dtype,
+    attn_implementation: str,
+    rope_scaling_factor: float | None,
+    seed: int = 0,
+) -> tuple[LlavaNextForConditionalGeneration, object, str]:
+    """(model in eval mode, tokenizer, model name for prediction records).
+
+    ``name="tiny"`` builds the tiny RANDOM-WEIGHT model in memory from ``seed``; anything else is
+    a hub id or local directory read with ``from_pretrained``. A checkpoint written by
+    :func:`dyto.models.tiny.save_tiny` carries a flag in its config, and its record name says
+    "(random weights)" as well.
+    """
+    if name == "tiny":
+        model, tokenizer = build_tiny_llava_next(seed=seed, rope_scaling_factor=rope_scaling_factor)
+        model.set_attn_implementation(attn_implementation)
+        return model.to(dtype).eval(), tokenizer, TINY_MODEL_NAME
+    config = AutoConfig.from_pretrained(name)
+    if rope_scaling_factor is not None:
+        apply_rope_scaling(config.text_config, rope_scaling_factor)
+    model = LlavaNextForConditionalGeneration.from_pretrained(
+        name, config=config, dtype=dtype, attn_implementation=attn_implementation
+    ).eval()
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    label = f"{name} (random weights)" if getattr(config, RANDOM_WEIGHTS_FLAG, False) else name
+    return model, tokenizer, label
