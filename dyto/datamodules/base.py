@@ -1,0 +1,131 @@
+"""The Lightning side of the data: canonical records in, batches of decoded frames out.
+
+Every record becomes exactly one batch entry, whatever happens to its video: a missing or
+unreadable video yields `status`/`error` and `pixel_values=None`, so the model writes a failure
+record for it instead of the question silently vanishing (as it does in the reference runners).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from dyto.datamodules.paths import VideoError, VideoResolver, resolver_for
+from dyto.datamodules.video import CLIP_MEAN, CLIP_STD, decode_video, preprocess_frames
+from dyto.records import QARecord, read_qa_records
+
+BATCH_KEYS = ("ids", "records", "pixel_values", "frame_indices", "frames_total", "status", "error", "decode_ms")
+
+
+class VideoQADataset(Dataset):
+    """Decodes and preprocesses in `__getitem__` (i.e. in DataLoader workers); never raises for a video."""
+
+    def __init__(self, records: list[QARecord], resolver: VideoResolver, num_frames: int, image_size: int,
+                 image_mean: tuple[float, ...], image_std: tuple[float, ...], backend: str = "auto",
+                 sampling: str = "reference", decode_timeout_s: float = 120.0) -> None:
+        self.records = records
+        self.resolver = resolver
+        self.num_frames, self.image_size = num_frames, image_size
+        self.image_mean, self.image_std = image_mean, image_std
+        self.backend, self.sampling, self.decode_timeout_s = backend, sampling, decode_timeout_s
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        rec = self.records[i]
+        sample: dict[str, Any] = {"id": rec.id, "record": rec.to_dict(), "pixel_values": None, "frame_indices": [],
+                                  "frames_total": 0, "status": "ok", "error": "", "decode_ms": 0.0}
+        t0 = time.perf_counter()
+        try:
+            window = (rec.start, rec.end) if rec.start is not None and rec.end is not None else None
+            video = decode_video(self.resolver(rec), self.num_frames, backend=self.backend, window=window,
+                                 method=self.sampling, timeout_s=self.decode_timeout_s)
+            sample["pixel_values"] = preprocess_frames(video.frames, self.image_size, self.image_mean, self.image_std)
+            sample["frame_indices"], sample["frames_total"] = video.indices, video.total_frames
+        except VideoError as e:
+            sample["status"], sample["error"] = e.status, e.message
+        except Exception as e:  # anything else about this one video must not end the run either
+            sample["status"], sample["error"] = "video_unreadable", f"{rec.video}: {type(e).__name__}: {e}"
+        sample["decode_ms"] = (time.perf_counter() - t0) * 1000.0
+        return sample
+
+
+def collate(samples: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """A dict of equal-length lists (docs/internals.md); frames stay per sample, as T may differ."""
+    single = {"ids": "id", "records": "record"}
+    return {key: [s[single.get(key, key)] for s in samples] for key in BATCH_KEYS}
+
+
+class VideoQADataModule(L.LightningDataModule):
+    """Predict-only DataModule over a canonical JSONL file.
+
+    num_frames / image_size / image_mean / image_std left as None are read in `setup()` from the
+    attached LightningModule (attributes of the same names): the reducer decides how many frames
+    are sampled, in one place. `skip_ids` (set by the resume logic) drops finished questions.
+    """
+
+    benchmark: ClassVar[str | None] = None  # subclasses fix it, and with it the video naming rules
+
+    def __init__(self, records: str, video_root: str | None = None, batch_size: int = 1, num_workers: int = 2,
+                 num_frames: int | None = None, image_size: int | None = None,
+                 image_mean: tuple[float, float, float] | None = None,
+                 image_std: tuple[float, float, float] | None = None, backend: str = "auto",
+                 sampling: str = "reference", decode_timeout_s: float = 120.0, limit: int | None = None,
+                 video_map: str | None = None) -> None:
+        super().__init__()
+        self.records_path, self.video_root, self.video_map = records, video_root, video_map
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.num_frames, self.image_size = num_frames, image_size
+        self.image_mean, self.image_std = image_mean, image_std
+        self.backend, self.sampling, self.decode_timeout_s, self.limit = backend, sampling, decode_timeout_s, limit
+        self.skip_ids: set[str] = set()
+        self._records: list[QARecord] | None = None
+
+    @property
+    def records(self) -> list[QARecord]:
+        """The records of the run: the file's, checked against the benchmark, cut to `limit`."""
+        if self._records is None:
+            records = read_qa_records(self.records_path)
+            wrong = [r.id for r in records if self.benchmark is not None and r.benchmark != self.benchmark]
+            if wrong:
+                raise ValueError(f"{self.records_path}: {len(wrong)} records are not {self.benchmark!r} "
+                                 f"(first: {wrong[0]!r}); use the DataModule of their benchmark")
+            self._records = records if self.limit is None else records[: self.limit]
+        return self._records
+
+    def input_ids(self) -> list[str]:
+        """Ids of the run (after `limit`, before `skip_ids`): what the merged output is checked against."""
+        return [r.id for r in self.records]
+
+    def setup(self, stage: str | None = None) -> None:
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        for name in ("num_frames", "image_size", "image_mean", "image_std"):
+            if getattr(self, name) is None and module is not None:
+                setattr(self, name, getattr(module, name, None))
+        if self.num_frames is None:
+            raise ValueError("num_frames is not set: pass it, or attach a model with a num_frames attribute")
+        self.image_size = self.image_size or 336
+        self.image_mean = tuple(self.image_mean or CLIP_MEAN)
+        self.image_std = tuple(self.image_std or CLIP_STD)
+        self.records  # read (and validate) now rather than in the first worker
+
+    def resolver(self) -> VideoResolver:
+        """Per-benchmark rules, or for the generic module those of the records' benchmark."""
+        benchmark = self.benchmark or (self.records[0].benchmark if self.records else None)
+        return resolver_for(benchmark, self.video_root, self.video_map)
+
+    def predict_dataset(self) -> VideoQADataset:
+        if self.num_frames is None:
+            self.setup("predict")
+        todo = [r for r in self.records if r.id not in self.skip_ids]
+        return VideoQADataset(todo, self.resolver(), self.num_frames, self.image_size, self.image_mean,
+                              self.image_std, self.backend, self.sampling, self.decode_timeout_s)
+
+    def predict_dataloader(self) -> DataLoader:
+        # A plain, unshuffled DataLoader: Lightning then shards it over DDP ranks without padding.
+        return DataLoader(self.predict_dataset(), batch_size=self.batch_size, shuffle=False,
+                          num_workers=self.num_workers, collate_fn=collate)

@@ -1,0 +1,104 @@
+"""`dyto prepare BENCHMARK --qa-file PATH --out FILE.jsonl [--video-root DIR]`.
+
+Turns a raw QA sheet into canonical JSONL and says what happened: records written, rows skipped
+(with file:line and why), rows repaired, and, given a video root, which videos are missing. The
+reference runners skip missing videos silently and so shrink the denominator; this report is where
+coverage is checked before a multi-hour run. The video lookup is the DataModule's own
+(`paths.resolver_for`), so "found" here means "decoded there".
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dyto.datamodules.paths import VideoError, resolver_for
+from dyto.datamodules.preparers import PREPARERS
+from dyto.datamodules.sheets import RowError
+from dyto.records import QARecord, write_jsonl
+
+__all__ = ["PREPARERS", "PrepareReport", "RowError", "main", "prepare", "video_coverage"]
+
+
+@dataclass
+class PrepareReport:
+    benchmark: str
+    qa_file: str
+    out: str
+    records: int
+    errors: list[RowError]
+    fixes: list[str]  # "id: what was repaired"
+    video_root: str | None = None
+    videos_found: int = 0  # distinct videos found under video_root
+    videos_missing: list[str] = field(default_factory=list)  # distinct video names not found
+    questions_without_video: int = 0
+
+    def summary(self) -> str:
+        lines = [f"{self.benchmark}: wrote {self.records} records to {self.out} (from {self.qa_file})",
+                 f"  rows skipped: {len(self.errors)}", *(f"    {e}" for e in self.errors),
+                 f"  rows repaired: {len(self.fixes)}", *(f"    {f}" for f in self.fixes)]
+        if self.video_root is not None:
+            total = self.videos_found + len(self.videos_missing)
+            lines.append(f"  videos under {self.video_root}: {self.videos_found}/{total} found, "
+                         f"{len(self.videos_missing)} missing ({self.questions_without_video} questions affected)")
+            lines += [f"    missing: {v}" for v in self.videos_missing[:20]]
+            if len(self.videos_missing) > 20:
+                lines.append(f"    ... and {len(self.videos_missing) - 20} more")
+        return "\n".join(lines)
+
+
+def video_coverage(records: list[QARecord], benchmark: str, video_root: str | os.PathLike,
+                   video_map: str | os.PathLike | None = None) -> tuple[int, list[str], int]:
+    """(distinct videos found, distinct videos missing, questions whose video is missing)."""
+    resolve = resolver_for(benchmark, video_root, video_map)
+    status: dict[str, bool] = {}
+    affected = 0
+    for rec in records:
+        if rec.video not in status:
+            try:
+                resolve(rec)
+                status[rec.video] = True
+            except VideoError:
+                status[rec.video] = False
+        affected += not status[rec.video]
+    return sum(status.values()), sorted(v for v, ok in status.items() if not ok), affected
+
+
+def prepare(benchmark: str, qa_file: str | os.PathLike, out: str | os.PathLike,
+            video_root: str | os.PathLike | None = None, video_map: str | os.PathLike | None = None) -> PrepareReport:
+    """Prepare one benchmark's sheet; the JSONL is byte-identical on every rerun of the same input."""
+    if benchmark not in PREPARERS:
+        raise ValueError(f"unknown benchmark {benchmark!r}; expected one of {sorted(PREPARERS)}")
+    prepared = PREPARERS[benchmark](Path(qa_file))
+    write_jsonl(out, (r.to_dict() for r in prepared.records))
+    report = PrepareReport(benchmark, str(qa_file), str(out), len(prepared.records), prepared.errors,
+                           [f"{r.id}: {r.meta['fixed']}" for r in prepared.records if "fixed" in r.meta])
+    if video_root is not None:
+        report.video_root = str(video_root)
+        report.videos_found, report.videos_missing, report.questions_without_video = video_coverage(
+            prepared.records, benchmark, video_root, video_map)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dyto prepare", description="Raw QA sheet -> canonical JSONL records.")
+    parser.add_argument("benchmark", choices=sorted(PREPARERS))
+    parser.add_argument("--qa-file", required=True, help="the sheet (VCGBench: the folder of its four CSVs)")
+    parser.add_argument("--out", required=True, help="output JSONL file")
+    parser.add_argument("--video-root", help="check that every record's video is found here")
+    parser.add_argument("--video-map", help="NExT-QA map_vid_vidorID.json for a nested video folder")
+    args = parser.parse_args(argv)
+    try:
+        report = prepare(args.benchmark, args.qa_file, args.out, args.video_root, args.video_map)
+    except (OSError, ValueError) as e:
+        print(f"dyto prepare: error: {e}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Reading raw QA sheets row by row, with every bad row reported instead of crashing or vanishing.
+
+The IG-VLM CSVs mix CRLF and LF, one has no final newline and ActivityNet's has quoted cells with
+embedded newlines (spec datasets.md §5.9), so they are read with the `csv` module on a file opened
+with newline='' — never line by line. A row that cannot become a record turns into a `RowError`
+(file, line, message) and is counted in the report.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from dyto.records import QARecord
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A skipped row. `line` is the physical line where the CSV record starts (record number for JSON)."""
+
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+class RowProblem(ValueError):
+    """Raised by a row converter; the driver turns it into a RowError for that row."""
+
+
+@dataclass
+class Prepared:
+    records: list[QARecord] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)
+
+
+Row = tuple[int, dict[str, Any]]
+
+
+def read_csv(path: str | os.PathLike, required: Iterable[str]) -> tuple[list[Row], list[RowError]]:
+    """(line, {column: cell}) per record, plus errors for records whose cell count is wrong.
+
+    A missing required column is a wrong file, not a bad row: it raises ValueError at once.
+    """
+    path = Path(path)
+    rows: list[Row] = []
+    errors: list[RowError] = []
+    with path.open("r", encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise ValueError(f"{path}: empty file, expected a CSV header")
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise ValueError(f"{path}: missing columns {missing}; header is {header}")
+        start = reader.line_num + 1
+        for cells in reader:
+            line, start = start, reader.line_num + 1
+            if not cells:  # a blank line is not a record
+                continue
+            if len(cells) != len(header):
+                errors.append(RowError(str(path), line, f"expected {len(header)} cells, found {len(cells)}"))
+                continue
+            rows.append((line, dict(zip(header, cells))))
+    return rows, errors
+
+
+def read_json_rows(path: str | os.PathLike) -> list[Row]:
+    """Rows of a JSON list, a JSONL file, or (when pyarrow is installed) a parquet file."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ValueError(f"{path}: reading parquet needs pyarrow (pip install pyarrow), "
+                             "or convert the sheet to JSON/JSONL") from None
+        return list(enumerate(pq.read_table(path).to_pylist(), start=1))
+    with path.open("r", encoding="utf-8") as f:
+        if path.suffix == ".jsonl":
+            return [(n, json.loads(line)) for n, line in enumerate(f, start=1) if line.strip()]
+        data = json.load(f)
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of rows, got {type(data).__name__}")
+    return list(enumerate(data, start=1))
+
+
+def collect(path: str | os.PathLike, rows: list[Row], convert: Callable[[dict[str, Any]], QARecord],
+            errors: list[RowError] | None = None) -> Prepared:
+    """Convert rows to records; bad rows and duplicate ids become RowErrors, never silent drops."""
+    out = Prepared(errors=list(errors or []))
+    first_line: dict[str, int] = {}
+    for line, row in rows:
+        try:
+            rec = convert(row)
+        except RowProblem as e:
+            out.errors.append(RowError(str(path), line, str(e)))
+            continue
+        if rec.id in first_line:
+            out.errors.append(RowError(str(path), line, f"duplicate id {rec.id!r} (first on line {first_line[rec.id]})"))
+            continue
+        first_line[rec.id] = line
+        out.records.append(rec)
+    out.errors.sort(key=lambda e: (e.file, e.line))
+    return out
+
+
+def cell(row: dict[str, Any], name: str) -> str:
+    """A required, non-blank text cell."""
+    value = row.get(name)
+    if value is None or not str(value).strip():
+        raise RowProblem(f"empty {name!r}")
+    return str(value)
+
+
+def integer(row: dict[str, Any], name: str) -> int:
+    value = cell(row, name)
+    try:
+        return int(value)
+    except ValueError:
+        raise RowProblem(f"{name!r} is not an integer: {value!r}") from None
+
+
+def answer_index(options: list[str], answer: str, number: int | None = None) -> int:
+    """Index of the correct option: `number` checked against the answer text, or found from the text."""
+    if answer not in options:
+        raise RowProblem(f"answer {answer!r} is not among the options {options}")
+    if number is None:
+        return options.index(answer)
+    if not 0 <= number < len(options):
+        raise RowProblem(f"answer number {number} outside 0..{len(options) - 1}")
+    if options[number] != answer:
+        raise RowProblem(f"answer number {number} is option {options[number]!r}, but the answer is {answer!r}")
+    return number

@@ -1,0 +1,234 @@
+"""Frame sampling, video decoding and frame preprocessing (spec dyto-algorithm.md §2).
+
+Decoding reads only the sampled frames: decord through `get_batch`, PyAV by seeking to the
+keyframe before each wanted frame and decoding forward only as far as needed. Every failure
+becomes a `VideoError` carrying the decoder's own message, and one video's decode is bounded
+in time, because a single bad file must never stop or hang a multi-hour run.
+"""
+
+from __future__ import annotations
+
+import bisect
+import importlib.util
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dyto.datamodules.paths import IMAGE_EXTENSIONS, VideoError, resolve_video
+
+__all__ = ["CLIP_MEAN", "CLIP_STD", "DecodedVideo", "VideoError", "decode_video", "preprocess_frames",
+           "resolve_video", "sample_frame_indices"]
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def sample_frame_indices(total: int, n: int, method: str = "reference") -> list[int]:
+    """Indices of the frames to decode out of `total`.
+
+    reference: SF-LLaVA/DyTo `get_seq_frames` exactly: desired = min(total, n), seg = (total-1)/desired,
+        index k = (round(seg*k) + round(seg*(k+1))) // 2 with NumPy half-to-even rounding. On short
+        videos (total <= n) it repeats a frame and never reaches the last one (3 -> [0, 1, 1]).
+    unique: a fix, never the default: all frames if total <= n, else n evenly spaced distinct indices
+        from the first to the last frame.
+    """
+    if total < 1 or n < 1:
+        raise ValueError(f"need total >= 1 and n >= 1, got total={total}, n={n}")
+    if method == "reference":
+        desired = min(total, n)
+        seg = float(total - 1) / desired
+        bounds = np.round(seg * np.arange(desired + 1)).astype(np.int64)
+        return ((bounds[:-1] + bounds[1:]) // 2).tolist()
+    if method == "unique":
+        if total <= n:
+            return list(range(total))
+        return np.round(np.linspace(0, total - 1, n)).astype(np.int64).tolist()
+    raise ValueError(f"unknown sampling method {method!r}; expected 'reference' or 'unique'")
+
+
+@dataclass
+class DecodedVideo:
+    frames: np.ndarray  # uint8 [T, H, W, 3], RGB
+    indices: list[int]  # the frame index of each row of `frames`
+    total_frames: int  # frames in the whole video (not only the window)
+    fps: float  # 0.0 for a directory of frame images
+    backend: str  # "decord" | "pyav" | "images"
+
+
+def _window_indices(total: int, fps: float, n: int, window: tuple[float, float] | None, method: str) -> list[int]:
+    """Sample inside `window` (seconds; frame i shows at i/fps) or over the whole video."""
+    if total < 1:
+        raise VideoError("video_unreadable", "the video has no frames")
+    lo, hi = 0, total - 1
+    if window is not None:
+        start, end = window
+        if fps <= 0:
+            raise VideoError("video_unreadable", f"a time window {window} needs a frame rate, and this input has none")
+        # round() first: 11.1 * 30 = 333.00000000000006 must mean frame 333.
+        lo = max(0, math.ceil(round(start * fps, 6)))
+        hi = min(total - 1, math.floor(round(end * fps, 6)))
+        if lo > hi:
+            raise VideoError("video_unreadable", f"window {start}-{end}s holds no frame of a "
+                             f"{total}-frame video at {fps:g} fps ({total / fps:.2f}s)")
+    return [lo + i for i in sample_frame_indices(hi - lo + 1, n, method)]
+
+
+def _decode_decord(path: Path, choose: Callable[[int, float], list[int]], deadline: float) -> DecodedVideo:
+    import decord
+
+    vr = decord.VideoReader(str(path), ctx=decord.cpu(0))
+    fps = float(vr.get_avg_fps())
+    indices = choose(len(vr), fps)
+    batch = vr.get_batch(indices)
+    frames = batch.asnumpy() if hasattr(batch, "asnumpy") else batch.numpy()  # honours any global bridge
+    return DecodedVideo(frames, indices, len(vr), fps, "decord")
+
+
+def _decode_pyav(path: Path, choose: Callable[[int, float], list[int]], deadline: float) -> DecodedVideo:
+    import av
+
+    def check_time() -> None:
+        if time.monotonic() > deadline:  # lets an abandoned (timed-out) decode thread stop
+            raise VideoError("video_unreadable", "decode deadline passed")
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        # Demux once (no decoding) to learn every frame's pts and the keyframes: frame i is the
+        # i-th smallest pts, the same count decord reports.
+        pts, keys = [], []
+        for packet in container.demux(stream):
+            check_time()
+            if packet.pts is not None:
+                pts.append(packet.pts)
+                if packet.is_keyframe:
+                    keys.append(packet.pts)
+        pts.sort()
+        keys.sort()
+        fps = float(stream.average_rate or stream.guessed_rate or 0)
+        indices = choose(len(pts), fps)
+        rows: dict[int, list[int]] = {}  # frame index -> rows of the output (duplicates share a decode)
+        for row, i in enumerate(indices):
+            rows.setdefault(i, []).append(row)
+        frames = np.empty((len(indices), stream.height, stream.width, 3), np.uint8)  # no second copy
+        decoder, last_pts = None, None
+        for i in sorted(rows):
+            target = pts[i]
+            key = keys[max(0, bisect.bisect_right(keys, target) - 1)] if keys else pts[0]
+            if decoder is None or last_pts is None or key > last_pts:
+                # The wanted frame's GOP starts after the current position: jump instead of decoding on.
+                container.seek(key, stream=stream, backward=True, any_frame=False)
+                decoder = container.decode(stream)
+            for frame in decoder:
+                check_time()
+                last_pts = frame.pts
+                if frame.pts is not None and frame.pts >= target:
+                    frames[rows[i]] = frame.to_ndarray(format="rgb24")
+                    break
+            else:
+                raise VideoError("video_unreadable", f"the stream ended before frame {i} (pts {target})")
+    return DecodedVideo(frames, indices, len(pts), fps, "pyav")
+
+
+def _decode_images(path: Path, choose: Callable[[int, float], list[int]], deadline: float) -> DecodedVideo:
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    indices = choose(len(files), 0.0)
+    frames = []
+    for i in indices:
+        with Image.open(files[i]) as im:
+            frames.append(np.asarray(im.convert("RGB")))
+    if len({f.shape for f in frames}) > 1:
+        raise VideoError("video_unreadable", f"frame images of different sizes in {path}")
+    return DecodedVideo(np.stack(frames), indices, len(files), 0.0, "images")
+
+
+_BACKENDS = {"decord": _decode_decord, "pyav": _decode_pyav}
+
+
+def _bounded(fn: Callable[[], DecodedVideo], timeout_s: float, path: Path) -> DecodedVideo:
+    """Run `fn` in a daemon thread and give up after `timeout_s` (decord's get_batch cannot be interrupted)."""
+    result: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = fn()
+        except BaseException as e:  # re-raised in the caller's thread below
+            result["error"] = e
+
+    worker = threading.Thread(target=target, name=f"decode {path.name}", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise VideoError("video_unreadable", f"{path}: decoding took longer than {timeout_s:g}s; gave up")
+    if "error" in result:
+        raise result["error"]  # type: ignore[misc]
+    return result["value"]  # type: ignore[return-value]
+
+
+def _as_video_error(path: Path, backend: str, e: Exception) -> VideoError:
+    if isinstance(e, VideoError):
+        return VideoError(e.status, f"{path}: {backend}: {e.message}")
+    # decord raises DECORDError (an Exception, not a RuntimeError); PyAV raises av.error.* (OSError/ValueError).
+    return VideoError("video_unreadable", f"{path}: {backend}: {type(e).__name__}: {e}".strip())
+
+
+def decode_video(path: str | os.PathLike, num_frames: int, *, backend: str = "auto",
+                 window: tuple[float, float] | None = None, method: str = "reference",
+                 timeout_s: float = 120.0) -> DecodedVideo:
+    """Decode the `num_frames` sampled frames of a video file, GIF or directory of frame images.
+
+    backend "auto" uses decord when installed (the reference's decoder) and falls back to PyAV
+    when decord fails on the file; the error then carries both messages. `window` (seconds)
+    restricts sampling to a clip of the video (STAR).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise VideoError("video_missing", f"{path}: no such file or directory")
+    if backend not in ("auto", "decord", "pyav"):
+        raise ValueError(f"unknown backend {backend!r}; expected 'auto', 'decord' or 'pyav'")
+    deadline = time.monotonic() + timeout_s
+
+    def choose(total: int, fps: float) -> list[int]:
+        return _window_indices(total, fps, num_frames, window, method)
+
+    if path.is_dir():
+        names = ["images"]
+    elif backend == "auto":
+        names = ["decord", "pyav"] if importlib.util.find_spec("decord") is not None else ["pyav"]
+    else:
+        names = [backend]
+    errors: list[VideoError] = []
+    for name in names:
+        fn = _decode_images if name == "images" else _BACKENDS[name]
+        remaining = deadline - time.monotonic()
+        try:
+            return _bounded(lambda: fn(path, choose, deadline), max(remaining, 0.001), path)
+        except VideoError as e:  # our own verdict (bad window, timeout): another decoder won't help
+            raise _as_video_error(path, name, e) from None
+        except Exception as e:
+            errors.append(_as_video_error(path, name, e))
+    raise VideoError("video_unreadable", " | ".join(e.message for e in errors))
+
+
+def preprocess_frames(frames: np.ndarray, size: int = 336, mean: tuple[float, ...] = CLIP_MEAN,
+                      std: tuple[float, ...] = CLIP_STD) -> torch.Tensor:
+    """The reference's `resize` path: PIL bicubic squash to size x size, x/255, CLIP normalisation.
+
+    Arithmetic follows the Hugging Face CLIP processor the reference calls: rescale in float64,
+    cast to float32, then normalise with float32 mean/std.
+    """
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"expected uint8 frames [T,H,W,3], got {frames.dtype} {frames.shape}")
+    resized = np.stack([np.asarray(Image.fromarray(f).convert("RGB").resize((size, size), Image.BICUBIC))
+                        for f in frames])
+    x = (resized.astype(np.float64) * (1 / 255)).astype(np.float32)
+    x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))

@@ -1,0 +1,115 @@
+"""VideoQADataModule: batches in the documented format, failures as status records, resume, Lightning."""
+
+from __future__ import annotations
+
+import shutil
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import SequentialSampler
+
+from dyto.datamodules.base import BATCH_KEYS, VideoQADataModule
+from dyto.datamodules.benchmarks import DATAMODULES
+from dyto.datamodules.preparers import PREPARERS
+from dyto.datamodules.video import sample_frame_indices
+from dyto.records import QARecord, write_jsonl
+from videos_util import write_video
+
+
+def qa(id_: str, video: str, benchmark: str = "msvd_qa", **kw) -> QARecord:
+    return QARecord(id=id_, benchmark=benchmark, task="open_ended", video=video, question="q?", answer="a", **kw)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dm")
+    videos = root / "videos"
+    videos.mkdir()
+    write_video(videos / "clipA.mp4", 90)
+    (videos / "bad.mp4").write_text("not a video")
+    records = [qa("a", "clipA"), qa("b", "clipA.mp4", start=1.0, end=2.0), qa("c", "nope"), qa("d", "bad"),
+               qa("e", "clipA")]
+    path = root / "qa.jsonl"
+    write_jsonl(path, (r.to_dict() for r in records))
+    return {"root": root, "videos": videos, "records": path}
+
+
+def make(data, **kw) -> VideoQADataModule:
+    args = dict(video_root=str(data["videos"]), batch_size=3, num_workers=0, num_frames=8, image_size=28)
+    dm = VideoQADataModule(str(data["records"]), **{**args, **kw})
+    dm.setup("predict")
+    return dm
+
+
+def test_batches_carry_every_record_with_its_status(data):
+    batches = list(make(data).predict_dataloader())
+    assert [len(b["ids"]) for b in batches] == [3, 2]
+    assert all(set(b) == set(BATCH_KEYS) and len({len(v) for v in b.values()}) == 1 for b in batches)
+    flat = {k: [x for b in batches for x in b[k]] for k in BATCH_KEYS}
+    assert flat["ids"] == ["a", "b", "c", "d", "e"]
+    assert flat["status"] == ["ok", "ok", "video_missing", "video_unreadable", "ok"]
+    assert flat["records"][2]["video"] == "nope" and "'nope'" in flat["error"][2]
+    assert "bad.mp4" in flat["error"][3] and flat["error"][0] == ""
+    assert flat["pixel_values"][2] is None and flat["pixel_values"][3] is None
+    assert flat["pixel_values"][0].shape == (8, 3, 28, 28) and flat["pixel_values"][0].dtype == torch.float32
+    assert flat["frame_indices"][0] == sample_frame_indices(90, 8) and flat["frames_total"][0] == 90
+    assert flat["frame_indices"][1] == [30 + i for i in sample_frame_indices(31, 8)]  # the record's window
+    assert all(ms >= 0 for ms in flat["decode_ms"])
+
+
+def test_workers_give_the_same_batches(data):
+    one = list(make(data).predict_dataloader())
+    two = list(make(data, num_workers=2).predict_dataloader())
+    assert [b["ids"] for b in one] == [b["ids"] for b in two]
+    assert [b["status"] for b in one] == [b["status"] for b in two]
+    assert torch.equal(one[0]["pixel_values"][0], two[0]["pixel_values"][0])
+
+
+def test_skip_ids_and_limit(data):
+    dm = make(data, limit=4)
+    dm.skip_ids = {"a", "c"}
+    loader = dm.predict_dataloader()
+    assert isinstance(loader.sampler, SequentialSampler)  # plain loader: Lightning shards it without padding
+    assert [i for b in loader for i in b["ids"]] == ["b", "d"]
+    assert dm.input_ids() == ["a", "b", "c", "d"]
+
+
+class Probe(L.LightningModule):
+    """Stands in for the model: declares how many frames it wants and echoes what it got."""
+
+    num_frames, image_size, image_mean, image_std = 4, 14, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+    def predict_step(self, batch, batch_idx):
+        return [(i, s, None if p is None else tuple(p.shape)) for i, s, p in
+                zip(batch["ids"], batch["status"], batch["pixel_values"])]
+
+
+def test_settings_come_from_the_model_under_a_real_trainer(data):
+    dm = VideoQADataModule(str(data["records"]), video_root=str(data["videos"]), batch_size=2, num_workers=0)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False)
+    out = [x for batch in trainer.predict(Probe(), datamodule=dm) for x in batch]
+    assert (dm.num_frames, dm.image_size, dm.image_mean) == (4, 14, (0.5, 0.5, 0.5))
+    assert out == [("a", "ok", (4, 3, 14, 14)), ("b", "ok", (4, 3, 14, 14)), ("c", "video_missing", None),
+                   ("d", "video_unreadable", None), ("e", "ok", (4, 3, 14, 14))]
+
+
+def test_no_frame_count_is_an_error(data):
+    with pytest.raises(ValueError, match="num_frames"):
+        VideoQADataModule(str(data["records"])).setup("predict")
+
+
+def test_registry_and_benchmark_rules(data, tmp_path):
+    assert set(DATAMODULES) == set(PREPARERS)
+    assert all(cls.benchmark == name and issubclass(cls, VideoQADataModule) for name, cls in DATAMODULES.items())
+    with pytest.raises(ValueError, match="not 'nextqa'"):
+        DATAMODULES["nextqa"](str(data["records"]), num_frames=4).setup("predict")
+    # ActivityNet's module finds v_<id> files for ids stored without the prefix
+    shutil.copy(data["videos"] / "clipA.mp4", tmp_path / "v_xyz.mp4")
+    path = tmp_path / "anet.jsonl"
+    write_jsonl(path, [qa("x", "xyz", benchmark="activitynet_qa").to_dict()])
+    dm = DATAMODULES["activitynet_qa"](str(path), video_root=str(tmp_path), num_workers=0, num_frames=3, image_size=14)
+    dm.setup("predict")
+    sample = dm.predict_dataset()[0]
+    assert sample["status"] == "ok" and sample["frame_indices"] == sample_frame_indices(90, 3)
