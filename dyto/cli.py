@@ -47,9 +47,11 @@ class DyToCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         from dyto.evaluation.callbacks import EvaluateCallback
+        from dyto.evaluation.pictures import PicturesCallback
         from dyto.evaluation.writer import PredictionWriter
 
         parser.add_lightning_class_args(PredictionWriter, "output")
+        parser.add_lightning_class_args(PicturesCallback, "pictures")
         parser.add_lightning_class_args(EvaluateCallback, "evaluation")
 
 
@@ -64,7 +66,8 @@ def run_lightning(argv: list[str]) -> None:
         save_config_callback=RunDirConfigSaver,
         seed_everything_default=0,
         trainer_defaults={"logger": False, "enable_checkpointing": False},
-        args=argv,
+        # None reads sys.argv (LightningCLI warns when both are given); a list is a programmatic call
+        args=None if argv == sys.argv[1:] else argv,
         auto_configure_optimizers=False,
     )
 

@@ -34,12 +34,16 @@ MC_BREAKDOWNS = ("duration", "domain", "task_type")  # VideoMME meta fields, whe
 
 
 class Tally(Metric):
-    """Named float64 counters; ``compute()`` returns them as a dict of Python numbers."""
+    """Named float64 counters; ``compute()`` returns them as a dict of Python numbers.
+
+    Metrics are computed on rank 0 from the merged predictions file, which already holds every
+    item exactly once, so there is nothing to sync (and other ranks may have exited).
+    """
 
     full_state_update = False
 
     def __init__(self, names: Iterable[str]):
-        super().__init__()
+        super().__init__(sync_on_compute=False)
         self._names = tuple(names)
         for n in self._names:
             self.add_state(n, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")

@@ -84,8 +84,19 @@ def evaluate(predictions_path: str | os.PathLike, out_dir: str | os.PathLike, sc
     logs = out_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     _write_text(logs / "results.json", json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    draw_budget(preds, results, logs / "budget.png")
     _write_text(logs / "report.md", render_report(results, logs))
     return results
+
+
+def draw_budget(preds: list[dict[str, Any]], results: dict[str, Any], path: Path) -> None:
+    """The budget picture (tokens per question; accuracy vs mean tokens) of this run's reducer(s)."""
+    from dyto import viz
+    from dyto.api import Run
+
+    run = Run(path.parent.parent, preds, results)
+    if any(p.get("status") == "ok" for p in preds):
+        viz.save_figure(viz.budget_plot({run.reducer: run}), path)
 
 
 def _write_text(path: Path, text: str) -> None:
