@@ -102,11 +102,13 @@ def merge_map(image: np.ndarray, features: torch.Tensor, grid: tuple[int, int], 
 
 
 def headline_metric(results: dict[str, Any]) -> float | None:
-    """The run's main accuracy in percent (multiple-choice or open-ended accuracy), if any."""
-    for bench in results.get("benchmarks", {}).values():
-        for key in ("accuracy", "accuracy_reference"):
-            if isinstance(bench.get(key), (int, float)):
-                return float(bench[key])
+    """The run's main accuracy in percent from `logs/results.json`: multiple-choice accuracy, else
+    the open-ended judge's accuracy (reference denominator), of the first benchmark that has one."""
+    for entry in results.get("metrics", {}).get("benchmarks", {}).values():
+        for value in (entry.get("multiple_choice", {}).get("accuracy"),
+                      entry.get("judged", {}).get("default", {}).get("accuracy")):
+            if isinstance(value, (int, float)):
+                return float(value)
     return None
 
 
@@ -115,7 +117,8 @@ def budget_plot(runs: dict[str, Any]) -> Figure:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     colours = _palette(len(runs))
     for colour, (label, run) in zip(colours, runs.items()):
-        tokens = [p["visual_tokens_out"] for p in run.predictions if p["status"] == "ok"]
+        tokens = [p["visual_tokens_out"] for p in run.predictions
+                  if p.get("status") == "ok" and p.get("visual_tokens_out") is not None]
         if not tokens:
             continue
         left.hist(tokens, bins=20, alpha=0.6, color=colour, label=f"{label} (mean {np.mean(tokens):.0f})")

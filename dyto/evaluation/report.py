@@ -95,7 +95,7 @@ def draw_budget(preds: list[dict[str, Any]], results: dict[str, Any], path: Path
     from dyto.api import Run
 
     run = Run(path.parent.parent, preds, results)
-    if any(p.get("status") == "ok" for p in preds):
+    if any(p.get("status") == "ok" and p.get("visual_tokens_out") is not None for p in preds):
         viz.save_figure(viz.budget_plot({run.reducer: run}), path)
 
 
