@@ -11,12 +11,7 @@ from dyto.reduction import bipartite_merge, merge_with_assignment
 from dyto.reduction.merge import effective_r
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tok(*v):

@@ -14,12 +14,7 @@ from dyto.reduction.merge import effective_r
 GRID = (24, 24)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def feats(t, n=576, d=64, seed=0, dtype=torch.float32):

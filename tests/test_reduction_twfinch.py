@@ -11,12 +11,7 @@ from dyto.reduction.selection import linspace_int, partition_index, pick_frames
 from dyto.reduction.twfinch import first_neighbour_components
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def groups(directions, sizes, noise=1e-3, seed=0):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -63,12 +64,17 @@ def test_budget_plot_from_finished_runs(tmp_path):
     from dyto.records import write_jsonl
 
     runs = {}
-    for name, tokens in (("dyto", [3660, 3675, 3450]), ("slowfast", [3680, 3680, 3680])):
+    for name, tokens, acc in (("dyto", [3660, 3675, 3450], 65.7), ("slowfast", [3680, 3680, 3680], 64.2)):
         run_dir = tmp_path / name
         write_jsonl(run_dir / "artifacts" / "predictions.jsonl",
                     [{"id": str(i), "status": "ok", "visual_tokens_out": t, "reducer": {"name": name}}
                      for i, t in enumerate(tokens)])
+        (run_dir / "logs").mkdir()
+        (run_dir / "logs" / "results.json").write_text(
+            json.dumps({"metrics": {"benchmarks": {"nextqa": {"multiple_choice": {"accuracy": acc}}}}}))
         runs[name] = api.load_run(run_dir)
     fig = viz.budget_plot(runs)
     assert len(fig.axes[0].patches) > 0
+    points = [tuple(c.get_offsets()[0]) for c in fig.axes[1].collections]
+    assert points == [(pytest.approx(3595.0), 65.7), (3680.0, 64.2)]
     assert pixels(fig).std() > 5
