@@ -97,7 +97,7 @@ def _decode_pyav(path: Path, choose: Callable[[int, float], list[int]], deadline
 
     def check_time() -> None:
         if time.monotonic() > deadline:  # lets an abandoned (timed-out) decode thread stop
-            raise VideoError("video_unreadable", "decode deadline passed")
+            raise VideoError("video_unreadable", "decoding took longer than its time limit; gave up")
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
