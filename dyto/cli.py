@@ -50,26 +50,37 @@ class DyToCLI(LightningCLI):
         from dyto.evaluation.pictures import PicturesCallback
         from dyto.evaluation.writer import PredictionWriter
 
+        from jsonargparse import lazy_instance
+
+        from dyto.reduction import DyToReducer
+
+        # the release DyTo unless a reducer config says otherwise; shown in the saved config
+        parser.set_defaults({"model.reducer": lazy_instance(DyToReducer)})
         parser.add_lightning_class_args(PredictionWriter, "output")
         parser.add_lightning_class_args(PicturesCallback, "pictures")
         parser.add_lightning_class_args(EvaluateCallback, "evaluation")
 
 
 def run_lightning(argv: list[str]) -> None:
+    import warnings
+
     from dyto.datamodules import VideoQADataModule
     from dyto.models.llava_next import DyToVideoQA
 
-    DyToCLI(
-        DyToVideoQA,
-        VideoQADataModule,
-        subclass_mode_data=True,
-        save_config_callback=RunDirConfigSaver,
-        seed_everything_default=0,
-        trainer_defaults={"logger": False, "enable_checkpointing": False},
-        # None reads sys.argv (LightningCLI warns when both are given); a list is a programmatic call
-        args=None if argv == sys.argv[1:] else argv,
-        auto_configure_optimizers=False,
-    )
+    with warnings.catch_warnings():
+        # main(argv) from Python (tests, notebooks) passes its own argv on purpose; LightningCLI
+        # would warn that sys.argv (the host's, e.g. pytest's or the kernel's) is also set.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        DyToCLI(
+            DyToVideoQA,
+            VideoQADataModule,
+            subclass_mode_data=True,
+            save_config_callback=RunDirConfigSaver,
+            seed_everything_default=0,
+            trainer_defaults={"logger": False, "enable_checkpointing": False},
+            args=argv,
+            auto_configure_optimizers=False,
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,6 +16,10 @@ _WHERE = {
     "PREPARERS": "preparers", "PrepareReport": "prepare", "prepare": "prepare", "RowError": "sheets",
     "VideoError": "paths", "VideoResolver": "paths", "resolve_video": "paths", "resolver_for": "paths",
     "DecodedVideo": "video", "decode_video": "video", "preprocess_frames": "video", "sample_frame_indices": "video",
+    # the per-benchmark DataModules, as named in configs/benchmarks/*.yaml
+    **dict.fromkeys(("MSVDQADataModule", "MSRVTTQADataModule", "TGIFQADataModule", "ActivityNetQADataModule",
+                     "NExTQADataModule", "EgoSchemaDataModule", "IntentQADataModule", "STARDataModule",
+                     "VideoMMEDataModule", "VCGBenchDataModule"), "benchmarks"),
 }
 __all__ = sorted(_WHERE)
 

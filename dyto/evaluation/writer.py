@@ -43,7 +43,7 @@ def default_run_name(trainer: pl.Trainer) -> str:
     """`<benchmark>_<model>_<reducer>`: stable across reruns of the same command, so resume works."""
     dm, module = trainer.datamodule, trainer.lightning_module
     bench = getattr(dm, "benchmark", None) or "custom"
-    model = getattr(module, "model_name", "model")
+    model = getattr(module, "hparams", {}).get("model", "model")  # "tiny", a hub id or a path
     reducer = getattr(getattr(module, "reducer", None), "name", "reducer")
     name = f"{bench}_{Path(str(model)).name}_{reducer}"
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
