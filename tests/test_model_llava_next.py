@@ -207,11 +207,19 @@ def test_cls_reaches_a_reducer_that_needs_it(frames):
     module = DyToVideoQA(reducer=reducer, max_new_tokens=2)
     module.predict_step(_batch([(_qa(0), frames[0], "ok")]), 0)
     assert reducer.seen_cls.shape == (T, 64)
-    features, cls = module.encode_frames(frames[0])
+    features, cls = module.encode_frames(frames[0], with_cls=True)
     module.vision_chunk_size = 3  # chunking the vision tower does not change the features
-    chunked, chunked_cls = module.encode_frames(frames[0])
+    chunked, chunked_cls = module.encode_frames(frames[0], with_cls=True)
     torch.testing.assert_close(chunked, features)
     torch.testing.assert_close(chunked_cls, cls)
+    assert module.encode_frames(frames[0])[1] is None  # no CLS work unless asked
+
+
+def test_vision_hidden_equals_the_full_towers_feature_layer(frames):
+    module = DyToVideoQA(reducer=DyToReducer(num_frames=T), max_new_tokens=2)
+    tower = module.llava.model.vision_tower
+    full = tower(frames[0], output_hidden_states=True).hidden_states[module.llava.config.vision_feature_layer]
+    assert torch.equal(module.vision_hidden(frames[0]), full)
 
 
 def test_save_reload_and_seed_determinism(tmp_path, module, items):

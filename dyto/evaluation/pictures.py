@@ -48,8 +48,8 @@ class PicturesCallback(pl.Callback):
         from dyto import viz
 
         logs.mkdir(parents=True, exist_ok=True)
-        features, cls = module.encode_frames(pixels)
-        red = module.reducer(features, module.grid, cls if module.reducer.needs_cls else None)
+        features, cls = module.encode_frames(pixels, with_cls=module.reducer.needs_cls)
+        red = module.reducer(features, module.grid, cls)
         frames = to_uint8_frames(pixels, module.image_mean, module.image_std)
         selection = red.info.get("selection")
         labels = selection.labels.tolist() if selection is not None else [0] * len(frames)

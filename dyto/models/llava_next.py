@@ -125,32 +125,49 @@ class DyToVideoQA(LightningModule):
         self._sync()
         return time.perf_counter()
 
+    def vision_hidden(self, pixels: Tensor) -> Tensor:
+        """CLIP's hidden state at ``vision_feature_layer`` for ``[t,3,S,S]`` -> ``[t,1+N,C]``.
+
+        Runs only the encoder layers up to that layer: the HF tower's ``hidden_states[k]`` is the
+        output of layer k (0 = the embeddings after ``pre_layrnorm``), and the layers after the
+        feature layer (the last one, for the reference's -2) never influence an answer. That is
+        1/24 less vision compute than the full tower and no stack of all hidden states held in
+        memory; the result is bit-identical to ``tower(x, output_hidden_states=True)
+        .hidden_states[vision_feature_layer]`` (tested).
+        """
+        tower = self.llava.model.vision_tower
+        layers = tower.encoder.layers
+        hidden = tower.pre_layrnorm(tower.embeddings(pixels))
+        for block in layers[: self.llava.config.vision_feature_layer % (len(layers) + 1)]:
+            hidden = block(hidden, None)
+        return hidden
+
     @torch.no_grad()
-    def encode_frames(self, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
-        """``[T,3,S,S]`` -> (patch features ``[T,N,D]``, projected CLS ``[T,D]``).
+    def encode_frames(self, pixel_values: Tensor, with_cls: bool = False) -> tuple[Tensor, Tensor | None]:
+        """``[T,3,S,S]`` -> (patch features ``[T,N,D]``, projected CLS ``[T,D]`` or None).
 
         The penultimate CLIP layer (``vision_feature_layer``) with CLS dropped, through the
-        projector, as the reference's ``feature_select('patch')`` + ``mm_projector``. The CLS
-        hidden state of the same layer goes through the same projector, so a reducer that wants
-        it (``needs_cls``: the paper's descriptor) gets a vector in the same space as the tokens.
+        projector, as the reference's ``feature_select('patch')`` + ``mm_projector``, in chunks
+        of ``vision_chunk_size`` frames. With ``with_cls`` the CLS hidden state of the same layer
+        goes through the same projector, so a reducer that wants it (``needs_cls``: the paper's
+        descriptor) gets a vector in the same space as the tokens.
         """
         tower, projector = self.llava.model.vision_tower, self.llava.model.multi_modal_projector
-        layer = self.llava.config.vision_feature_layer
         feats, cls = [], []
         for chunk in pixel_values.split(self.vision_chunk_size):
-            chunk = chunk.to(device=self.device, dtype=tower.dtype)
-            hidden = tower(chunk, output_hidden_states=True).hidden_states[layer]
+            hidden = self.vision_hidden(chunk.to(device=self.device, dtype=tower.dtype))
             feats.append(projector(hidden[:, 1:]))
-            cls.append(projector(hidden[:, :1])[:, 0])
-        return torch.cat(feats), torch.cat(cls)
+            if with_cls:
+                cls.append(projector(hidden[:, :1])[:, 0])
+        return torch.cat(feats), torch.cat(cls) if with_cls else None
 
     def _prepare(self, qa: dict, pixel_values: Tensor, timings: dict) -> tuple[dict, list[Tensor]]:
         """Encode, reduce and build the input embeddings ``[S_q, D]`` of each question of ``qa``."""
         conv_mode = self.conv_mode or default_conv_mode(self.family, qa["task"])
         t0 = self._now()
-        features, cls = self.encode_frames(pixel_values)
+        features, cls = self.encode_frames(pixel_values, with_cls=self.reducer.needs_cls)
         t1 = self._now()
-        reduction = self.reducer(features, self.grid, cls if self.reducer.needs_cls else None)
+        reduction = self.reducer(features, self.grid, cls)
         t2 = self._now()
         timings.update(encode=(t1 - t0) * 1e3, reduce=(t2 - t1) * 1e3)
         questions = [qa["question"]]
