@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -72,22 +71,15 @@ def ask(module, video: str | Path, question: str, options: Sequence[str] | None 
     With `options` it is a multiple-choice question; with `question2` a VCGBench consistency pair.
     A video that cannot be read gives a record with its status, as in a benchmark run.
     """
-    from dyto.datamodules.video import VideoError
+    from dyto.datamodules.base import VideoQADataset, collate
 
     task = "multiple_choice" if options else ("vcg_consistency" if question2 else "open_ended")
     record = QARecord(id="ask", benchmark="adhoc", task=task, video=str(video), question=question, answer="",
                       options=list(options) if options else None, question2=question2, split="test")
-    sample = {"ids": ["ask"], "records": [record.to_dict()], "pixel_values": [None], "frame_indices": [[]],
-              "frames_total": [0], "status": ["ok"], "error": [""], "decode_ms": [0.0]}
-    t0 = time.perf_counter()
-    try:
-        decoded = decode_video(video, module.num_frames)
-        sample["pixel_values"] = [preprocess_frames(decoded.frames, module.image_size, module.image_mean,
-                                                    module.image_std)]
-        sample["frame_indices"], sample["frames_total"] = [decoded.indices], [decoded.total_frames]
-    except VideoError as e:
-        sample["status"], sample["error"] = [e.status], [str(e)]
-    sample["decode_ms"] = [(time.perf_counter() - t0) * 1e3]
+    # the benchmark runs' own decode + preprocess step, with the path taken as given
+    dataset = VideoQADataset([record], lambda rec: Path(rec.video), module.num_frames, module.image_size,
+                             module.image_mean, module.image_std)
+    sample = collate([dataset[0]])
     out = module.predict_step(sample, 0)[0]
     out["video_frames_kept"] = [sample["frame_indices"][0][i] for i in (out["frames_kept"] or [])]
     return out

@@ -29,12 +29,11 @@ class RunDirConfigSaver(SaveConfigCallback):
     """
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        from dyto.evaluation.writer import PredictionWriter
+        from dyto.evaluation.writer import find_writer
 
         if self.already_saved:
             return
-        writer = next(cb for cb in trainer.callbacks if isinstance(cb, PredictionWriter))
-        run_dir = writer.resolve_run_dir(trainer)
+        run_dir = find_writer(trainer).resolve_run_dir(trainer)  # always present: DyToCLI adds it
         if trainer.is_global_zero:
             run_dir.mkdir(parents=True, exist_ok=True)
             self.parser.save(self.config, str(run_dir / self.config_filename), skip_none=False, overwrite=True,

@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, TextIO
 
 TASKS = ("open_ended", "multiple_choice", "vcg_generic", "vcg_temporal", "vcg_consistency")
 SPLITS = ("val", "test", "subset")
@@ -79,16 +79,17 @@ def prediction_record(qa: QARecord | dict[str, Any], **values: Any) -> dict[str,
     return rec
 
 
-def read_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+def read_jsonl(path: str | os.PathLike, allow_torn_tail: bool = False) -> Iterator[dict[str, Any]]:
     """Yield the JSON objects of a JSONL file; a bad line raises ValueError naming file and line.
 
-    A final line without a newline that does not parse is a torn write from a killed process:
-    it is skipped (its sample will be redone), every other bad line is an error.
+    With ``allow_torn_tail`` (append-only logs: predictions per rank, the judge cache) a final
+    line without a newline that does not parse is a write a killed process left half done: it is
+    skipped, and its item is redone. Everywhere else (QA records, merged files) it is an error.
     """
     path = Path(path)
     with path.open("r", encoding="utf-8", newline="") as f:
         lines = f.read().split("\n")
-    torn_tail = lines[-1] != ""
+    torn_tail = allow_torn_tail and lines[-1] != ""
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -117,7 +118,31 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> int:
     return n
 
 
-def append_jsonl(f, rows: Iterable[dict[str, Any]]) -> None:
+def open_append_log(path: str | os.PathLike) -> TextIO:
+    """Open an append-only JSONL log for appending, first cutting off a torn last line.
+
+    A killed process can leave its last record half written; appending after it would glue the
+    next record onto it and make the log unreadable. Everything up to the last newline is kept.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        with path.open("rb+") as f:
+            end = pos = f.seek(0, os.SEEK_END)
+            while pos > 0:
+                start = max(0, pos - 65536)
+                f.seek(start)
+                newline = f.read(pos - start).rfind(b"\n")
+                if newline >= 0:
+                    pos = start + newline + 1
+                    break
+                pos = start
+            if pos != end:
+                f.truncate(pos)
+    return path.open("a", encoding="utf-8")
+
+
+def append_jsonl(f: TextIO, rows: Iterable[dict[str, Any]]) -> None:
     """Append rows to an open text file and flush + fsync, so a crash loses at most a torn line."""
     for row in rows:
         f.write(json.dumps(row, ensure_ascii=False) + "\n")

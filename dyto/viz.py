@@ -1,4 +1,7 @@
-"""Pictures of what DyTo did (matplotlib, Agg; every function returns a Figure).
+"""Pictures of what DyTo did (matplotlib; every function returns a Figure).
+
+Figures are built without pyplot, so importing this module changes no backend and no global
+state (callbacks draw from worker code); in a notebook a returned Figure displays itself.
 
 * `keyframe_strip`: every sampled frame as a thumbnail, framed in the colour of its TW-FINCH
   cluster in the chosen partition; kept frames get a thick frame and a marker.
@@ -13,21 +16,19 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from dyto.reduction.merge import merge_with_assignment  # noqa: E402
+from dyto.reduction.merge import merge_with_assignment
 
 __all__ = ["budget_plot", "headline_metric", "keyframe_strip", "merge_map", "save_figure"]
 
 
 def _palette(n: int) -> np.ndarray:
     """n distinguishable RGB colours (tab20, then a golden-ratio hue walk beyond 20)."""
-    base = plt.get_cmap("tab20")(np.arange(20))[:, :3]
+    base = matplotlib.colormaps["tab20"](np.arange(20))[:, :3]
     if n <= 20:
         return base[:n]
     hues = (np.arange(n) * 0.618034) % 1.0
@@ -44,7 +45,8 @@ def keyframe_strip(frames: np.ndarray, labels: Sequence[int], kept: Sequence[int
     kept_set = set(int(k) for k in kept)
     colours = _palette(int(max(labels)) + 1)
     rows = -(-t // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.9, rows * 0.9 + 0.6), squeeze=False)
+    fig = Figure(figsize=(columns * 0.9, rows * 0.9 + 0.6))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i in range(t):
@@ -88,11 +90,12 @@ def merge_map(image: np.ndarray, features: torch.Tensor, grid: tuple[int, int], 
         dest = int(assignment[tok - offset])
         if group_size[dest] > 1:
             overlay[tok, :3], overlay[tok, 3] = colour_of[dest], 0.55
-    fig, ax = plt.subplots(figsize=(5, 5 * image.shape[0] / image.shape[1] + 0.4))
+    fig = Figure(figsize=(5, 5 * image.shape[0] / image.shape[1] + 0.4))
+    ax = fig.subplots()
     ax.imshow(image, extent=(0, w, h, 0))
     ax.imshow(overlay.reshape(h, w, 4), extent=(0, w, h, 0), interpolation="nearest")
     if drop_first:
-        ax.add_patch(matplotlib.patches.Rectangle((0, 0), 1, 1, facecolor="0.5", hatch="xx", alpha=0.8))
+        ax.add_patch(Rectangle((0, 0), 1, 1, facecolor="0.5", hatch="xx", alpha=0.8))
     ax.set_xticks([]), ax.set_yticks([])
     own = int((group_size[assignment[np.arange(n - offset)]] == 1).sum())
     ax.set_title(title or f"{n - offset} patches -> {len(group_size)} tokens: {own} kept alone, "
@@ -114,7 +117,8 @@ def headline_metric(results: dict[str, Any]) -> float | None:
 
 def budget_plot(runs: dict[str, Any]) -> Figure:
     """runs: label -> `dyto.api.Run`. Left: visual tokens per question; right: accuracy vs mean tokens."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6))
+    left, right = fig.subplots(1, 2)
     colours = _palette(len(runs))
     for colour, (label, run) in zip(colours, runs.items()):
         tokens = [p["visual_tokens_out"] for p in run.predictions
@@ -136,4 +140,3 @@ def budget_plot(runs: dict[str, Any]) -> Figure:
 
 def save_figure(fig: Figure, path) -> None:
     fig.savefig(path, dpi=110)
-    plt.close(fig)

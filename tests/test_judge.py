@@ -1,5 +1,6 @@
 """The GPT judge against a real loopback HTTP server: faults, budgets, cache, resume, secrets."""
 
+import json
 import os
 import signal
 import subprocess
@@ -192,3 +193,47 @@ def test_sigkill_half_way_then_restart_repeats_no_finished_item(tmp_path):
         assert sum(f"Predicted Answer: {pred['prediction']}\n" in m and f"Question: {pred['question']}\n" in m
                    for m in msgs) == 1
     assert len(msgs) <= 44 + 2  # at most the two requests in flight at the kill are repeated
+
+
+def test_torn_cache_tail_is_rejudged_and_cut_off(tmp_path):
+    """A run killed mid-write leaves a torn last line: the rerun re-judges that item only and
+    appends on a fresh line, so the cache stays readable."""
+    preds, cache = make_preds(), tmp_path / "j.jsonl"
+    with JudgeServer("good") as srv:
+        Judge(config(srv.base_url)).run(preds, cache)
+        lines = cache.read_text(encoding="utf-8").splitlines(keepends=True)
+        torn = lines[-1][: len(lines[-1]) // 2]  # half of the last record, no newline
+        cache.write_text("".join(lines[:-1]) + torn, encoding="utf-8")
+        before = len(srv.requests)
+        stats = Judge(config(srv.base_url)).run(preds, cache)
+        assert len(srv.requests) == before + 1 and stats.judged == 1 and stats.cached == 9
+    text = cache.read_text(encoding="utf-8")
+    assert text.endswith("\n") and torn + "\n" not in text  # cut off, not glued to the next record
+    recs = [json.loads(line) for line in text.splitlines()]  # every line is valid JSON
+    assert len(recs) == 10 and len(load_cache(cache)) == 10
+
+
+def test_judgment_records_say_whether_the_reply_parsed_strictly(tmp_path):
+    for behaviour, strict in (("good", True), ("malformed", False)):
+        cache = tmp_path / f"{behaviour}.jsonl"
+        with JudgeServer(behaviour) as srv:
+            Judge(config(srv.base_url)).run(make_preds(2), cache)
+        recs = list(read_jsonl(cache))
+        assert recs and {r["strict"] for r in recs} == {strict}
+        # metrics count lenient parses from the stored flag
+        m = compute_metrics(make_preds(2), recs)["benchmarks"]["msvd"]["judged"]["default"]
+        assert m["lenient"] == (0 if strict else m["judged"])
+
+
+def test_judge_cli_choice_mode(tmp_path, capsys):
+    run = tmp_path / "run"
+    write_jsonl(run / "artifacts" / "predictions.jsonl", [
+        prediction_record({"id": "m0", "benchmark": "nextqa", "task": "multiple_choice", "question": "q",
+                           "answer": "a", "options": list("abcde"), "answer_index": 0},
+                          status="ok", prediction="a man walks")])
+    assert judge_main(["--predictions", str(run), "--choice-mode", "strict"]) == 0
+    res = json.loads((run / "logs" / "results.json").read_text())
+    assert res["choice_mode"] == "strict" and res["metrics"]["choice_mode"] == "strict"
+    assert res["metrics"]["benchmarks"]["nextqa"]["multiple_choice"]["accuracy"] == 0.0  # reference reads "a" as A
+    with pytest.raises(SystemExit):
+        judge_main(["--predictions", str(run), "--choice-mode", "nope"])

@@ -99,3 +99,56 @@ def test_several_judges_need_a_choice(data):
         compute_metrics(preds, js + [dict(js[0], judge_model="gpt-4o")])
     m = compute_metrics(preds, js + [dict(js[0], judge_model="gpt-4o")], judge_model=MODEL)
     assert m["benchmarks"]["msvd"]["judged"]["default"]["judged"] == 3
+
+
+def test_vcgbench_average_is_reported_once(data):
+    m = compute_metrics(*data)
+    assert "vcgbench_average" in m["benchmarks"]["vcgbench"]
+    assert "vcgbench_average" not in m  # no second, cross-benchmark copy of the same number
+
+
+def test_videomme_sub_category_breakdown():
+    opts = list("abcd")
+    preds = [pred("v1", "videomme", "multiple_choice", prediction="A", options=opts, answer_index=0,
+                  meta={"duration": "short", "sub_category": "Humanity & History", "task_type": "Counting Problem"}),
+             pred("v2", "videomme", "multiple_choice", prediction="B", options=opts, answer_index=0,
+                  meta={"duration": "short", "sub_category": "Astronomy", "task_type": "Counting Problem"})]
+    vm = compute_metrics(preds)["benchmarks"]["videomme"]["multiple_choice"]
+    assert vm["by_sub_category"]["Humanity & History"]["accuracy"] == 100.0
+    assert vm["by_sub_category"]["Astronomy"]["accuracy"] == 0.0
+    assert vm["by_task_type"]["Counting Problem"]["items"] == 2
+
+
+def test_type_breakdowns_read_the_preparers_fields():
+    from dyto.datamodules.preparers import report_type, star_category
+
+    opts = list("abcde")
+    preds = [pred("n1", "nextqa", "multiple_choice", prediction="A", options=opts, answer_index=0,
+                  meta={"question_type": "CW", "report_type": "TN"}),  # the stored type wins over the raw code
+             pred("s1", "star", "multiple_choice", prediction="A", options=opts[:4], answer_index=0,
+                  meta={"question_type": "Interaction_T1", "category": "Sequence"})]
+    m = compute_metrics(preds)["benchmarks"]
+    assert set(m["nextqa"]["multiple_choice"]["by_type"]) == {"TN"}
+    assert set(m["nextqa"]["multiple_choice"]["by_group"]) == {"temporal"}
+    assert set(m["star"]["multiple_choice"]["by_type"]) == {"Sequence"}
+    assert question_type({"question_type": "TP", "report_type": "TN"}) == "TN"
+    assert report_type("TP") == "TN" and star_category("Feasibility_T4") == "Feasibility"
+
+
+def test_lenient_comes_from_the_stored_strict_flag(data):
+    preds, js = data
+    o1 = js[0]  # raw "{'pred': 'yes', 'score': 4}" parses strictly
+    assert compute_metrics(preds, js)["benchmarks"]["msvd"]["judged"]["default"]["lenient"] == 0
+    js = [dict(o1, strict=False)] + js[1:]
+    assert compute_metrics(preds, js)["benchmarks"]["msvd"]["judged"]["default"]["lenient"] == 1
+    js = [dict(o1, strict=True, raw="Sure: {'pred': 'yes', 'score': 4}")] + js[1:]
+    assert compute_metrics(preds, js)["benchmarks"]["msvd"]["judged"]["default"]["lenient"] == 0
+
+
+def test_choice_mode_changes_multiple_choice_accuracy():
+    opts = list("abcde")
+    preds = [pred("m1", "nextqa", "multiple_choice", prediction="a man walks", options=opts, answer_index=0)]
+    assert compute_metrics(preds)["benchmarks"]["nextqa"]["multiple_choice"]["accuracy"] == 100.0
+    strict = compute_metrics(preds, choice_mode="strict")
+    assert strict["choice_mode"] == "strict"
+    assert strict["benchmarks"]["nextqa"]["multiple_choice"]["accuracy"] == 0.0

@@ -173,3 +173,12 @@ def test_cli_main(tmp_path, capsys):
     assert "star: wrote 30 records" in capsys.readouterr().out
     assert main(["star", "--qa-file", str(tmp_path / "absent.csv"), "--out", str(tmp_path / "x.jsonl")]) == 2
     assert "absent.csv" in capsys.readouterr().err
+
+
+def test_a_broken_videomme_jsonl_names_file_and_line(tmp_path):
+    from dyto.datamodules.sheets import read_json_rows
+
+    path = tmp_path / "videomme.jsonl"
+    path.write_text('{"video_id": "001"}\n\n{"video_id": \n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"videomme\.jsonl:3: not valid JSON"):
+        read_json_rows(path)

@@ -251,3 +251,17 @@ def test_pixel_patch_features():
         pixel_patch_features(pixels, dim=40)
     reduced = DyToReducer()(pixel_patch_features(pixels.repeat(4, 1, 1, 1)), GRID)
     assert reduced.tokens.shape[1] == 256
+
+
+def test_dyto_accepts_large_fp16_features_and_rejects_nan_in_a_kept_frame():
+    # fp16 is the default on CUDA; channels of magnitude 150 over 576 tokens would overflow a
+    # per-channel fp16 sum, but they are finite and must not be reported as NaN/inf.
+    x = feats(30, d=64, seed=3)
+    x[:, :, 3] = 150.0
+    red = DyToReducer(num_frames=30)
+    out = red(x.half(), (24, 24))
+    assert torch.isfinite(out.tokens).all()
+    bad = x.clone()
+    bad[out.frames_kept[-1], 200, 5] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        red(bad, (24, 24))

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from dyto.evaluation.callbacks import EvaluateCallback, WandbCallback, scrub, thumbnail_strip
-from dyto.evaluation.judge import JudgeConfig
+from dyto.evaluation.judge import JudgeConfig, JudgeUnavailable
 from dyto.evaluation.match import MATCH_MODEL
 from dyto.evaluation.paper import canonical_benchmark, model_size, published
 from dyto.evaluation.report import evaluate_run
-from dyto.records import prediction_record, write_jsonl
+from dyto.evaluation.writer import PredictionWriter
+from dyto.records import prediction_record, read_jsonl, write_jsonl
 from judge_server import JudgeServer
 
 COMMON = {"model": "llava-hf/llava-v1.6-vicuna-7b-hf", "reducer": {"name": "dyto", "budget": 3680}}
@@ -76,15 +77,16 @@ def test_paper_table_lookup():
     assert published("star", "accuracy", "7B")[0].source == "S4"
 
 
-class FakeWriter:
-    """Stands in for PredictionWriter (run_dir + idempotent finalize)."""
-
-    def __init__(self, run_dir):
-        self.run_dir, self.calls = run_dir, 0
-
-    def finalize(self, trainer=None):
-        self.calls += 1
-        return self.run_dir / "artifacts" / "predictions.jsonl"
+def finished_writer(run_dir: Path, trainer) -> PredictionWriter:
+    """A real PredictionWriter after predict: its rank log holds make_run's predictions, and its
+    own on_predict_epoch_end (every rank done) merges them as in a real run."""
+    preds = list(read_jsonl(run_dir / "artifacts" / "predictions.jsonl"))
+    write_jsonl(run_dir / "artifacts" / "predictions.rank0.jsonl", preds)
+    (run_dir / "artifacts" / "inputs.json").write_text(json.dumps([p["id"] for p in preds]))
+    writer = PredictionWriter(output_dir=str(run_dir.parent), run_name=run_dir.name)
+    writer.resolve_run_dir(trainer)
+    writer.on_predict_epoch_end(trainer, None)
+    return writer
 
 
 def test_evaluate_and_wandb_callbacks_offline(tmp_path, monkeypatch, capsys):
@@ -97,8 +99,11 @@ def test_evaluate_and_wandb_callbacks_offline(tmp_path, monkeypatch, capsys):
     from PIL import Image
 
     Image.new("RGB", (8, 8), "red").save(run / "logs" / "keyframes.png")
-    writer, wb, ev = FakeWriter(run), WandbCallback(project="dyto-test"), EvaluateCallback(scorer="match")
-    trainer = SimpleNamespace(is_global_zero=True, callbacks=[writer, wb, ev], datamodule=None)
+    wb, ev = WandbCallback(project="dyto-test"), EvaluateCallback(scorer="match")
+    trainer = SimpleNamespace(is_global_zero=True, callbacks=[wb, ev], datamodule=None,
+                              strategy=SimpleNamespace(barrier=lambda name=None: None))
+    writer = finished_writer(run, trainer)
+    trainer.callbacks.insert(0, writer)
     module = SimpleNamespace(hparams={"model": "tiny", "openai_api_key": "sk-abcdefabcdefabcdef", "max_new_tokens": 12},
                              image_mean=None, image_std=None)
     for cb in (wb, ev):
@@ -108,7 +113,8 @@ def test_evaluate_and_wandb_callbacks_offline(tmp_path, monkeypatch, capsys):
                             {"ids": ["n0"], "pixel_values": [pixels]}, 0)
     for cb in (wb, ev):  # W&B first: it triggers the evaluation itself, which then runs only once
         cb.on_predict_end(trainer, module)
-    assert writer.calls == 1 and ev.results is not None
+    assert writer.finalize() == run / "artifacts" / "predictions.jsonl" and ev.results is not None
+    assert json.loads((run / "artifacts" / "summary.json").read_text())["records"] == 8
     import wandb
 
     wandb.teardown()  # the service flushes the offline record log on shutdown, not on finish()
@@ -136,3 +142,70 @@ def test_scrub_and_thumbnails():
     assert scrub(cfg) == {"judge": {"api_key": "***", "max_new_tokens": 3, "hf_token": "***", "url": "***"}}
     strip = thumbnail_strip(torch.zeros(20, 3, 64, 64), list(range(20)), size=16, max_frames=8)
     assert strip.shape == (16, 128, 3) and strip.dtype.name == "uint8"
+
+
+def test_rerun_without_key_keeps_gpt_results(tmp_path):
+    run = make_run(tmp_path / "run")
+    with JudgeServer("good") as srv:
+        first = evaluate_run(run, judge_config=JudgeConfig(base_url=srv.base_url, timeout=2))
+    gpt_results = (run / "logs" / "results.json").read_text()
+    again = evaluate_run(run)  # auto, no key, no base URL: the GPT cache decides, and no client is made
+    assert again["scorer"] == "gpt" and again["metrics"] == first["metrics"]
+    assert again["judge_run"]["requests"] == 0 and again["judge_run"]["cached"] == 3
+    assert json.loads((run / "logs" / "results.json").read_text())["metrics"] == json.loads(gpt_results)["metrics"]
+    assert "gpt-3.5-turbo-0125" in (run / "logs" / "report.md").read_text()
+    # an explicit offline match run never overwrites the GPT-judged files
+    match = evaluate_run(run, scorer="match")
+    assert match["scorer"] == "match" and match["outputs"]["results"] == "logs/results.match.json"
+    assert json.loads((run / "logs" / "results.match.json").read_text())["scorer"] == "match"
+    assert "GPT-judged results stay" in (run / "logs" / "report.match.md").read_text()
+    assert json.loads((run / "logs" / "results.json").read_text())["metrics"] == json.loads(gpt_results)["metrics"]
+    assert MATCH_MODEL not in (run / "logs" / "report.md").read_text()
+
+
+def test_cached_only_evaluation_needs_no_key(tmp_path):
+    run = make_run(tmp_path / "run")
+    with JudgeServer("good") as srv:
+        judged = evaluate_run(run, "gpt", JudgeConfig(base_url=srv.base_url, timeout=2))
+    res = evaluate_run(run, "gpt")  # explicit gpt, nothing left to judge: no key needed
+    assert res["metrics"] == judged["metrics"] and res["judge_run"]["requests"] == 0
+    # a partial cache without a key: what is missing is counted unjudged, never scored as wrong
+    cache = run / "eval_save_dir" / "judgments.jsonl"
+    lines = cache.read_text().splitlines(keepends=True)
+    cache.write_text("".join(lines[:-1]))
+    res = evaluate_run(run)
+    oe = res["metrics"]["benchmarks"]["MSVD_QA"]["judged"]["default"]
+    assert res["scorer"] == "gpt" and (oe["judged"], oe["unjudged"]) == (2, 1)
+    assert res["judge_run"]["unjudged"] == 1 and "no judge configured" in res["judge_run"]["stopped"]
+    report = (run / "logs" / "report.md").read_text()
+    assert "1 unjudged" in report and "| MSVD_QA | 4 | ok: 3, video_missing: 1 | 2 | 1 | 0 | 0 |" in report
+    with pytest.raises(JudgeUnavailable):  # explicitly asked to judge, with work left and no judge
+        evaluate_run(run, "gpt")
+
+
+def test_one_vcgbench_average_row_and_choice_mode(tmp_path):
+    run = tmp_path / "run"
+    preds = [prediction_record({"id": f"{task}{i}", "benchmark": "vcgbench", "task": f"vcg_{task}", "question": "q",
+                                "answer": "a man surfs", "question2": "q2" if task == "consistency" else None},
+                               status="ok", prediction="a man surfs", prediction2="a man surfs", **COMMON)
+             for task in ("generic", "temporal", "consistency") for i in range(2)]
+    preds.append(prediction_record({"id": "m0", "benchmark": "nextqa", "task": "multiple_choice", "question": "q",
+                                    "answer": "a", "options": list("abcde"), "answer_index": 0},
+                                   status="ok", prediction="a man walks", **COMMON))
+    write_jsonl(run / "artifacts" / "predictions.jsonl", preds)
+    res = evaluate_run(run)
+    assert res["metrics"]["benchmarks"]["vcgbench"]["vcgbench_average"] == 5.0
+    report = (run / "logs" / "report.md").read_text()
+    assert report.count("VCGBench average") == 1
+    assert res["metrics"]["benchmarks"]["nextqa"]["multiple_choice"]["accuracy"] == 100.0  # reference: "a" -> A
+    strict = evaluate_run(run, choice_mode="strict")
+    assert strict["choice_mode"] == "strict" and strict["metrics"]["choice_mode"] == "strict"
+    assert strict["metrics"]["benchmarks"]["nextqa"]["multiple_choice"]["accuracy"] == 0.0
+    assert "multiple-choice parsing: `strict`" in (run / "logs" / "report.md").read_text()
+    ev = EvaluateCallback(scorer="match", choice_mode="strict")
+    trainer = SimpleNamespace(is_global_zero=True, callbacks=[ev], datamodule=None,
+                              strategy=SimpleNamespace(barrier=lambda name=None: None))
+    trainer.callbacks.insert(0, finished_writer(run, trainer))
+    assert ev.evaluate(trainer)["metrics"]["choice_mode"] == "strict"
+    with pytest.raises(ValueError, match="parse mode"):
+        evaluate_run(run, choice_mode="nope")

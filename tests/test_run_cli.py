@@ -144,3 +144,21 @@ def test_demo_config_runs_in_process_and_reports(tmp_path, monkeypatch, capsys):
     assert results  # the report step ran on the merged file
     assert (run_dir / "logs" / "report.md").exists()
     assert str(run_dir) in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_failing_picture_does_not_stop_the_run(tmp_path, monkeypatch):
+    from dyto import viz
+    from dyto.cli import main
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("matplotlib backend exploded")
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(viz, "keyframe_strip", broken)  # fault injection into the pictures step
+    with pytest.warns(UserWarning, match="could not draw the run's pictures"):
+        main(["predict", "--config", "configs/demo.yaml", "--output.output_dir", str(tmp_path),
+              "--trainer.enable_progress_bar", "false"])
+    ids = [r["id"] for r in read_jsonl(DEMO / "questions.jsonl")]
+    assert_complete(tmp_path / "demo", ids)
+    assert (tmp_path / "demo" / "logs" / "results.json").exists()

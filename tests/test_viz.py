@@ -18,7 +18,6 @@ DEMO = Path(__file__).resolve().parents[1] / "dyto" / "assets" / "demo"
 def pixels(fig) -> np.ndarray:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=60)
-    viz.plt.close(fig)
     return np.asarray(Image.open(buf).convert("RGB"), dtype=np.float32)
 
 

@@ -55,13 +55,5 @@ DATAMODULES: dict[str, type[VideoQADataModule]] = {
     for cls in (MSVDQADataModule, MSRVTTQADataModule, TGIFQADataModule, ActivityNetQADataModule, NExTQADataModule,
                 EgoSchemaDataModule, IntentQADataModule, STARDataModule, VideoMMEDataModule, VCGBenchDataModule)
 }
-assert set(DATAMODULES) == set(PREPARERS), "every prepared benchmark needs a DataModule"
-
-
-DATAMODULES: dict[str, type[VideoQADataModule]] = {
-    cls.benchmark: cls
-    for cls in (MSVDQADataModule, MSRVTTQADataModule, TGIFQADataModule, ActivityNetQADataModule, NExTQADataModule,
-                EgoSchemaDataModule, IntentQADataModule, STARDataModule, VideoMMEDataModule, VCGBenchDataModule)
-}
 if set(DATAMODULES) != set(PREPARERS):
     raise ImportError(f"DataModules and preparers disagree: {sorted(set(DATAMODULES) ^ set(PREPARERS))}")

@@ -78,8 +78,14 @@ def _mc(row: dict[str, Any], option_columns: int) -> list[str]:
     return [cell(row, f"a{i}") for i in range(option_columns)]
 
 
-def _merged_type(qtype: str) -> str:
+def report_type(qtype: str) -> str:
+    """NExT-QA/IntentQA reporting type: TP merged into TN, as their papers do (metrics reads it)."""
     return "TN" if qtype == "TP" else qtype
+
+
+def star_category(qtype: str) -> str:
+    """STAR question category: ``Interaction_T1`` -> ``Interaction`` (metrics reads it)."""
+    return qtype.split("_")[0]
 
 
 def prepare_nextqa(qa_file: Path) -> Prepared:
@@ -98,7 +104,7 @@ def prepare_nextqa(qa_file: Path) -> Prepared:
             id=f"{video}_{qid}", benchmark="nextqa", task="multiple_choice", video=f"{video}.mp4",
             question=cell(row, "question"), answer=cell(row, "answer"), options=options,
             answer_index=answer_index(options, cell(row, "answer"), integer(row, "answer_number")), split="val",
-            meta={"question_id": joined, "qid": qid, "question_type": qtype, "report_type": _merged_type(qtype),
+            meta={"question_id": joined, "qid": qid, "question_type": qtype, "report_type": report_type(qtype),
                   "frame_count": integer(row, "frame_count"), "width": integer(row, "width"),
                   "height": integer(row, "height")})
 
@@ -131,7 +137,7 @@ def prepare_intentqa(qa_file: Path) -> Prepared:
             id=cell(row, "question_id"), benchmark="intentqa", task="multiple_choice",
             video=f"{cell(row, 'video_name')}.mp4", question=cell(row, "question"), answer=cell(row, "answer"),
             options=options, answer_index=answer_index(options, cell(row, "answer")), split="val",
-            meta={"question_type": qtype, "report_type": _merged_type(qtype)})
+            meta={"question_type": qtype, "report_type": report_type(qtype)})
 
     return collect(qa_file, rows, convert, errors)
 
@@ -156,7 +162,7 @@ def prepare_star(qa_file: Path) -> Prepared:
             question=cell(row, "question"), answer=cell(row, "answer"), options=options,
             answer_index=answer_index(options, cell(row, "answer"), integer(row, "answer_number")),
             start=start, end=end, split="val",
-            meta={"clip": clip, "question_type": qtype, "category": qtype.split("_")[0]})
+            meta={"clip": clip, "question_type": qtype, "category": star_category(qtype)})
 
     return collect(qa_file, rows, convert, errors)
 

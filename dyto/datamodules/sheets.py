@@ -82,9 +82,17 @@ def read_json_rows(path: str | os.PathLike) -> list[Row]:
                              "or convert the sheet to JSON/JSONL") from None
         return list(enumerate(pq.read_table(path).to_pylist(), start=1))
     with path.open("r", encoding="utf-8") as f:
-        if path.suffix == ".jsonl":
-            return [(n, json.loads(line)) for n, line in enumerate(f, start=1) if line.strip()]
-        data = json.load(f)
+        try:
+            if path.suffix == ".jsonl":
+                rows = []
+                for n, line in enumerate(f, start=1):
+                    if line.strip():
+                        rows.append((n, json.loads(line)))
+                return rows
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            where = f"{path}:{n}" if path.suffix == ".jsonl" else f"{path}:{e.lineno}"
+            raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a JSON list of rows, got {type(data).__name__}")
     return list(enumerate(data, start=1))

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dyto.datamodules.paths import IMAGE_EXTENSIONS, VideoError, resolve_video
+from dyto.datamodules.paths import IMAGE_EXTENSIONS, VideoError
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "DecodedVideo", "VideoError", "decode_video", "preprocess_frames",
-           "resolve_video", "sample_frame_indices"]
+           "sample_frame_indices"]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -1,8 +1,10 @@
 """Lightning callbacks that turn a finished predict run into numbers (and, optionally, a W&B run).
 
 Both callbacks find the run directory through the PredictionWriter in ``trainer.callbacks``
-(anything with ``run_dir`` and an idempotent ``finalize(trainer)``), and call ``finalize``
-themselves, so their order in the YAML does not matter. Evaluation happens once per predict
+(anything with ``run_dir`` and an idempotent ``finalize()``). The writer merges the rank logs in
+``on_predict_epoch_end``, after a barrier on every rank, which Lightning runs before any
+callback's ``on_predict_end``; the callbacks work there and only call ``finalize()`` again to get
+the merged file, so their order in the YAML does not matter. Evaluation happens once per predict
 run, on rank 0 only: the judge is I/O bound and must not be run by every rank.
 """
 
@@ -18,12 +20,14 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
+from dyto.datamodules.video import CLIP_MEAN, CLIP_STD
 from dyto.evaluation.judge import DEFAULT_MODEL, JudgeConfig
-from dyto.evaluation.report import evaluate_run
+from dyto.evaluation.pictures import to_uint8_frames
+from dyto.evaluation.report import evaluate_run, predictions_file, saved_judgments
+from dyto.evaluation.writer import find_writer
 
 _SECRET_KEY = re.compile(r"api[_-]?key|secret|password|passwd|credential|(^|[_-])token$", re.IGNORECASE)
 _SECRET_VALUE = re.compile(r"^(sk-|hf_|wandb_)[A-Za-z0-9_-]{12,}$")
-CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
 
 def scrub(obj: Any) -> Any:
@@ -40,24 +44,22 @@ def scrub(obj: Any) -> Any:
     return obj
 
 
-def find_writer(trainer: pl.Trainer) -> Any | None:
-    return next((cb for cb in trainer.callbacks if hasattr(cb, "run_dir") and hasattr(cb, "finalize")), None)
-
-
 class EvaluateCallback(pl.Callback):
     """After predict: merge the predictions, judge/parse them, write ``logs/results.json`` + ``report.md``.
 
     Args:
-        scorer: ``auto`` (GPT judge when OPENAI_API_KEY or a base URL is set, else offline
-            ``match``), ``gpt`` or ``match``.
+        scorer: ``auto`` (GPT judge when OPENAI_API_KEY or a base URL is set or the run already
+            has a GPT judge cache, else offline ``match``), ``gpt`` or ``match``.
+        choice_mode: multiple-choice parsing, ``reference`` (default), ``strict`` or ``videomme``.
         base_url: OpenAI-compatible endpoint (default ``$OPENAI_BASE_URL``); the key is only
             ever read from ``OPENAI_API_KEY``.
         judge_model, concurrency, max_requests, max_cost: see :class:`JudgeConfig`.
     """
 
     def __init__(self, scorer: str = "auto", base_url: str | None = None, judge_model: str = DEFAULT_MODEL,
-                 concurrency: int = 16, max_requests: int | None = None, max_cost: float | None = None):
-        self.scorer = scorer
+                 concurrency: int = 16, max_requests: int | None = None, max_cost: float | None = None,
+                 choice_mode: str = "reference"):
+        self.scorer, self.choice_mode = scorer, choice_mode
         self.judge_config = JudgeConfig(model=judge_model, base_url=base_url, concurrency=concurrency,
                                         max_requests=max_requests, max_cost=max_cost)
         self.results: dict[str, Any] | None = None
@@ -70,10 +72,11 @@ class EvaluateCallback(pl.Callback):
         if writer is None:
             print("[dyto] EvaluateCallback: no PredictionWriter among the callbacks; nothing to evaluate")
             return None
-        writer.finalize(trainer)
-        self.results = evaluate_run(writer.run_dir, self.scorer, self.judge_config)
-        logs = Path(writer.run_dir) / "logs"
-        print(f"[dyto] results: {logs / 'results.json'}\n[dyto] report:  {logs / 'report.md'}")
+        writer.finalize()  # idempotent: the writer merged in on_predict_epoch_end
+        self.results = evaluate_run(writer.run_dir, self.scorer, self.judge_config, self.choice_mode)
+        out = self.results["outputs"]
+        print(f"[dyto] results: {Path(writer.run_dir) / out['results']}\n"
+              f"[dyto] report:  {Path(writer.run_dir) / out['report']}")
         return self.results
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -90,10 +93,9 @@ def thumbnail_strip(frames: torch.Tensor, keep: list[int], mean=CLIP_MEAN, std=C
     keep = [i for i in keep if 0 <= i < frames.shape[0]] or list(range(frames.shape[0]))
     if len(keep) > max_frames:
         keep = [keep[round(j * (len(keep) - 1) / (max_frames - 1))] for j in range(max_frames)]
-    x = frames[keep].detach().float().cpu()
-    x = x * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
+    x = torch.from_numpy(to_uint8_frames(frames[keep], mean, std)).permute(0, 3, 1, 2).float()  # [n, 3, S, S]
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    x = (x.clamp(0, 1) * 255).round().to(torch.uint8)  # [n, 3, size, size]
+    x = x.clamp(0, 255).round().to(torch.uint8)  # [n, 3, size, size]
     return x.permute(2, 0, 3, 1).reshape(size, -1, 3).numpy()
 
 
@@ -165,10 +167,11 @@ class WandbCallback(pl.Callback):
         if results:
             self.run.summary.update(flatten(results["metrics"], "metrics"))
             self.run.summary.update(flatten(results.get("efficiency", {}), "efficiency"))
-        if writer is None or not (Path(writer.run_dir) / "artifacts" / "predictions.jsonl").exists():
+        if writer is None or not predictions_file(writer.run_dir).exists():
             return
-        preds = list(read_jsonl(Path(writer.run_dir) / "artifacts" / "predictions.jsonl"))
-        verdicts = per_item(preds, _saved_judgments(Path(writer.run_dir), results), **_scorer_identity(results))
+        preds = list(read_jsonl(predictions_file(writer.run_dir)))
+        judgments = saved_judgments(writer.run_dir, (results or {}).get("scorer"))
+        verdicts = per_item(preds, judgments, **_scorer_identity(results))
         columns = ["id", "benchmark", "question", "answer", "prediction", "verdict", "score", "frames_kept",
                    "visual_tokens_out", "thumbnails"]
         table = wandb.Table(columns=columns)
@@ -193,14 +196,6 @@ def _scorer_identity(results: dict[str, Any] | None) -> dict[str, Any]:
     m = (results or {}).get("metrics", {})
     return {"judge_model": m.get("judge_model"), "prompt_versions": m.get("prompt_versions"),
             "choice_mode": m.get("choice_mode", "reference")}
-
-
-def _saved_judgments(run_dir: Path, results: dict[str, Any] | None) -> list[dict[str, Any]]:
-    from dyto.records import read_jsonl
-
-    name = "judgments.match.jsonl" if (results or {}).get("scorer") == "match" else "judgments.jsonl"
-    path = run_dir / "eval_save_dir" / name
-    return list(read_jsonl(path)) if path.exists() else []
 
 
 def flatten(d: dict[str, Any], prefix: str) -> dict[str, Any]:

@@ -4,12 +4,16 @@ Why it is built this way:
 
 * Every verdict is appended to ``eval_save_dir/judgments.jsonl`` (flush + fsync) the moment it
   returns, so a killed run loses at most the requests in flight, and a rerun sends no request
-  for anything already judged.
+  for anything already judged. A record the kill left half written (a torn last line) is
+  skipped when the cache is read and cut off before the next run appends, so only that one
+  item is judged again.
 * The cache key is the sha256 of what the judge sees (model, prompt version, dimension,
   question(s), answer, prediction(s)): a changed prediction is judged again, an unchanged one
   never is, and two items with identical inputs share one request.
 * ``ok`` and ``unparsable`` replies are final (the judge runs at temperature 0, so asking again
-  returns the same text); ``failed`` attempts are logged but retried by the next run.
+  returns the same text); ``failed`` attempts are logged but retried by the next run. Each
+  record says whether its reply parsed ``strict``-ly (as the reference's ``ast.literal_eval``
+  would) or only through the lenient fallbacks.
 * Budgets (requests, USD from the response ``usage``) and auth errors stop the run cleanly:
   what is left is *unjudged*, reported as such and never counted as a wrong answer.
 * The API key is read from ``OPENAI_API_KEY`` straight into the client and stored nowhere else.
@@ -32,7 +36,7 @@ from typing import Any, Iterable
 import openai
 
 from dyto.evaluation.judge_prompts import PROMPTS, TASK_DIMENSIONS, parse_reply
-from dyto.records import append_jsonl, read_jsonl
+from dyto.records import append_jsonl, open_append_log, read_jsonl
 
 DEFAULT_MODEL = "gpt-3.5-turbo-0125"
 CACHE_FILE = "judgments.jsonl"
@@ -71,14 +75,35 @@ def input_hash(judge_model: str, prompt_version: str, dimension: str, fields: di
 
 
 def load_cache(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """input_hash -> the last final (ok / unparsable) judgment in the append-only log."""
+    """input_hash -> the last final (ok / unparsable) judgment in the append-only log (a torn
+    last line, left by a killed run, is skipped: its item counts as not judged yet)."""
     path = Path(path)
     cache: dict[str, dict[str, Any]] = {}
     if path.exists():
-        for rec in read_jsonl(path):
+        for rec in read_jsonl(path, allow_torn_tail=True):
             if rec.get("status") in FINAL_STATUSES:
                 cache[rec["input_hash"]] = rec
     return cache
+
+
+def plan_jobs(predictions: Iterable[dict[str, Any]], cache: dict[str, dict[str, Any]], model: str
+              ) -> tuple[dict[str, tuple[str, str, dict[str, Any]]], int]:
+    """(input_hash -> (item id, dimension, prompt fields) still to judge, judgements already cached)."""
+    jobs: dict[str, tuple[str, str, dict[str, Any]]] = {}
+    cached = 0
+    for pred in predictions:
+        for dim, fields in judge_inputs(pred):
+            h = input_hash(model, PROMPTS[dim].version, dim, fields)
+            if h in cache:
+                cached += 1
+            else:
+                jobs.setdefault(h, (str(pred["id"]), dim, fields))
+    return jobs, cached
+
+
+def judge_configured(config: "JudgeConfig") -> bool:
+    """Whether a judge endpoint is configured: an API key, or a base URL (a local server may need no key)."""
+    return bool(os.environ.get("OPENAI_API_KEY") or config.base_url or os.environ.get("OPENAI_BASE_URL"))
 
 
 @dataclass
@@ -120,7 +145,7 @@ class Judge:
     def __init__(self, config: JudgeConfig | None = None):
         self.config = config = config or JudgeConfig()
         base_url = config.base_url or os.environ.get("OPENAI_BASE_URL") or None
-        if not os.environ.get("OPENAI_API_KEY") and not base_url:
+        if not judge_configured(config):
             raise JudgeUnavailable("no judge configured: set OPENAI_API_KEY (and optionally OPENAI_BASE_URL)")
         if config.max_cost is not None and config.prices() is None:
             raise ValueError(f"max_cost needs token prices for {config.model!r}: set price_per_mtok")
@@ -138,17 +163,9 @@ class Judge:
         """Judge every (prediction, dimension) not yet in the cache; returns what happened."""
         cache_path = Path(cache_path)
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        cache = load_cache(cache_path)
         self.stats, self._stop = JudgeStats(), threading.Event()
-        jobs: dict[str, tuple[str, str, dict[str, Any]]] = {}
-        for pred in predictions:
-            for dim, fields in judge_inputs(pred):
-                h = input_hash(self.config.model, PROMPTS[dim].version, dim, fields)
-                if h in cache:
-                    self.stats.cached += 1
-                else:
-                    jobs.setdefault(h, (str(pred["id"]), dim, fields))
-        with cache_path.open("a", encoding="utf-8") as f, \
+        jobs, self.stats.cached = plan_jobs(predictions, load_cache(cache_path), self.config.model)
+        with open_append_log(cache_path) as f, \
                 ThreadPoolExecutor(max(1, self.config.concurrency), thread_name_prefix="judge") as pool:
             futures = [pool.submit(self._judge_one, f, h, item_id, dim, fields)
                        for h, (item_id, dim, fields) in jobs.items()]
@@ -160,7 +177,7 @@ class Judge:
         prompt = PROMPTS[dim]
         rec = {"id": item_id, "dimension": dim, "judge_model": self.config.model,
                "prompt_version": prompt.version, "input_hash": h, "verdict": None, "score": None,
-               "raw": None, "status": "failed", "error": None}
+               "raw": None, "status": "failed", "strict": None, "error": None}
         try:
             raw = self._ask(prompt.messages(**fields))
         except _Unjudged:
@@ -173,7 +190,7 @@ class Judge:
             rec["error"] = (msg.replace(key, "***") if key else msg)[:500]  # servers may echo the key
         else:
             parsed = parse_reply(raw)
-            rec.update(verdict=parsed.verdict, score=parsed.score, raw=raw, status=parsed.status)
+            rec.update(verdict=parsed.verdict, score=parsed.score, raw=raw, status=parsed.status, strict=parsed.strict)
         with self._lock:
             append_jsonl(f, [rec])
             if rec["status"] == "ok":
@@ -276,15 +293,22 @@ def judge_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-cost", type=float, help="USD")
     ap.add_argument("--price-per-mtok", type=float, nargs=2, metavar=("PROMPT", "COMPLETION"))
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    ap.add_argument("--choice-mode", default="reference",
+                    help="multiple-choice parsing: reference (default), strict or videomme")
     args = ap.parse_args(argv)
+    from dyto.evaluation.choice import parse_choice
     from dyto.evaluation.report import evaluate, locate_predictions  # report imports this module
 
+    try:
+        parse_choice("A", 1, args.choice_mode)  # an unknown mode fails here, before any request
+    except ValueError as e:
+        ap.error(str(e))
     predictions, out = locate_predictions(args.predictions, args.out)
     config = JudgeConfig(model=args.model, base_url=args.base_url, concurrency=args.concurrency,
                          timeout=args.timeout, max_requests=args.max_requests, max_cost=args.max_cost,
                          price_per_mtok=tuple(args.price_per_mtok) if args.price_per_mtok else None)
     try:
-        results = evaluate(predictions, out, scorer="gpt", judge_config=config)
+        results = evaluate(predictions, out, scorer="gpt", judge_config=config, choice_mode=args.choice_mode)
     except JudgeUnavailable as e:
         ap.error(str(e))
     print(json.dumps(results.get("judge_run", {}), indent=1))
@@ -293,7 +317,7 @@ def judge_main(argv: list[str] | None = None) -> int:
 
 
 __all__ = ["CACHE_FILE", "DEFAULT_MODEL", "Judge", "JudgeConfig", "JudgeStats", "JudgeUnavailable",
-           "input_hash", "judge_inputs", "judge_main", "load_cache"]
+           "input_hash", "judge_configured", "judge_inputs", "judge_main", "load_cache", "plan_jobs"]
 
 if __name__ == "__main__":
     raise SystemExit(judge_main())

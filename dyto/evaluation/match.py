@@ -21,6 +21,7 @@ from typing import Any, Iterable
 from dyto.evaluation.judge import input_hash, judge_inputs
 
 MATCH_MODEL = "match (offline, not GPT)"
+MATCH_CACHE_FILE = "judgments.match.jsonl"  # under eval_save_dir/, beside the GPT judge's cache
 MATCH_VERSION = "match/v1"
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
 

@@ -11,7 +11,13 @@ Two denominators are reported side by side because they answer different questio
   counts (``status``, ``unjudged``, ``unparsable``) say what.
 
 ``score`` is always the reference mean of ``int(score)`` over judged replies, a reply without a
-score counting 0. Counters are torchmetrics states (summed across processes under DDP).
+score counting 0. Counters are torchmetrics states, but they are never synced across processes:
+metrics are computed once, on rank 0, from the merged predictions file, which already holds every
+item exactly once.
+
+Question-type breakdowns read the type the preparers stored (``meta["report_type"]`` for
+NExT-QA/IntentQA, ``meta["category"]`` for STAR); only records without them (hand-written ones)
+fall back to deriving it from ``question_type`` with the preparers' own rules.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any, Iterable
 import torch
 from torchmetrics import Metric
 
+from dyto.datamodules.preparers import report_type, star_category
 from dyto.evaluation.choice import parse_choice
 from dyto.evaluation.judge import input_hash, judge_inputs
 from dyto.evaluation.judge_prompts import PROMPT_VERSION, TASK_DIMENSIONS, parse_reply
@@ -30,7 +37,7 @@ VCG_DIMENSIONS = ("correctness", "detailed_orientation", "context", "temporal", 
 # NExT-QA question types (IntentQA uses the same codes); TP is merged into TN as in the paper.
 NEXT_GROUPS = {"CW": "causal", "CH": "causal", "TN": "temporal", "TC": "temporal",
                "DC": "descriptive", "DL": "descriptive", "DO": "descriptive"}
-MC_BREAKDOWNS = ("duration", "domain", "task_type")  # VideoMME meta fields, when present
+MC_BREAKDOWNS = ("duration", "domain", "sub_category", "task_type")  # VideoMME meta fields, when present
 
 
 class Tally(Metric):
@@ -61,14 +68,17 @@ def _pct(num: float, den: float) -> float | None:
 
 
 def question_type(meta: dict[str, Any] | None) -> str | None:
-    """NExT-QA/IntentQA code (TP -> TN), STAR category (``Interaction_T1`` -> ``Interaction``), else raw."""
-    qt = (meta or {}).get("question_type", (meta or {}).get("type"))
+    """The reporting type: the preparers' ``report_type`` (NExT-QA/IntentQA, TP merged into TN) or
+    ``category`` (STAR) when stored; else derived from ``question_type`` by the same rules."""
+    meta = meta or {}
+    for key in ("report_type", "category"):
+        if meta.get(key) is not None:
+            return str(meta[key])
+    qt = meta.get("question_type", meta.get("type"))
     if qt is None:
         return None
-    qt = str(qt)
-    if qt == "TP":
-        return "TN"
-    return qt if qt in NEXT_GROUPS else qt.split("_")[0]
+    qt = report_type(str(qt))
+    return qt if qt in NEXT_GROUPS else star_category(qt)
 
 
 # ---------------------------------------------------------------- multiple choice
@@ -105,6 +115,14 @@ def _multiple_choice(preds: list[dict[str, Any]], mode: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- judged dimensions
+def _lenient(j: dict[str, Any], version: str) -> int:
+    """1 when a GPT reply parsed only through the lenient fallbacks. The judge records ``strict``;
+    older cached records without it are re-parsed. Other scorers (``match``) are never lenient."""
+    if isinstance(j.get("strict"), bool):
+        return int(not j["strict"])
+    return int(version in PROMPT_VERSION.values() and not parse_reply(j.get("raw")).strict)
+
+
 _JUDGED = ("items", "ok", "judged", "unparsable", "unjudged", "lenient", "yes", "no", "yes_all",
            "score_sum")
 
@@ -130,7 +148,7 @@ def _judged(preds: list[dict[str, Any]], dim: str, index: dict[str, dict[str, An
                 c["yes_all"] = int(j.get("verdict") == "yes")
                 if score is not None:  # the reference reads the verdict only after int(score) succeeded
                     c["yes"], c["no"] = int(j.get("verdict") == "yes"), int(j.get("verdict") == "no")
-                c["lenient"] = int(version in PROMPT_VERSION.values() and not parse_reply(j.get("raw")).strict)
+                c["lenient"] = _lenient(j, version)
         t.update(**c)
     c = {k: (v if k == "score_sum" else int(v)) for k, v in t.compute().items()}
     out = {k: c[k] for k in ("items", "ok", "judged", "unparsable", "unjudged", "lenient")}
@@ -202,11 +220,7 @@ def compute_metrics(predictions: Iterable[dict[str, Any]], judgments: Iterable[d
         if all(s is not None for s in scores):
             entry["vcgbench_average"] = sum(scores) / len(scores)
         benchmarks[bench] = entry
-    out = {"judge_model": judge_model, "prompt_versions": dict(versions), "choice_mode": choice_mode,
-           "benchmarks": benchmarks}
-    # VCGBench split over several benchmark names (one per QA set): average across them.
-    dim_scores = [(d, v["score"]) for e in benchmarks.values() for d, v in e.get("judged", {}).items()
-                  if d in VCG_DIMENSIONS]
-    if sorted(d for d, _ in dim_scores) == sorted(VCG_DIMENSIONS) and all(s is not None for _, s in dim_scores):
-        out["vcgbench_average"] = sum(s for _, s in dim_scores) / len(dim_scores)
-    return out
+    # The preparers give all three VCGBench QA sets the benchmark name "vcgbench", so its five
+    # dimensions and their average live in that one entry; there is no cross-benchmark average.
+    return {"judge_model": judge_model, "prompt_versions": dict(versions), "choice_mode": choice_mode,
+            "benchmarks": benchmarks}

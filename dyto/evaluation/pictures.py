@@ -10,13 +10,14 @@ callback logs them as images.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from dyto.evaluation.writer import PredictionWriter
+from dyto.evaluation.writer import find_writer
 
 
 def to_uint8_frames(pixels: torch.Tensor, mean, std) -> np.ndarray:
@@ -34,13 +35,17 @@ class PicturesCallback(pl.Callback):
         self.done = False
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if self.done or not trainer.is_global_zero:
+        writer = find_writer(trainer)
+        if self.done or not trainer.is_global_zero or writer is None:
             return
         for pixels, status in zip(batch["pixel_values"], batch["status"]):
             if status == "ok" and pixels is not None:
-                writer = next(cb for cb in trainer.callbacks if isinstance(cb, PredictionWriter))
-                self.draw(pl_module, pixels, writer.resolve_run_dir(trainer) / "logs")
                 self.done = True
+                logs = writer.resolve_run_dir(trainer) / "logs"
+                try:
+                    self.draw(pl_module, pixels, logs)
+                except Exception as e:  # a picture is never worth a multi-hour run
+                    warnings.warn(f"dyto: could not draw the run's pictures into {logs}: {type(e).__name__}: {e}")
                 return
 
     @torch.no_grad()

@@ -4,6 +4,14 @@ The report is for a reader who wants to know whether a run reproduces the paper:
 stands beside the published one (with its source tag and model size), the judge model and
 prompt version are stated, lost items are counted rather than hidden, and the cost side
 (visual tokens kept, frames kept, latency per stage) is shown per reducer.
+
+Scorers: ``gpt`` (the judge, cached in ``eval_save_dir/judgments.jsonl``), ``match`` (offline
+string matching, a labelled stand-in) and ``auto``: ``gpt`` when a judge is configured or the
+GPT cache already exists, else ``match``. So a rerun without OPENAI_API_KEY recomputes the
+metrics from the cache (creating no client; anything not in the cache is counted *unjudged*)
+instead of replacing GPT-judged numbers. GPT results always go to ``logs/results.json`` and
+``logs/report.md``; ``match`` results go there only when no GPT cache exists (demo and smoke
+runs), otherwise to ``logs/results.match.json`` and ``logs/report.match.md``.
 """
 
 from __future__ import annotations
@@ -17,75 +25,111 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from dyto.evaluation.judge import CACHE_FILE, Judge, JudgeConfig, judge_inputs
-from dyto.evaluation.match import MATCH_MODEL, MATCH_VERSION, match_judgments
+from dyto.evaluation.choice import parse_choice
+from dyto.evaluation.judge import (CACHE_FILE, Judge, JudgeConfig, JudgeStats, judge_configured, judge_inputs,
+                                   load_cache, plan_jobs)
+from dyto.evaluation.match import MATCH_CACHE_FILE, MATCH_MODEL, MATCH_VERSION, match_judgments
 from dyto.evaluation.metrics import VCG_DIMENSIONS, compute_metrics
 from dyto.evaluation.paper import model_size, published
 from dyto.records import read_jsonl, write_jsonl
 
 SCORERS = ("auto", "gpt", "match")
+EVAL_DIR = "eval_save_dir"
+ARTIFACTS_DIR = "artifacts"  # PredictionWriter.artifacts: run_dir / "artifacts"
+
+
+def predictions_file(run_dir: str | os.PathLike) -> Path:
+    """The PredictionWriter's merged predictions file of a run directory."""
+    from dyto.evaluation.writer import MERGED_FILE  # the writer pulls in Lightning: load it only here
+
+    return Path(run_dir) / ARTIFACTS_DIR / MERGED_FILE
 
 
 def locate_predictions(path: str | os.PathLike, out: str | os.PathLike | None = None) -> tuple[Path, Path]:
     """(predictions file, output dir) from a run directory or a predictions file."""
     path = Path(path)
     if path.is_dir():
-        return path / "artifacts" / "predictions.jsonl", Path(out) if out else path
-    default_out = path.parent.parent if path.parent.name == "artifacts" else path.parent
+        return predictions_file(path), Path(out) if out else path
+    default_out = path.parent.parent if path.parent.name == ARTIFACTS_DIR else path.parent
     return path, Path(out) if out else default_out
 
 
-def evaluate_run(run_dir: str | os.PathLike, scorer: str = "auto",
-                 judge_config: JudgeConfig | None = None) -> dict[str, Any]:
+def evaluate_run(run_dir: str | os.PathLike, scorer: str = "auto", judge_config: JudgeConfig | None = None,
+                 choice_mode: str = "reference") -> dict[str, Any]:
     """Judge/parse ``run_dir/artifacts/predictions.jsonl``; write ``logs/results.json`` and ``logs/report.md``."""
     predictions, out = locate_predictions(run_dir)
-    return evaluate(predictions, out, scorer, judge_config)
+    return evaluate(predictions, out, scorer, judge_config, choice_mode)
 
 
-def _choose_scorer(scorer: str, config: JudgeConfig) -> str:
+def _choose_scorer(scorer: str, config: JudgeConfig, gpt_cache_exists: bool = False) -> str:
     if scorer not in SCORERS:
         raise ValueError(f"unknown scorer {scorer!r}; expected one of {SCORERS}")
     if scorer != "auto":
         return scorer
-    configured = os.environ.get("OPENAI_API_KEY") or config.base_url or os.environ.get("OPENAI_BASE_URL")
-    return "gpt" if configured else "match"
+    return "gpt" if gpt_cache_exists or judge_configured(config) else "match"
+
+
+def saved_judgments(out_dir: str | os.PathLike, scorer: str | None) -> list[dict[str, Any]]:
+    """The judgments a scorer left under ``out_dir/eval_save_dir`` (the GPT cache's final records)."""
+    folder = Path(out_dir) / EVAL_DIR
+    if scorer == "match":
+        path = folder / MATCH_CACHE_FILE
+        return list(read_jsonl(path)) if path.exists() else []
+    return list(load_cache(folder / CACHE_FILE).values())
+
+
+def _gpt_judgments(preds: list[dict[str, Any]], cache: Path, config: JudgeConfig, explicit: bool,
+                   results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Judge what the cache lacks, when a judge is configured (or explicitly asked for: then a
+    missing key raises JudgeUnavailable); return the cache's final judgments. No client is
+    created when nothing is left to judge."""
+    if not any(judge_inputs(p) for p in preds):
+        return []
+    jobs, cached = plan_jobs(preds, load_cache(cache), config.model)
+    if jobs and (explicit or judge_configured(config)):
+        results["judge_run"] = asdict(Judge(config).run(preds, cache))
+    else:
+        stopped = (f"no judge configured (OPENAI_API_KEY or a base URL): {len(jobs)} judgements left unjudged"
+                   if jobs else None)
+        results["judge_run"] = asdict(JudgeStats(cached=cached, unjudged=len(jobs), stopped=stopped))
+    return list(load_cache(cache).values())
 
 
 def evaluate(predictions_path: str | os.PathLike, out_dir: str | os.PathLike, scorer: str = "auto",
-             judge_config: JudgeConfig | None = None) -> dict[str, Any]:
+             judge_config: JudgeConfig | None = None, choice_mode: str = "reference") -> dict[str, Any]:
     predictions_path, out_dir = Path(predictions_path), Path(out_dir)
     if not predictions_path.exists():
         raise FileNotFoundError(f"no predictions at {predictions_path}")
+    parse_choice("A", 1, choice_mode)  # an unknown mode raises ValueError before any work
     preds = list(read_jsonl(predictions_path))
     config = judge_config or JudgeConfig()
-    scorer = _choose_scorer(scorer, config)
-    needs_judge = any(judge_inputs(p) for p in preds)
-    results: dict[str, Any] = {"predictions": str(predictions_path), "scorer": scorer,
+    cache = out_dir / EVAL_DIR / CACHE_FILE
+    requested, scorer = scorer, _choose_scorer(scorer, config, cache.exists())
+    results: dict[str, Any] = {"predictions": str(predictions_path), "scorer": scorer, "choice_mode": choice_mode,
                                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    suffix = ""
     if scorer == "gpt":
-        if needs_judge:
-            cache = out_dir / "eval_save_dir" / CACHE_FILE
-            results["judge_run"] = asdict(Judge(config).run(preds, cache))
-            judgments = list(read_jsonl(cache))
-        else:
-            judgments = []
-        metrics = compute_metrics(preds, judgments, judge_model=config.model)
+        judgments = _gpt_judgments(preds, cache, config, requested == "gpt", results)
+        metrics = compute_metrics(preds, judgments, judge_model=config.model, choice_mode=choice_mode)
     else:
         judgments = match_judgments(preds)
         if judgments:
-            write_jsonl(out_dir / "eval_save_dir" / "judgments.match.jsonl", judgments)
-        metrics = compute_metrics(preds, judgments, judge_model=MATCH_MODEL,
+            write_jsonl(out_dir / EVAL_DIR / MATCH_CACHE_FILE, judgments)
+        metrics = compute_metrics(preds, judgments, judge_model=MATCH_MODEL, choice_mode=choice_mode,
                                   prompt_versions=dict.fromkeys(VCG_DIMENSIONS + ("default",), MATCH_VERSION))
+        suffix = ".match" if cache.exists() else ""  # never replace GPT-judged results
     sizes = Counter(model_size(p.get("model")) for p in preds)
     size = sizes.most_common(1)[0][0] if sizes else None
     results.update(metrics=metrics, efficiency=efficiency(preds), model_size=size)
     results["paper"] = {b: [asdict(p) for m in ("accuracy", "score", "vcgbench_average") for p in published(b, m, size)]
                         for b in metrics["benchmarks"]}
+    results["outputs"] = {"results": f"logs/results{suffix}.json", "report": f"logs/report{suffix}.md"}
     logs = out_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    _write_text(logs / "results.json", json.dumps(results, indent=1, ensure_ascii=False) + "\n")
-    draw_budget(preds, results, logs / "budget.png")
-    _write_text(logs / "report.md", render_report(results, logs))
+    write_text_atomic(out_dir / results["outputs"]["results"], json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    if not suffix:  # the budget picture shows the primary scorer's accuracy
+        draw_budget(preds, results, logs / "budget.png")
+    write_text_atomic(out_dir / results["outputs"]["report"], render_report(results, logs))
     return results
 
 
@@ -99,7 +143,9 @@ def draw_budget(preds: list[dict[str, Any]], results: dict[str, Any], path: Path
         viz.save_figure(viz.budget_plot({run.reducer: run}), path)
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write text via a temporary file and a rename, so a reader never sees half a file."""
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
@@ -180,8 +226,11 @@ def render_report(results: dict[str, Any], logs_dir: Path | None = None) -> str:
     if results["scorer"] == "match":
         lines.append("- **WARNING: open-ended answers were scored by offline string matching, not by the GPT "
                      "judge; these numbers are not comparable with the paper.**")
+        if results.get("outputs", {}).get("report", "logs/report.md") != "logs/report.md":
+            lines.append("- the GPT-judged results stay in `logs/results.json` and `logs/report.md`")
     if run := results.get("judge_run"):
         lines.append(f"- judge run: {run['requests']} requests, {run['cached']} cached, ${run['cost_usd']:.4f}"
+                     + (f", **{run['unjudged']} unjudged**" if run.get("unjudged") else "")
                      + (f", **stopped early: {run['stopped']}**" if run.get("stopped") else ""))
     lines += ["", "## Results beside the paper", "",
               "`reference` follows the reference code's denominator; `all items` counts every lost item as "
@@ -189,9 +238,6 @@ def render_report(results: dict[str, Any], logs_dir: Path | None = None) -> str:
               "| benchmark | metric | ours (reference) | ours (all items) | paper |", "|---|---|---|---|---|"]
     for bench, entry in m["benchmarks"].items():
         lines += _result_rows(bench, entry, results["paper"].get(bench, []))
-    if "vcgbench_average" in m:  # the five VCGBench dimensions came from several benchmark names
-        paper = [asdict(p) for p in published("vcgbench", "vcgbench_average", results.get("model_size"))]
-        lines.append(f"| VCGBench (all sets) | VCGBench average | {_f(m['vcgbench_average'])} | same | {_paper_cell(paper)} |")
     lines += ["", "## Counts", "", "| benchmark | items | status | judged | unjudged | unparsable | lenient parses |",
               "|---|---|---|---|---|---|---|"]
     for bench, entry in m["benchmarks"].items():

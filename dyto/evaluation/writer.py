@@ -27,7 +27,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from dyto.records import append_jsonl, read_jsonl, write_jsonl
+from dyto.records import append_jsonl, open_append_log, read_jsonl, write_jsonl
 
 RANK_FILE = "predictions.rank{rank}.jsonl"
 MERGED_FILE = "predictions.jsonl"
@@ -49,11 +49,16 @@ def default_run_name(trainer: pl.Trainer) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
 
 
+def find_writer(trainer: pl.Trainer) -> "PredictionWriter | None":
+    """The run's PredictionWriter among the trainer's callbacks, if there is one."""
+    return next((cb for cb in trainer.callbacks if isinstance(cb, PredictionWriter)), None)
+
+
 def load_attempts(artifacts: Path) -> list[dict[str, Any]]:
     """Every record in every rank log (all runs, all world sizes), in file order."""
     rows: list[dict[str, Any]] = []
     for path in sorted(artifacts.glob(RANK_FILE.format(rank="*"))):
-        rows.extend(read_jsonl(path))
+        rows.extend(read_jsonl(path, allow_torn_tail=True))
     return rows
 
 
@@ -85,6 +90,7 @@ class PredictionWriter(BasePredictionWriter):
         self.run_dir: Path | None = None
         self._file = None
         self._finalized: Path | None = None
+        self._ranks_done = False
 
     # -- paths -------------------------------------------------------------------------------
     def resolve_run_dir(self, trainer: pl.Trainer) -> Path:
@@ -120,7 +126,7 @@ class PredictionWriter(BasePredictionWriter):
             (self.artifacts / INPUTS_FILE).write_text(json.dumps(input_ids), encoding="utf-8")
             todo = len(input_ids) - len(done)
             print(f"[dyto] run dir {run_dir}: {len(input_ids)} questions, {len(done)} already done, {todo} to predict")
-        self._finalized = None
+        self._finalized, self._ranks_done = None, False
         trainer.strategy.barrier("dyto_writer_ready")
 
     def _move_old_logs_aside(self) -> None:
@@ -142,19 +148,22 @@ class PredictionWriter(BasePredictionWriter):
             raise RuntimeError(f"predict_step returned ids {got} for batch ids {expected}")
         if self._file is None:
             path = self.artifacts / RANK_FILE.format(rank=trainer.global_rank)
-            self._file = path.open("a", encoding="utf-8")
+            self._file = open_append_log(path)
         append_jsonl(self._file, prediction)
 
-    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_predict_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Runs on every rank before any callback's on_predict_end, so whatever evaluates or logs
+        # the merged file there (in any callback order) sees every rank's records.
         if self._file is not None:
             self._file.close()
             self._file = None
         trainer.strategy.barrier("dyto_writer_end")
+        self._ranks_done = True
         if trainer.is_global_zero:
-            self.finalize(trainer)
+            self.finalize()
 
     # -- merge -------------------------------------------------------------------------------
-    def finalize(self, trainer: pl.Trainer | None = None) -> Path:
+    def finalize(self) -> Path:
         """Merge the rank logs into ``predictions.jsonl`` and verify it (rank 0; idempotent).
 
         Raises IncompleteRunError when an input id has no record at all; the merged file and
@@ -162,6 +171,8 @@ class PredictionWriter(BasePredictionWriter):
         """
         if self._finalized is not None:
             return self._finalized
+        if not self._ranks_done:
+            raise RuntimeError("PredictionWriter.finalize() called before every rank finished predicting")
         input_ids = json.loads((self.artifacts / INPUTS_FILE).read_text(encoding="utf-8"))
         attempts = load_attempts(self.artifacts)
         best = latest_per_id(attempts)

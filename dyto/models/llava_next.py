@@ -8,6 +8,7 @@ feeds a 4-D tensor, which bypasses both.
 
 from __future__ import annotations
 
+import copy
 import time
 
 import torch
@@ -15,14 +16,13 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 from transformers import GenerationConfig, LlavaNextForConditionalGeneration, LogitsProcessor, LogitsProcessorList
 
+from dyto.datamodules.video import CLIP_MEAN, CLIP_STD
 from dyto.models.inputs import TOKENIZATIONS, left_pad, splice, tokenize_prompt
 from dyto.models.loading import load_llava_next, resolve_attn_implementation, resolve_dtype
 from dyto.models.prompts import default_conv_mode, model_family, render_prompt
 from dyto.records import prediction_record
 from dyto.reduction import DyToReducer, TokenReducer
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 OVERFLOWS = ("too_long", "truncate")
 
 
@@ -111,10 +111,16 @@ class DyToVideoQA(LightningModule):
         self.grid = (vision.image_size // vision.patch_size,) * 2
         pad_id = tokenizer.pad_token_id
         self.pad_token_id = pad_id if pad_id is not None else tokenizer.eos_token_id
-        self.generation_config = GenerationConfig(
+        # Start from the checkpoint's own generation config (its eos ids, e.g. ChatML's
+        # <|im_end|> for 34B) and impose the reference's greedy settings on top.
+        base = getattr(llava, "generation_config", None)
+        self.generation_config = copy.deepcopy(base) if base is not None else GenerationConfig()
+        self.generation_config.update(
             do_sample=False, num_beams=1, max_new_tokens=self.max_new_tokens, use_cache=True,
-            pad_token_id=self.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=self.pad_token_id, temperature=None, top_p=None, top_k=None,
         )
+        if self.generation_config.eos_token_id is None:
+            self.generation_config.eos_token_id = tokenizer.eos_token_id
 
     # -- stages ----------------------------------------------------------------------------
     def _sync(self) -> None:

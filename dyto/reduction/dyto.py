@@ -8,7 +8,6 @@ kept frame, the 3680-token schedule, element-wise max merging, frames flattened 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .base import Reduction, TokenReducer, check_features, register_reducer
@@ -80,27 +79,14 @@ class DyToReducer(TokenReducer):
             raise ValueError(f"the frame descriptors ({self.descriptor}) contain NaN or inf")
         return desc
 
-    @staticmethod
-    def _check_kept_frames(features: Tensor, frames: list[int]) -> None:
-        """ValueError if a kept frame holds NaN/inf: its token sum would be non-finite.
-
-        One fused gather-and-sum over the kept frames (no copy of them); real features are
-        nowhere near float overflow, so a non-finite sum means a non-finite input.
-        """
-        t, n, d = features.shape
-        rows = features.reshape(t * n, d).contiguous()
-        index = torch.tensor(frames, device=features.device)[:, None] * n + torch.arange(
-            n, device=features.device)                                        # [T', N]
-        if not bool(torch.isfinite(F.embedding_bag(index, rows, mode="sum")).all()):
-            raise ValueError("the kept frames' features contain NaN or inf")
-
     def __call__(self, features: Tensor, grid: tuple[int, int],
                  cls: Tensor | None = None) -> Reduction:
         """features [T, N, D] -> tokens [T' * p', D], p' tokens per kept frame, T' <= max_frames.
 
-        Non-finite values are looked for where they can change the result (the descriptors and
-        the kept frames), not in frames that are dropped: a full scan would cost more than the
-        whole reduction.
+        Non-finite values are looked for where they reach the result: in the descriptors, and in
+        the output tokens, which every token of a kept frame reaches (kept, or merged: NaN and
+        +inf survive amax, mean and sum). Frames that are dropped are not scanned: a full scan
+        would cost more than the whole reduction. (A -inf merged away by amax is not reported.)
         """
         t, n, d = check_features(features, grid)
         if d % HEADS:
@@ -109,10 +95,11 @@ class DyToReducer(TokenReducer):
             raise ValueError(f"DyTo drops token 0 of every frame, so it needs N >= 2, got N={n}")
         selection = select_keyframes_detailed(features, self.variant, self.max_frames,
                                               descriptor=self._descriptor(features, cls))
-        self._check_kept_frames(features, selection.frames)
         r_list = merge_schedule(len(selection.frames), n, self.budget)
         # all kept frames at once, token 0 dropped (skip=1): [T', p', D]
         merged = merge_frames(features, selection.frames, r_list, self.reduce, skip=1)
+        if not bool(torch.isfinite(merged).all()):
+            raise ValueError("the kept frames' features contain NaN or inf")
         per_frame = merged.shape[1]
         return Reduction(
             tokens=merged.reshape(-1, d),                        # frames in time order
