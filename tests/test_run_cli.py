@@ -47,15 +47,16 @@ def cli_args(records: Path, out: Path, run: str, *extra: str) -> list[str]:
             "--output.output_dir", str(out), "--output.run_name", run, *extra]
 
 
-def run_env() -> dict[str, str]:
+def run_env(**overrides: str) -> dict[str, str]:
     env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false",
                OPENAI_API_KEY=SECRET, PYTHONUNBUFFERED="1")
     env.pop("OPENAI_BASE_URL", None)
-    return env
+    env.pop("WANDB_API_KEY", None)
+    return {**env, **overrides}
 
 
-def run_cli(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
-    proc = subprocess.run(args, cwd=REPO, env=run_env(), capture_output=True, text=True, timeout=timeout)
+def run_cli(args: list[str], timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(args, cwd=REPO, env=run_env(**env), capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-5000:]}"
     return proc
 
@@ -81,8 +82,12 @@ def assert_no_secret(run_dir: Path) -> None:
 @pytest.mark.slow
 def test_ddp_two_processes_predict_every_question_once(tmp_path):
     ids = make_records(tmp_path / "q.jsonl", 7, missing=1)
-    run_cli(cli_args(tmp_path / "q.jsonl", tmp_path / "out", "ddp",
-                     "--trainer.devices", "2", "--trainer.strategy", "ddp", "--data.init_args.batch_size", "2"))
+    # W&B (offline) listed before the CLI's own callbacks: its on_predict_end evaluates first,
+    # which must still see both ranks' records
+    run_cli(cli_args(tmp_path / "q.jsonl", tmp_path / "out", "ddp", "--config", str(REPO / "configs/logging/wandb.yaml"),
+                     "--trainer.devices", "2", "--trainer.strategy", "ddp", "--data.init_args.batch_size", "2"),
+            WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DATA_DIR=str(tmp_path / "wandb-data"),
+            WANDB_CACHE_DIR=str(tmp_path / "wandb-cache"), WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"))
     run_dir = tmp_path / "out" / "ddp"
     merged = assert_complete(run_dir, ids)
     per_rank = {p.name: len(list(read_jsonl(p))) for p in (run_dir / "artifacts").glob("predictions.rank*.jsonl")}
@@ -92,8 +97,10 @@ def test_ddp_two_processes_predict_every_question_once(tmp_path):
     statuses = {r["id"]: r["status"] for r in merged}
     assert statuses.pop(ids[-1]) == "video_missing"
     assert set(statuses.values()) == {"ok"}
-    assert (run_dir / "logs" / "results.json").exists()
+    results = json.loads((run_dir / "logs" / "results.json").read_text())
+    assert results["metrics"]["benchmarks"]["demo"]["items"] == 7  # evaluated after both ranks
     assert (run_dir / "config.yaml").exists()
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
     assert_no_secret(run_dir)
 
 
