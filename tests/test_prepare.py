@@ -120,12 +120,16 @@ def test_videomme_jsonl_and_parquet(tmp_path):
     jsonl = tmp_path / "v.jsonl"
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in videomme_rows()))
     assert prepare("videomme", jsonl, tmp_path / "a.jsonl").records == 4
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        (tmp_path / "v.parquet").write_bytes(b"PAR1")
-        with pytest.raises(ValueError, match="pyarrow"):
-            prepare("videomme", tmp_path / "v.parquet", tmp_path / "b.jsonl")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # the official distribution: one parquet file, `options` a list column
+    pq.write_table(pa.Table.from_pylist(videomme_rows()), tmp_path / "v.parquet")
+    assert prepare("videomme", tmp_path / "v.parquet", tmp_path / "b.jsonl").records == 4
+    assert (tmp_path / "b.jsonl").read_bytes() == (tmp_path / "a.jsonl").read_bytes()
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(ValueError, match=r"broken\.parquet: not a readable parquet file"):
+        prepare("videomme", tmp_path / "broken.parquet", tmp_path / "c.jsonl")
 
 
 def test_malformed_rows_are_reported_and_skipped(tmp_path):

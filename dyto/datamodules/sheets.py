@@ -72,15 +72,16 @@ def read_csv(path: str | os.PathLike, required: Iterable[str]) -> tuple[list[Row
 
 
 def read_json_rows(path: str | os.PathLike) -> list[Row]:
-    """Rows of a JSON list, a JSONL file, or (when pyarrow is installed) a parquet file."""
+    """Rows of a JSON list, a JSONL file, or a parquet file (VideoMME's official format)."""
     path = Path(path)
     if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
         try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise ValueError(f"{path}: reading parquet needs pyarrow (pip install pyarrow), "
-                             "or convert the sheet to JSON/JSONL") from None
-        return list(enumerate(pq.read_table(path).to_pylist(), start=1))
+            table = pq.read_table(path)
+        except Exception as e:  # pyarrow raises several types for a broken file
+            raise ValueError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
+        return list(enumerate(table.to_pylist(), start=1))
     with path.open("r", encoding="utf-8") as f:
         try:
             if path.suffix == ".jsonl":
