@@ -56,3 +56,19 @@ def test_save_and_from_pretrained(tmp_path):
     tok2 = AutoTokenizer.from_pretrained(tmp_path)
     text = "USER: <image>\nThe input consists of key frames."
     assert tok2(text).input_ids == tok(text).input_ids
+
+
+def test_checkpoints_load_onto_the_ranks_own_gpu(monkeypatch):
+    import torch
+
+    from dyto.models.loading import load_device_map
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert load_device_map() is None  # CPU: the usual from_pretrained path
+    # no GPU here: the hardware query is replaced to check which device each DDP rank would use
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setenv("LOCAL_RANK", "6")
+    assert load_device_map() == {"": torch.device("cuda", 2)}
+    monkeypatch.delenv("LOCAL_RANK")
+    assert load_device_map() == {"": torch.device("cuda", 0)}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from transformers import AutoConfig, AutoTokenizer, LlavaNextForConditionalGeneration
 from transformers.utils import is_flash_attn_2_available
@@ -35,6 +37,19 @@ def resolve_attn_implementation(attn_implementation: str) -> str:
     return attn_implementation
 
 
+def load_device_map() -> dict[str, torch.device] | None:
+    """Where a checkpoint's weights are loaded: straight onto this process's GPU when there is one.
+
+    Under DDP every rank builds its own model; staging the weights in host memory first would
+    need ranks x model size of RAM (8 x 69 GB for the 34B model in fp16). LOCAL_RANK is set by
+    Lightning's launcher and torchrun; Lightning then moves the module to the rank's device, a
+    no-op when it is already there. Without CUDA the weights load on the CPU as usual.
+    """
+    if not torch.cuda.is_available():
+        return None
+    return {"": torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())}
+
+
 def load_llava_next(
     name: str,
     dtype: torch.dtype,
@@ -57,7 +72,7 @@ def load_llava_next(
     if rope_scaling_factor is not None:
         apply_rope_scaling(config.text_config, rope_scaling_factor)
     model = LlavaNextForConditionalGeneration.from_pretrained(
-        name, config=config, dtype=dtype, attn_implementation=attn_implementation
+        name, config=config, dtype=dtype, attn_implementation=attn_implementation, device_map=load_device_map()
     ).eval()
     tokenizer = AutoTokenizer.from_pretrained(name)
     label = f"{name} (random weights)" if getattr(config, RANDOM_WEIGHTS_FLAG, False) else name
