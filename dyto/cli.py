@@ -44,6 +44,20 @@ class RunDirConfigSaver(SaveConfigCallback):
 class DyToCLI(LightningCLI):
     """LightningCLI with the prediction writer and the evaluation always wired in."""
 
+    def after_predict(self) -> None:
+        """Rerun of a finished run: with nothing left to predict Lightning skips the predict loop
+        and its hooks, so merge and evaluate here (e.g. to judge what an earlier run could not)."""
+        from dyto.evaluation.callbacks import EvaluateCallback
+        from dyto.evaluation.writer import find_writer
+
+        writer = find_writer(self.trainer)
+        if writer.ranks_done:
+            return  # the loop ran; its callbacks merged and evaluated
+        writer.on_predict_epoch_end(self.trainer, self.trainer.lightning_module)
+        for cb in self.trainer.callbacks:
+            if isinstance(cb, EvaluateCallback):
+                cb.evaluate(self.trainer)
+
     def add_arguments_to_parser(self, parser) -> None:
         from dyto.evaluation.callbacks import EvaluateCallback
         from dyto.evaluation.pictures import PicturesCallback

@@ -152,6 +152,14 @@ def test_demo_config_runs_in_process_and_reports(tmp_path, monkeypatch, capsys):
     assert (run_dir / "logs" / "report.md").exists()
     assert str(run_dir) in capsys.readouterr().out
 
+    # a rerun of the finished run predicts nothing (Lightning then skips its predict hooks) but
+    # still merges and evaluates
+    (run_dir / "logs" / "results.json").unlink()
+    main(["predict", "--config", "configs/demo.yaml", "--output.output_dir", str(tmp_path)])
+    assert "5 already done, 0 to predict" in capsys.readouterr().out
+    assert json.loads((run_dir / "logs" / "results.json").read_text())["metrics"]["benchmarks"]["demo"]["items"] == 5
+    assert_complete(run_dir, ids)
+
 
 @pytest.mark.slow
 def test_a_failing_picture_does_not_stop_the_run(tmp_path, monkeypatch):

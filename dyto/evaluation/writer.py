@@ -90,7 +90,7 @@ class PredictionWriter(BasePredictionWriter):
         self.run_dir: Path | None = None
         self._file = None
         self._finalized: Path | None = None
-        self._ranks_done = False
+        self.ranks_done = False
 
     # -- paths -------------------------------------------------------------------------------
     def resolve_run_dir(self, trainer: pl.Trainer) -> Path:
@@ -126,7 +126,7 @@ class PredictionWriter(BasePredictionWriter):
             (self.artifacts / INPUTS_FILE).write_text(json.dumps(input_ids), encoding="utf-8")
             todo = len(input_ids) - len(done)
             print(f"[dyto] run dir {run_dir}: {len(input_ids)} questions, {len(done)} already done, {todo} to predict")
-        self._finalized, self._ranks_done = None, False
+        self._finalized, self.ranks_done = None, False
         trainer.strategy.barrier("dyto_writer_ready")
 
     def _move_old_logs_aside(self) -> None:
@@ -158,7 +158,7 @@ class PredictionWriter(BasePredictionWriter):
             self._file.close()
             self._file = None
         trainer.strategy.barrier("dyto_writer_end")
-        self._ranks_done = True
+        self.ranks_done = True
         if trainer.is_global_zero:
             self.finalize()
 
@@ -171,7 +171,7 @@ class PredictionWriter(BasePredictionWriter):
         """
         if self._finalized is not None:
             return self._finalized
-        if not self._ranks_done:
+        if not self.ranks_done:
             raise RuntimeError("PredictionWriter.finalize() called before every rank finished predicting")
         input_ids = json.loads((self.artifacts / INPUTS_FILE).read_text(encoding="utf-8"))
         attempts = load_attempts(self.artifacts)
