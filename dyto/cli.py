@@ -5,6 +5,7 @@
                  --config configs/reducers/dyto.yaml --config configs/benchmarks/nextqa.yaml
     dyto prepare nextqa --qa-file NExT_QA.csv --out data/prepared/nextqa.jsonl --video-root DIR
     dyto judge --predictions outputs/<run> [--base-url URL] [--model NAME] [--concurrency N]
+    dyto compare outputs/<run_a> outputs/<run_b> [--out DIR]   # token budget vs accuracy
     dyto demo --video clip.mp4 --question "what is happening?" [--model PATH]
     dyto reduce-demo [--video clip.mp4]
 
@@ -112,6 +113,10 @@ def main(argv: list[str] | None = None) -> None:
         from dyto.evaluation.judge import judge_main
 
         sys.exit(judge_main(rest))
+    elif cmd == "compare":
+        from dyto.evaluation.compare import compare_main
+
+        sys.exit(compare_main(rest))
     elif cmd == "demo":
         from dyto.demo import demo_main
 

@@ -1,0 +1,80 @@
+"""`dyto compare`: finished runs side by side, the visual-token budget against accuracy.
+
+    dyto compare outputs/nextqa_llava-v1.6-vicuna-7b-hf_dyto outputs/nextqa_llava-v1.6-vicuna-7b-hf_slowfast \
+        --out outputs/compare_nextqa
+
+Writes `<out>/comparison.md` (one row per run: reducer, items ok / failed, headline accuracy,
+visual tokens and frames kept per question, mean ms per stage) and `<out>/budget.png` (tokens
+per question, accuracy against mean tokens), and prints the table. Runs are read as they are on
+disk (`artifacts/predictions.jsonl`, `logs/results.json`); nothing is re-judged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+from dyto.api import Run, load_run
+from dyto.evaluation.report import write_text_atomic
+
+STAGES = ("decode", "encode", "reduce", "prefill", "generate")
+
+
+def _row(run: Run) -> str:
+    from dyto.viz import headline_metric
+
+    ok = [p for p in run.predictions if p.get("status") == "ok"]
+    tokens = [p["visual_tokens_out"] for p in ok if p.get("visual_tokens_out") is not None]
+    frames = [len(p["frames_kept"]) for p in ok if p.get("frames_kept") is not None]
+    acc = headline_metric(run.results)
+    ms = []
+    for stage in STAGES:
+        vals = [p["timings"][stage] for p in ok if stage in (p.get("timings") or {})]
+        ms.append(f"{statistics.fmean(vals):.0f}" if vals else "–")
+    cells = [
+        run.run_dir.name, run.reducer, f"{len(ok)} / {len(run.predictions) - len(ok)}",
+        f"{acc:.1f}" if acc is not None else "not evaluated",
+        f"{statistics.fmean(tokens):.0f} [{min(tokens)}, {max(tokens)}]" if tokens else "–",
+        f"{statistics.fmean(frames):.1f}" if frames else "–", *ms,
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def compare_runs(run_dirs: list[str | Path], out_dir: str | Path) -> str:
+    """Markdown comparison of the runs; also writes comparison.md and budget.png into out_dir."""
+    from dyto import viz
+
+    runs = [load_run(d) for d in run_dirs]
+    names = [r.run_dir.name for r in runs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"runs need distinct folder names to be told apart, got {names}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    header = ["run", "reducer", "ok / failed", "accuracy (%)", "visual tokens mean [min, max]", "frames kept",
+              *(f"{s} ms" for s in STAGES)]
+    lines = ["# Run comparison", "",
+             "Accuracy is each run's headline number from `logs/results.json` (multiple-choice accuracy, or "
+             "the judge's open-ended accuracy with the reference denominator); compare runs judged by the same "
+             "judge model only.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *(_row(r) for r in runs),
+             "", "![budget](budget.png)", ""]
+    viz.save_figure(viz.budget_plot(dict(zip(names, runs))), out_dir / "budget.png")
+    text = "\n".join(lines)
+    write_text_atomic(out_dir / "comparison.md", text)
+    return text
+
+
+def compare_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="dyto compare", description="Compare finished runs: token budget vs accuracy.")
+    p.add_argument("runs", nargs="+", help="run directories (outputs/<run>)")
+    p.add_argument("--out", default="outputs/comparison", help="where comparison.md and budget.png go")
+    args = p.parse_args(argv)
+    try:
+        text = compare_runs(args.runs, args.out)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"dyto compare: {e}")
+        return 2
+    print(text)
+    print(f"[dyto] comparison: {Path(args.out) / 'comparison.md'}")
+    return 0
