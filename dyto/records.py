@@ -104,6 +104,15 @@ def read_jsonl(path: str | os.PathLike, allow_torn_tail: bool = False) -> Iterat
         yield obj
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write text via a temporary file and a rename, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> int:
     """Write rows atomically (temp file + rename); returns the number written."""
     path = Path(path)

@@ -16,7 +16,7 @@ import statistics
 from pathlib import Path
 
 from dyto.api import Run, load_run
-from dyto.evaluation.report import write_text_atomic
+from dyto.records import write_text_atomic
 
 STAGES = ("decode", "encode", "reduce", "prefill", "generate")
 

@@ -31,7 +31,7 @@ from dyto.evaluation.judge import (CACHE_FILE, Judge, JudgeConfig, JudgeStats, j
 from dyto.evaluation.match import MATCH_CACHE_FILE, MATCH_MODEL, MATCH_VERSION, match_judgments
 from dyto.evaluation.metrics import VCG_DIMENSIONS, compute_metrics
 from dyto.evaluation.paper import model_size, published
-from dyto.records import read_jsonl, write_jsonl
+from dyto.records import read_jsonl, write_jsonl, write_text_atomic
 
 SCORERS = ("auto", "gpt", "match")
 EVAL_DIR = "eval_save_dir"
@@ -141,14 +141,6 @@ def draw_budget(preds: list[dict[str, Any]], results: dict[str, Any], path: Path
     run = Run(path.parent.parent, preds, results)
     if any(p.get("status") == "ok" and p.get("visual_tokens_out") is not None for p in preds):
         viz.save_figure(viz.budget_plot({run.reducer: run}), path)
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write text via a temporary file and a rename, so a reader never sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _count(value: Any) -> int | None:

@@ -27,7 +27,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from dyto.records import append_jsonl, open_append_log, read_jsonl, write_jsonl
+from dyto.records import append_jsonl, open_append_log, read_jsonl, write_jsonl, write_text_atomic
 
 RANK_FILE = "predictions.rank{rank}.jsonl"
 MERGED_FILE = "predictions.jsonl"
@@ -123,7 +123,7 @@ class PredictionWriter(BasePredictionWriter):
         done &= set(input_ids)
         dm.skip_ids = done
         if trainer.is_global_zero:
-            (self.artifacts / INPUTS_FILE).write_text(json.dumps(input_ids), encoding="utf-8")
+            write_text_atomic(self.artifacts / INPUTS_FILE, json.dumps(input_ids))
             todo = len(input_ids) - len(done)
             print(f"[dyto] run dir {run_dir}: {len(input_ids)} questions, {len(done)} already done, {todo} to predict")
         self._finalized, self.ranks_done = None, False
@@ -191,7 +191,7 @@ class PredictionWriter(BasePredictionWriter):
             "predicted_ok_more_than_once": sorted(i for i, c in ok_attempts.items() if c > 1),
             "not_in_inputs": sorted(set(best) - set(input_ids)),
         }
-        (self.artifacts / SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        write_text_atomic(self.artifacts / SUMMARY_FILE, json.dumps(summary, indent=2))
         status_line = ", ".join(f"{k}={v}" for k, v in summary["by_status"].items())
         print(f"[dyto] predictions: {path} ({len(merged)}/{len(input_ids)} records; {status_line})")
         if missing:
