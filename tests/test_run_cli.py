@@ -177,3 +177,36 @@ def test_a_failing_picture_does_not_stop_the_run(tmp_path, monkeypatch):
     ids = [r["id"] for r in read_jsonl(DEMO / "questions.jsonl")]
     assert_complete(tmp_path / "demo", ids)
     assert (tmp_path / "demo" / "logs" / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_prepared_benchmark_runs_with_composed_configs(tmp_path, monkeypatch, capsys):
+    """The real chain: `dyto prepare` on the NExT-QA sample sheet, one of its videos on disk,
+    then `dyto predict` composed from trainer / model / reducer / benchmark configs."""
+    from dyto.cli import main
+
+    sheet = REPO.parent / "shared" / "fixtures" / "qa" / "NExT_QA.csv"
+    if not sheet.exists():
+        pytest.skip("shared fixtures not present")
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "4010069381.mp4").symlink_to(DEMO / "bikes.mp4")  # the sheet's first video id
+    with pytest.raises(SystemExit) as exit_:
+        main(["prepare", "nextqa", "--qa-file", str(sheet), "--out", str(tmp_path / "nextqa.jsonl"),
+              "--video-root", str(videos)])
+    assert exit_.value.code == 0
+    assert "1/29 found" in capsys.readouterr().out
+    monkeypatch.chdir(REPO)
+    main(["predict", "--config", "configs/trainer/cpu.yaml", "--config", "configs/models/tiny.yaml",
+          "--config", "configs/reducers/slowfast.yaml", "--config", "configs/benchmarks/nextqa.yaml",
+          "--data.records", str(tmp_path / "nextqa.jsonl"), "--data.video_root", str(videos),
+          "--data.num_workers", "0", "--model.max_new_tokens", "4", "--output.output_dir", str(tmp_path / "out"),
+          "--trainer.enable_progress_bar", "false"])
+    run_dir = tmp_path / "out" / "nextqa_tiny_slowfast"
+    merged = list(read_jsonl(run_dir / "artifacts" / "predictions.jsonl"))
+    assert len(merged) == 30
+    assert Counter(r["status"] for r in merged) == {"ok": 1, "video_missing": 29}
+    ok = next(r for r in merged if r["status"] == "ok")
+    assert ok["id"] == "4010069381_6" and ok["reducer"]["name"] == "slowfast" and ok["frames_sampled"] == 50
+    mc = json.loads((run_dir / "logs" / "results.json").read_text())["metrics"]["benchmarks"]["nextqa"]["multiple_choice"]
+    assert mc["items"] == 30 and mc["ok"] == 1
