@@ -9,17 +9,19 @@
     dyto demo --video clip.mp4 --question "what is happening?" [--model PATH]
     dyto reduce-demo [--video clip.mp4]
 
-`predict` (and Lightning's other subcommands) go to LightningCLI; `python cli.py ...` in the
-repository root is the same entry point.
+`predict` goes to LightningCLI; `python cli.py ...` in the repository root is the same entry
+point.
 """
 
 from __future__ import annotations
 
 import sys
 
+from jsonargparse import lazy_instance
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
-LIGHTNING_SUBCOMMANDS = ("predict", "fit", "validate", "test")
+# Inference only: the module has no training step, so fit/validate/test are not offered.
+LIGHTNING_SUBCOMMANDS = ("predict",)
 
 
 class RunDirConfigSaver(SaveConfigCallback):
@@ -63,9 +65,6 @@ class DyToCLI(LightningCLI):
         from dyto.evaluation.callbacks import EvaluateCallback
         from dyto.evaluation.pictures import PicturesCallback
         from dyto.evaluation.writer import PredictionWriter
-
-        from jsonargparse import lazy_instance
-
         from dyto.reduction import DyToReducer
 
         # the release DyTo unless a reducer config says otherwise; shown in the saved config
