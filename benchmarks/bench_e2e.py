@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 
 import torch
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
 
-from dyto.datamodules.video import decode_video, preprocess_frames
+from dyto import api
 from dyto.models.llava_next import DyToVideoQA
 from dyto.models.rope import apply_rope_scaling
 from dyto.models.tiny import build_tiny_llava_next, build_tiny_tokenizer
@@ -74,17 +73,9 @@ def full_size_random(device: str, dtype: torch.dtype, num_layers: int | None):
 
 
 def ask(module: DyToVideoQA, q: int) -> dict:
-    """Decode the clip and answer question `q` as a batch of one; the prediction record."""
-    t0 = time.perf_counter()
-    video = decode_video(VIDEO, module.num_frames)
-    pixels = preprocess_frames(video.frames, module.image_size, module.image_mean, module.image_std)
-    decode_ms = (time.perf_counter() - t0) * 1e3
-    qa = dict(id=f"q{q}", benchmark="bench", task="open_ended", video=VIDEO.name,
-              question=QUESTIONS[q % len(QUESTIONS)], answer="", options=None, answer_index=None,
-              start=None, end=None, question2=None, split="val", meta={})
-    batch = dict(ids=[qa["id"]], records=[qa], pixel_values=[pixels], frame_indices=[video.indices],
-                 frames_total=[video.total_frames], status=["ok"], error=[""], decode_ms=[decode_ms])
-    (record,) = module.predict_step(batch, q)
+    """Decode the clip and answer question `q` as a batch of one (the benchmark runs' own decode,
+    preprocess and predict_step path, via `dyto.api.ask`); the prediction record."""
+    record = api.ask(module, VIDEO, QUESTIONS[q % len(QUESTIONS)])
     if record["status"] != "ok":
         raise RuntimeError(f"{record['reducer']['name']}: {record['status']}: {record['error']}")
     return record
