@@ -93,6 +93,16 @@ def _decode_decord(path: Path, choose: Callable[[int, float], list[int]], deadli
 
 
 def _decode_pyav(path: Path, choose: Callable[[int, float], list[int]], deadline: float) -> DecodedVideo:
+    """Decode only what the sampled frames need.
+
+    * Jump (seek to the keyframe before a wanted frame) when the wanted frame lies in a later GOP
+      than the current position; otherwise decode on.
+    * While decoding on, packets of frames nobody wants are decoded with ``skip_frame=NONREF``:
+      a frame no other frame references (most B-frames) is then not decoded at all, and no
+      wanted frame can depend on it. Wanted frames are always decoded in full.
+    * Slice threading only: parallelism comes from the DataLoader's workers (one video each), and
+      frame threads would both add hand-over cost and apply ``skip_frame`` to other packets.
+    """
     import av
 
     def check_time() -> None:
@@ -101,7 +111,8 @@ def _decode_pyav(path: Path, choose: Callable[[int, float], list[int]], deadline
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream.thread_type = "SLICE"
+        codec = stream.codec_context
         # Demux once (no decoding) to learn every frame's pts and the keyframes: frame i is the
         # i-th smallest pts, the same count decord reports.
         pts, keys = [], []
@@ -118,6 +129,26 @@ def _decode_pyav(path: Path, choose: Callable[[int, float], list[int]], deadline
         rows: dict[int, list[int]] = {}  # frame index -> rows of the output (duplicates share a decode)
         for row, i in enumerate(indices):
             rows.setdefault(i, []).append(row)
+        wanted = {pts[i] for i in rows}
+        skip = True  # turned off for good if a wanted frame ever comes out under another pts
+
+        def decode_from(key_pts: int):
+            """Frames in presentation order from the keyframe at key_pts to the end of the stream."""
+            container.seek(key_pts, stream=stream, backward=True, any_frame=False)
+            for packet in container.demux(stream):
+                check_time()
+                keep = not skip or packet.pts is None or packet.pts in wanted
+                codec.skip_frame = "DEFAULT" if keep else "NONREF"
+                yield from codec.decode(packet)  # the final empty packet flushes the decoder
+
+        def first_at_or_after(target: int, i: int):
+            nonlocal last_pts
+            for frame in decoder:
+                last_pts = frame.pts
+                if frame.pts is not None and frame.pts >= target:
+                    return frame
+            raise VideoError("video_unreadable", f"the stream ended before frame {i} (pts {target})")
+
         frames = np.empty((len(indices), stream.height, stream.width, 3), np.uint8)  # no second copy
         decoder, last_pts = None, None
         for i in sorted(rows):
@@ -125,16 +156,15 @@ def _decode_pyav(path: Path, choose: Callable[[int, float], list[int]], deadline
             key = keys[max(0, bisect.bisect_right(keys, target) - 1)] if keys else pts[0]
             if decoder is None or last_pts is None or key > last_pts:
                 # The wanted frame's GOP starts after the current position: jump instead of decoding on.
-                container.seek(key, stream=stream, backward=True, any_frame=False)
-                decoder = container.decode(stream)
-            for frame in decoder:
-                check_time()
-                last_pts = frame.pts
-                if frame.pts is not None and frame.pts >= target:
-                    frames[rows[i]] = frame.to_ndarray(format="rgb24")
-                    break
-            else:
-                raise VideoError("video_unreadable", f"the stream ended before frame {i} (pts {target})")
+                decoder = decode_from(key)
+            frame = first_at_or_after(target, i)
+            if frame.pts != target and skip:
+                # A container whose packet pts differ from frame pts could have had the wanted
+                # frame skipped: decode this GOP again in full, and everything after it.
+                skip = False
+                decoder = decode_from(key)
+                frame = first_at_or_after(target, i)
+            frames[rows[i]] = frame.to_ndarray(format="rgb24")
     return DecodedVideo(frames, indices, len(pts), fps, "pyav")
 
 
