@@ -210,3 +210,35 @@ def test_prepared_benchmark_runs_with_composed_configs(tmp_path, monkeypatch, ca
     assert ok["id"] == "4010069381_6" and ok["reducer"]["name"] == "slowfast" and ok["frames_sampled"] == 50
     mc = json.loads((run_dir / "logs" / "results.json").read_text())["metrics"]["benchmarks"]["nextqa"]["multiple_choice"]
     assert mc["items"] == 30 and mc["ok"] == 1
+
+
+@pytest.mark.slow
+def test_rerun_retries_failures_and_resume_false_redoes_everything(tmp_path, monkeypatch, capsys):
+    from dyto.cli import main
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "bikes.mp4").symlink_to(DEMO / "bikes.mp4")
+    recs = [QARecord(id=f"r{i}", benchmark="demo", task="open_ended", video=v, question="what?", answer="x",
+                     split="test") for i, v in enumerate(["bikes.mp4", "late.mp4", "bikes.mp4"])]
+    write_jsonl(tmp_path / "q.jsonl", [r.to_dict() for r in recs])
+    monkeypatch.chdir(REPO)
+    args = ["predict", "--config", "configs/demo.yaml", "--data.records", str(tmp_path / "q.jsonl"),
+            "--data.video_root", str(videos), "--data.num_workers", "0", "--output.output_dir", str(tmp_path / "out"),
+            "--output.run_name", "rerun", "--trainer.enable_progress_bar", "false"]
+    run_dir = tmp_path / "out" / "rerun"
+    main(args)
+    assert [r["status"] for r in assert_complete(run_dir, ["r0", "r1", "r2"])] == ["ok", "video_missing", "ok"]
+
+    (videos / "late.mp4").symlink_to(DEMO / "bigbuckbunny.mp4")  # the missing video turns up
+    capsys.readouterr()
+    main(args)
+    assert "2 already done, 1 to predict" in capsys.readouterr().out
+    assert [r["status"] for r in assert_complete(run_dir, ["r0", "r1", "r2"])] == ["ok", "ok", "ok"]
+    assert [r["id"] for r in attempts(run_dir)] == ["r0", "r1", "r2", "r1"]  # only the failure was redone
+
+    main(args + ["--output.resume", "false"])  # start over: old logs are kept aside, not deleted
+    assert "0 already done, 3 to predict" in capsys.readouterr().out
+    assert sorted(p.name for p in (run_dir / "artifacts" / "previous-0").iterdir()) == ["predictions.rank0.jsonl"]
+    assert [r["id"] for r in attempts(run_dir)] == ["r0", "r1", "r2"]
+    assert [r["status"] for r in assert_complete(run_dir, ["r0", "r1", "r2"])] == ["ok", "ok", "ok"]
