@@ -73,6 +73,8 @@ def ask(module, video: str | Path, question: str, options: Sequence[str] | None 
     """
     from dyto.datamodules.base import VideoQADataset, collate
 
+    if options and question2:
+        raise ValueError("a question has either options (multiple choice) or question2 (consistency), not both")
     task = "multiple_choice" if options else ("vcg_consistency" if question2 else "open_ended")
     record = QARecord(id="ask", benchmark="adhoc", task=task, video=str(video), question=question, answer="",
                       options=list(options) if options else None, question2=question2, split="test")

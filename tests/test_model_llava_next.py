@@ -305,3 +305,20 @@ def test_typed_init_builds_from_a_cli_config():
     module = parser.instantiate_classes(cfg).model
     assert isinstance(module.reducer, SlowFastReducer) and module.num_frames == 8 and module.max_new_tokens == 3
     assert isinstance(DyToVideoQA().reducer, DyToReducer)  # the default is the release DyTo
+
+
+def test_generation_is_plain_greedy_whatever_the_checkpoint_says(tmp_path):
+    import json as _json
+
+    from dyto.models.tiny import save_tiny
+
+    directory = save_tiny(tmp_path / "tiny")
+    config_path = tmp_path / "tiny" / "generation_config.json"
+    cfg = _json.loads(config_path.read_text()) if config_path.exists() else {}
+    cfg.update(repetition_penalty=1.7, no_repeat_ngram_size=2, do_sample=True, temperature=0.9, min_new_tokens=3)
+    config_path.write_text(_json.dumps(cfg))
+    module = DyToVideoQA(model=str(directory), reducer=DyToReducer(num_frames=T), max_new_tokens=NEW)
+    assert module.llava.generation_config.repetition_penalty == 1.7  # the checkpoint's own setting
+    gen = module.generation_config
+    assert (gen.do_sample, gen.num_beams, gen.repetition_penalty, gen.no_repeat_ngram_size) == (False, 1, 1.0, 0)
+    assert gen.min_new_tokens is None and gen.max_new_tokens == NEW

@@ -142,3 +142,55 @@ def test_preprocess_matches_the_hf_clip_processor_bit_for_bit():
     images = [Image.fromarray(f).convert("RGB").resize((336, 336), Image.BICUBIC) for f in frames]
     ref = proc(images=images, return_tensors="pt")["pixel_values"]
     assert torch.equal(preprocess_frames(frames, 336), ref)
+
+
+def _encode(path: Path, codec: str, options: dict[str, str], frames: int = 60, pix_fmt: str = "yuv420p") -> Path:
+    """A small clip in a given container/codec whose frames differ from each other."""
+    import av
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (64 // 8, 128 // 8, 3), dtype=np.uint8)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = 128, 64, pix_fmt
+        stream.options = options
+        for i in range(frames):
+            img = np.kron(np.roll(base, i, axis=1), np.ones((8, 8, 1), np.uint8))
+            img[:4, : 2 * i % 128] = 255
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(stream.encode())
+    return path
+
+
+def _sequential(path: Path) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
+
+
+# Containers and codecs where a seek-and-skip decoder can go wrong: AV1 (dav1d reads skip_frame
+# once), H.264 B-frames in AVI (decode-order timestamps), MPEG-TS (seeks overshoot a GOP),
+# open-GOP H.264 and MPEG-2 program streams.
+HOSTILE = {
+    "av1.mp4": ("libsvtav1", {"g": "20"}),
+    "h264_bframes.avi": ("libx264", {"x264-params": "bframes=3:b-pyramid=normal:keyint=15"}),
+    "h264_bframes.ts": ("libx264", {"x264-params": "bframes=3:b-pyramid=strict:keyint=15"}),
+    "h264_open_gop.mkv": ("libx264", {"x264-params": "bframes=3:b-pyramid=normal:open-gop=1:keyint=20:scenecut=0"}),
+    "mpeg2.mpg": ("mpeg2video", {"bf": "2", "g": "15"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_pyav_sampling_equals_sequential_decoding_on_hostile_streams(tmp_path, name):
+    codec, options = HOSTILE[name]
+    try:
+        path = _encode(tmp_path / name, codec, options)
+    except Exception as e:  # an encoder missing from this PyAV build
+        pytest.skip(f"cannot encode {name}: {e}")
+    truth = _sequential(path)
+    for n in (1, 7, 16, 60):
+        out = decode_video(path, n, backend="pyav")
+        assert out.total_frames == len(truth)
+        for row, i in enumerate(out.indices):
+            assert np.array_equal(out.frames[row], truth[i]), f"{name}: n={n}, frame {i} is not the wanted one"

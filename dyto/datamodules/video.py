@@ -92,16 +92,30 @@ def _decode_decord(path: Path, choose: Callable[[int, float], list[int]], deadli
     return DecodedVideo(frames, indices, len(vr), fps, "decord")
 
 
-def _decode_pyav(path: Path, choose: Callable[[int, float], list[int]], deadline: float) -> DecodedVideo:
-    """Decode only what the sampled frames need.
+class _PtsMismatch(Exception):
+    """The fast path could not prove it got the wanted frame; the sequential path is used instead."""
 
-    * Jump (seek to the keyframe before a wanted frame) when the wanted frame lies in a later GOP
-      than the current position; otherwise decode on.
-    * While decoding on, packets of frames nobody wants are decoded with ``skip_frame=NONREF``:
-      a frame no other frame references (most B-frames) is then not decoded at all, and no
-      wanted frame can depend on it. Wanted frames are always decoded in full.
-    * Slice threading only: parallelism comes from the DataLoader's workers (one video each), and
-      frame threads would both add hand-over cost and apply ``skip_frame`` to other packets.
+
+# Containers whose packet timestamps follow decode order, not presentation order (AVI has no
+# composition times): with B-frames the i-th smallest pts is not frame i there, so they are
+# always decoded sequentially (MSVD's clips are AVI, and short).
+DECODE_ORDER_FORMATS = frozenset({"avi"})
+# Decoders that apply skip_frame packet by packet. dav1d (AV1), for one, reads it only when it
+# opens, so a NONREF meant for one unwanted packet would drop frames for the rest of the decode.
+SKIP_NONREF_CODECS = frozenset({"h264", "hevc", "mpeg1video", "mpeg2video", "mpeg4", "vp8", "vp9"})
+
+
+def _decode_pyav(path: Path, choose: Callable[[int, float], list[int]], deadline: float) -> DecodedVideo:
+    """Decode only what the sampled frames need, and prove each frame is the wanted one.
+
+    Fast path: seek to the keyframe before a wanted frame when it lies in a later GOP, decode on
+    otherwise; packets of frames nobody wants are decoded with ``skip_frame=NONREF`` (for decoders
+    that honour it per packet), so frames that nothing references (most B-frames) are not decoded
+    at all. Every returned frame must carry exactly the wanted pts, presentation pts must rise, and
+    a seek must not land past its target (MPEG-TS/PS seeks can overshoot by a GOP).
+    Safe path, taken if any of that fails, and always for AVI (decode-order timestamps): one
+    sequential decode without seeks or skipping, the i-th frame out being frame i. Both use slice threads only: parallelism comes from the
+    DataLoader's workers (one video each), and frame threads would apply ``skip_frame`` late.
     """
     import av
 
@@ -111,8 +125,6 @@ def _decode_pyav(path: Path, choose: Callable[[int, float], list[int]], deadline
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "SLICE"
-        codec = stream.codec_context
         # Demux once (no decoding) to learn every frame's pts and the keyframes: frame i is the
         # i-th smallest pts, the same count decord reports.
         pts, keys = [], []
@@ -125,47 +137,79 @@ def _decode_pyav(path: Path, choose: Callable[[int, float], list[int]], deadline
         pts.sort()
         keys.sort()
         fps = float(stream.average_rate or stream.guessed_rate or 0)
-        indices = choose(len(pts), fps)
-        rows: dict[int, list[int]] = {}  # frame index -> rows of the output (duplicates share a decode)
-        for row, i in enumerate(indices):
-            rows.setdefault(i, []).append(row)
-        wanted = {pts[i] for i in rows}
-        skip = True  # turned off for good if a wanted frame ever comes out under another pts
+        height, width, codec_name = stream.height, stream.width, stream.codec_context.name
+        decode_order = bool(set(container.format.name.split(",")) & DECODE_ORDER_FORMATS)
+    indices = choose(len(pts), fps)
+    rows: dict[int, list[int]] = {}  # frame index -> rows of the output (duplicates share a decode)
+    for row, i in enumerate(indices):
+        rows.setdefault(i, []).append(row)
+    frames = np.empty((len(indices), height, width, 3), np.uint8)  # no second copy
+    if not decode_order:
+        try:
+            _pyav_seek_and_skip(path, pts, keys, rows, frames, codec_name in SKIP_NONREF_CODECS, check_time)
+            return DecodedVideo(frames, indices, len(pts), fps, "pyav")
+        except _PtsMismatch:
+            pass
+    _pyav_sequential(path, rows, frames, check_time)
+    return DecodedVideo(frames, indices, len(pts), fps, "pyav")
+
+
+def _pyav_seek_and_skip(path: Path, pts: list[int], keys: list[int], rows: dict[int, list[int]],
+                        frames: np.ndarray, skip_nonref: bool, check_time: Callable[[], None]) -> None:
+    import av
+
+    wanted = {pts[i] for i in rows}
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "SLICE"
+        codec = stream.codec_context
 
         def decode_from(key_pts: int):
             """Frames in presentation order from the keyframe at key_pts to the end of the stream."""
             container.seek(key_pts, stream=stream, backward=True, any_frame=False)
             for packet in container.demux(stream):
                 check_time()
-                keep = not skip or packet.pts is None or packet.pts in wanted
+                keep = not skip_nonref or packet.pts is None or packet.pts in wanted
                 codec.skip_frame = "DEFAULT" if keep else "NONREF"
                 yield from codec.decode(packet)  # the final empty packet flushes the decoder
 
-        def first_at_or_after(target: int, i: int):
-            nonlocal last_pts
-            for frame in decoder:
-                last_pts = frame.pts
-                if frame.pts is not None and frame.pts >= target:
-                    return frame
-            raise VideoError("video_unreadable", f"the stream ended before frame {i} (pts {target})")
-
-        frames = np.empty((len(indices), stream.height, stream.width, 3), np.uint8)  # no second copy
         decoder, last_pts = None, None
         for i in sorted(rows):
             target = pts[i]
             key = keys[max(0, bisect.bisect_right(keys, target) - 1)] if keys else pts[0]
             if decoder is None or last_pts is None or key > last_pts:
                 # The wanted frame's GOP starts after the current position: jump instead of decoding on.
-                decoder = decode_from(key)
-            frame = first_at_or_after(target, i)
-            if frame.pts != target and skip:
-                # A container whose packet pts differ from frame pts could have had the wanted
-                # frame skipped: decode this GOP again in full, and everything after it.
-                skip = False
-                decoder = decode_from(key)
-                frame = first_at_or_after(target, i)
-            frames[rows[i]] = frame.to_ndarray(format="rgb24")
-    return DecodedVideo(frames, indices, len(pts), fps, "pyav")
+                decoder, last_pts = decode_from(key), None
+            for frame in decoder:
+                if frame.pts is None or (last_pts is not None and frame.pts <= last_pts):
+                    raise _PtsMismatch  # presentation pts do not rise: they cannot index frames
+                if last_pts is None and frame.pts > target:
+                    raise _PtsMismatch  # the seek landed past the wanted frame
+                last_pts = frame.pts
+                if frame.pts >= target:
+                    if frame.pts != target:
+                        raise _PtsMismatch  # the wanted frame never came out
+                    frames[rows[i]] = frame.to_ndarray(format="rgb24")
+                    break
+            else:
+                raise _PtsMismatch  # the stream ended before the wanted frame
+
+
+def _pyav_sequential(path: Path, rows: dict[int, list[int]], frames: np.ndarray,
+                     check_time: Callable[[], None]) -> None:
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "SLICE"
+        last = max(rows)
+        for i, frame in enumerate(container.decode(stream)):
+            check_time()
+            if i in rows:
+                frames[rows[i]] = frame.to_ndarray(format="rgb24")
+            if i == last:
+                return
+    raise VideoError("video_unreadable", f"the stream ended before frame {last}")
 
 
 def _decode_images(path: Path, choose: Callable[[int, float], list[int]], deadline: float) -> DecodedVideo:

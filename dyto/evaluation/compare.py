@@ -34,7 +34,7 @@ def _row(run: Run) -> str:
         ms.append(f"{statistics.fmean(vals):.0f}" if vals else "–")
     cells = [
         run.run_dir.name, run.reducer, f"{len(ok)} / {len(run.predictions) - len(ok)}",
-        f"{acc:.1f}" if acc is not None else "not evaluated",
+        f"{acc:.1f}" if acc is not None else ("no accuracy metric" if run.results else "not evaluated"),
         f"{statistics.fmean(tokens):.0f} [{min(tokens)}, {max(tokens)}]" if tokens else "–",
         f"{statistics.fmean(frames):.1f}" if frames else "–", *ms,
     ]

@@ -118,6 +118,9 @@ class DyToVideoQA(LightningModule):
         self.generation_config.update(
             do_sample=False, num_beams=1, max_new_tokens=self.max_new_tokens, use_cache=True,
             pad_token_id=self.pad_token_id, temperature=None, top_p=None, top_k=None,
+            # plain greedy decoding whatever the checkpoint's config says
+            repetition_penalty=1.0, no_repeat_ngram_size=0, length_penalty=1.0, min_length=0,
+            min_new_tokens=None, bad_words_ids=None, suppress_tokens=None, begin_suppress_tokens=None,
         )
         if self.generation_config.eos_token_id is None:
             self.generation_config.eos_token_id = tokenizer.eos_token_id
