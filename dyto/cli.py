@@ -48,8 +48,13 @@ class DyToCLI(LightningCLI):
     """LightningCLI with the prediction writer and the evaluation always wired in."""
 
     def after_predict(self) -> None:
-        """Rerun of a finished run: with nothing left to predict Lightning skips the predict loop
-        and its hooks, so merge and evaluate here (e.g. to judge what an earlier run could not)."""
+        """Finish a rank whose predict loop never ran.
+
+        Lightning skips the loop and its hooks on a rank with no batch: every rank on the rerun of
+        a finished run, or some ranks when fewer questions are left than ranks. Such a rank meets
+        the others at the writer's end-of-predict barrier here instead of in the loop (barriers
+        pair by order, not name: nothing collective may run between them), and on rank 0 the
+        merge and evaluation run here (e.g. to judge what an earlier run could not)."""
         from dyto.evaluation.callbacks import EvaluateCallback
         from dyto.evaluation.writer import find_writer
 

@@ -103,6 +103,20 @@ def test_ddp_two_processes_predict_every_question_once(tmp_path):
     assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
     assert_no_secret(run_dir)
 
+    # The missing video turns up; the rerun has 1 question for 2 ranks, so one rank gets no batch
+    # at all (Lightning then skips its predict loop): every rank must still meet at the writer's
+    # barrier, and the merge must hold all 7.
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("bikes.mp4", "bigbuckbunny.mp4"):
+        (videos / name).symlink_to(DEMO / name)
+    (videos / "does_not_exist.mp4").symlink_to(DEMO / "bikes.mp4")
+    out = run_cli(cli_args(tmp_path / "q.jsonl", tmp_path / "out", "ddp", "--data.init_args.video_root", str(videos),
+                           "--trainer.devices", "2", "--trainer.strategy", "ddp"), timeout=300)
+    assert "6 already done, 1 to predict" in out.stdout
+    assert {r["status"] for r in assert_complete(run_dir, ids)} == {"ok"}
+    assert Counter(r["id"] for r in attempts(run_dir)) == Counter(ids + [ids[-1]])
+
 
 @pytest.mark.slow
 def test_kill_9_then_resume_gives_exactly_the_input_set(tmp_path):

@@ -11,7 +11,7 @@ import time
 from typing import Any, ClassVar
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from dyto.datamodules.paths import VideoError, VideoResolver, resolver_for
 from dyto.datamodules.video import CLIP_MEAN, CLIP_STD, decode_video, preprocess_frames
@@ -60,6 +60,23 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, list[Any]]:
     return {key: [s[single.get(key, key)] for s in samples] for key in BATCH_KEYS}
 
 
+class RankShardSampler(DistributedSampler):
+    """Rank r of w predicts items r, r+w, r+2w, ...: no padding, no duplicates, and a rank may get
+    none. Lightning's own predict sampler does the same but asserts when there are fewer items
+    than ranks (a resumed run with a few questions left); Lightning leaves a DistributedSampler
+    subclass in place."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        self.shard = list(range(rank, len(dataset), num_replicas))
+
+    def __iter__(self):
+        return iter(self.shard)
+
+    def __len__(self) -> int:
+        return len(self.shard)
+
+
 class VideoQADataModule(L.LightningDataModule):
     """Predict-only DataModule over a canonical JSONL file.
 
@@ -77,6 +94,8 @@ class VideoQADataModule(L.LightningDataModule):
                  sampling: str = "reference", decode_timeout_s: float = 120.0, limit: int | None = None,
                  video_map: str | None = None) -> None:
         super().__init__()
+        # a resumed run may have fewer questions left than ranks: a rank with none just waits
+        self.allow_zero_length_dataloader_with_multiple_devices = True
         self.records_path, self.video_root, self.video_map = records, video_root, video_map
         self.batch_size, self.num_workers = batch_size, num_workers
         self.num_frames, self.image_size = num_frames, image_size
@@ -126,6 +145,9 @@ class VideoQADataModule(L.LightningDataModule):
                               self.image_std, self.backend, self.sampling, self.decode_timeout_s)
 
     def predict_dataloader(self) -> DataLoader:
-        # A plain, unshuffled DataLoader: Lightning then shards it over DDP ranks without padding.
-        return DataLoader(self.predict_dataset(), batch_size=self.batch_size, shuffle=False,
+        dataset = self.predict_dataset()
+        trainer = getattr(self, "trainer", None)
+        world = trainer.world_size if trainer is not None else 1
+        sampler = RankShardSampler(dataset, world, trainer.global_rank) if world > 1 else None
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, sampler=sampler,
                           num_workers=self.num_workers, collate_fn=collate)
