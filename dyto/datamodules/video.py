@@ -114,8 +114,9 @@ def _decode_pyav(path: Path, choose: Callable[[int, float], list[int]], deadline
     at all. Every returned frame must carry exactly the wanted pts, presentation pts must rise, and
     a seek must not land past its target (MPEG-TS/PS seeks can overshoot by a GOP).
     Safe path, taken if any of that fails, and always for AVI (decode-order timestamps): one
-    sequential decode without seeks or skipping, the i-th frame out being frame i. Both use slice threads only: parallelism comes from the
-    DataLoader's workers (one video each), and frame threads would apply ``skip_frame`` late.
+    sequential decode without seeks or skipping, the i-th frame out being frame i. Both use slice
+    threads only: parallelism comes from the DataLoader's workers (one video each), and frame
+    threads would apply ``skip_frame`` late.
     """
     import av
 
@@ -144,13 +145,12 @@ def _decode_pyav(path: Path, choose: Callable[[int, float], list[int]], deadline
     for row, i in enumerate(indices):
         rows.setdefault(i, []).append(row)
     frames = np.empty((len(indices), height, width, 3), np.uint8)  # no second copy
-    if not decode_order:
-        try:
-            _pyav_seek_and_skip(path, pts, keys, rows, frames, codec_name in SKIP_NONREF_CODECS, check_time)
-            return DecodedVideo(frames, indices, len(pts), fps, "pyav")
-        except _PtsMismatch:
-            pass
-    _pyav_sequential(path, rows, frames, check_time)
+    try:
+        if decode_order:  # pts cannot index frames here: straight to the safe path
+            raise _PtsMismatch
+        _pyav_seek_and_skip(path, pts, keys, rows, frames, codec_name in SKIP_NONREF_CODECS, check_time)
+    except _PtsMismatch:
+        _pyav_sequential(path, rows, frames, check_time)
     return DecodedVideo(frames, indices, len(pts), fps, "pyav")
 
 
