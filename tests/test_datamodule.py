@@ -45,7 +45,8 @@ def make(data, **kw) -> VideoQADataModule:
 def test_batches_carry_every_record_with_its_status(data):
     batches = list(make(data).predict_dataloader())
     assert [len(b["ids"]) for b in batches] == [3, 2]
-    assert all(set(b) == set(BATCH_KEYS) and len({len(v) for v in b.values()}) == 1 for b in batches)
+    assert all(set(b) - {"upcoming"} == set(BATCH_KEYS) for b in batches)
+    assert all(len({len(b[k]) for k in BATCH_KEYS}) == 1 for b in batches)
     flat = {k: [x for b in batches for x in b[k]] for k in BATCH_KEYS}
     assert flat["ids"] == ["a", "b", "c", "d", "e"]
     assert flat["status"] == ["ok", "ok", "video_missing", "video_unreadable", "ok"]
@@ -56,6 +57,20 @@ def test_batches_carry_every_record_with_its_status(data):
     assert flat["frame_indices"][0] == sample_frame_indices(90, 8) and flat["frames_total"][0] == 90
     assert flat["frame_indices"][1] == [30 + i for i in sample_frame_indices(31, 8)]  # the record's window
     assert all(ms >= 0 for ms in flat["decode_ms"])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_each_batch_but_the_last_carries_the_next_ones_frames(data, workers):
+    dm = make(data, batch_size=2, num_workers=workers)
+    loader = dm.predict_dataloader()
+    batches = list(loader)
+    assert len(batches) == len(loader) == 3 and [i for b in batches for i in b["ids"]] == list("abcde")
+    for batch, following in zip(batches, batches[1:]):
+        upcoming = batch["upcoming"]
+        assert upcoming.ids == following["ids"]
+        assert all(u is p for u, p in zip(upcoming.pixel_values, following["pixel_values"]))  # a handle, no copy
+    assert "upcoming" not in batches[-1]
+    assert list(make(data, limit=0).predict_dataloader()) == []
 
 
 def test_workers_give_the_same_batches(data):
@@ -80,7 +95,12 @@ class Probe(L.LightningModule):
 
     num_frames, image_size, image_mean, image_std = 4, 14, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
+    def __init__(self):
+        super().__init__()
+        self.upcoming = []
+
     def predict_step(self, batch, batch_idx):
+        self.upcoming.append(batch["upcoming"].ids if "upcoming" in batch else None)
         return [(i, s, None if p is None else tuple(p.shape)) for i, s, p in
                 zip(batch["ids"], batch["status"], batch["pixel_values"])]
 
@@ -89,7 +109,10 @@ def test_settings_come_from_the_model_under_a_real_trainer(data):
     dm = VideoQADataModule(str(data["records"]), video_root=str(data["videos"]), batch_size=2, num_workers=0)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, enable_checkpointing=False)
-    out = [x for batch in trainer.predict(Probe(), datamodule=dm) for x in batch]
+    probe = Probe()
+    out = [x for batch in trainer.predict(probe, datamodule=dm) for x in batch]
+    # Lightning rebuilt the loader (it wraps the batch sampler) and kept the look-ahead
+    assert probe.upcoming == [["c", "d"], ["e"], None]
     assert (dm.num_frames, dm.image_size, dm.image_mean) == (4, 14, (0.5, 0.5, 0.5))
     assert out == [("a", "ok", (4, 3, 14, 14)), ("b", "ok", (4, 3, 14, 14)), ("c", "video_missing", None),
                    ("d", "video_unreadable", None), ("e", "ok", (4, 3, 14, 14))]

@@ -322,3 +322,79 @@ def test_generation_is_plain_greedy_whatever_the_checkpoint_says(tmp_path):
     gen = module.generation_config
     assert (gen.do_sample, gen.num_beams, gen.repetition_penalty, gen.no_repeat_ngram_size) == (False, 1, 1.0, 0)
     assert gen.min_new_tokens is None and gen.max_new_tokens == NEW
+
+
+def test_encode_ahead_gives_the_same_answers_and_encodes_each_video_once(items, monkeypatch):
+    """Batches [q0,q1], [q2, failed, q3] with the second announced by the first (as the
+    LookaheadDataLoader does): with encode_ahead the second batch's readable videos are encoded
+    during the first step and only there."""
+    from dyto.datamodules.base import UpcomingBatch
+
+    failed = (_qa(9), None, "video_missing")
+    first, second = _batch(items[:2]), _batch([items[2], failed, items[3]])
+    plain = DyToVideoQA(reducer=DyToReducer(num_frames=T), max_new_tokens=NEW, encode_ahead=False)
+    expected = plain.predict_step(first, 0) + plain.predict_step(second, 1)
+
+    ahead = DyToVideoQA(reducer=DyToReducer(num_frames=T), max_new_tokens=NEW, encode_ahead=True)
+    assert not plain.encodes_ahead and ahead.encodes_ahead
+    encoded = []
+    encode = ahead.encode_frames
+    monkeypatch.setattr(ahead, "encode_frames", lambda pv, **kw: encoded.append(pv) or encode(pv, **kw))
+    records = ahead.predict_step(dict(first, upcoming=UpcomingBatch(second)), 0)
+    assert len(encoded) == 4 and encoded[2] is items[2][1] and encoded[3] is items[3][1]  # q0, q1, then ahead
+    assert set(ahead._encoded_ahead) == {"q2", "q3"}
+    records += ahead.predict_step(second, 1)
+    assert len(encoded) == 4 and ahead._encoded_ahead == {}  # nothing encoded twice, nothing left over
+    assert _answers(records) == _answers(expected)
+    assert [r["frames_kept"] for r in records] == [r["frames_kept"] for r in expected]
+
+
+def test_encode_ahead_entries_are_for_the_next_step_only(items):
+    """Features encoded ahead for a batch that never comes are dropped, not used for another."""
+    from dyto.datamodules.base import UpcomingBatch
+
+    module = DyToVideoQA(reducer=DyToReducer(num_frames=T), max_new_tokens=NEW, encode_ahead=True)
+    module.predict_step(dict(_batch(items[:1]), upcoming=UpcomingBatch(_batch(items[1:2]))), 0)
+    assert set(module._encoded_ahead) == {"q1"}
+    module.predict_step(_batch(items[2:3]), 1)  # not the announced batch
+    assert module._encoded_ahead == {}
+
+
+def test_encode_ahead_under_a_trainer_with_the_datamodule(tmp_path):
+    """Through Lightning with the real DataModule (which attaches `upcoming`) on real clips: the
+    same records with and without encode_ahead."""
+    from dyto.datamodules.base import VideoQADataModule
+    from dyto.records import write_jsonl
+
+    clips = Path(__file__).resolve().parents[1] / "dyto" / "assets" / "demo"
+    rows = [dict(_qa(i, video=name), id=f"v{i}") for i, name in enumerate(["bikes.mp4", "bigbuckbunny.mp4", "bikes.mp4"])]
+    write_jsonl(tmp_path / "qa.jsonl", rows)
+    runs = []
+    for ahead in (False, True):
+        module = DyToVideoQA(reducer=DyToReducer(num_frames=T), max_new_tokens=NEW, encode_ahead=ahead)
+        dm = VideoQADataModule(str(tmp_path / "qa.jsonl"), video_root=str(clips), batch_size=2, num_workers=0, image_size=56)
+        trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_checkpointing=False)
+        runs.append([r for batch in trainer.predict(module, datamodule=dm) for r in batch])
+        assert module._encoded_ahead == {}
+    assert [r["id"] for r in runs[1]] == ["v0", "v1", "v2"] and all(r["status"] == "ok" for r in runs[1])
+    assert _answers(runs[0]) == _answers(runs[1])
+
+
+def test_a_failed_encode_ahead_is_redone_in_its_own_step(items, monkeypatch):
+    from dyto.datamodules.base import UpcomingBatch
+
+    module = DyToVideoQA(reducer=DyToReducer(num_frames=T), max_new_tokens=NEW, encode_ahead=True)
+    expected = module.predict_step(_batch(items[1:2]), 0)
+    encode, calls = module.encode_frames, []
+
+    def out_of_memory_on_the_second_call(pv, **kw):  # the second call is the look-ahead
+        calls.append(pv)
+        if len(calls) == 2:
+            raise RuntimeError("CUDA out of memory (injected)")
+        return encode(pv, **kw)
+
+    monkeypatch.setattr(module, "encode_frames", out_of_memory_on_the_second_call)
+    module.predict_step(dict(_batch(items[:1]), upcoming=UpcomingBatch(_batch(items[1:2]))), 0)
+    assert module._encoded_ahead == {}
+    records = module.predict_step(_batch(items[1:2]), 1)
+    assert len(calls) == 3 and _answers(records) == _answers(expected)

@@ -11,6 +11,7 @@ import time
 from typing import Any, ClassVar
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from dyto.datamodules.paths import VideoError, VideoResolver, resolver_for
@@ -60,6 +61,45 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, list[Any]]:
     return {key: [s[single.get(key, key)] for s in samples] for key in BATCH_KEYS}
 
 
+class UpcomingBatch:
+    """The next batch's frames, riding along with the current batch as ``batch["upcoming"]``.
+
+    The model may start encoding them while it is still generating the current answers (see
+    ``DyToVideoQA(encode_ahead=...)``). A plain class on purpose: Lightning's batch transfer
+    recurses into dicts, lists and dataclasses, and leaves this where it is.
+    """
+
+    __slots__ = ("ids", "pixel_values")
+
+    def __init__(self, batch: dict[str, list[Any]]) -> None:
+        self.ids: list[str] = list(batch["ids"])
+        self.pixel_values: list[Any] = list(batch["pixel_values"])  # FloatTensor [T,3,S,S] or None
+
+    def __repr__(self) -> str:
+        return f"UpcomingBatch(ids={self.ids!r})"
+
+
+class LookaheadDataLoader(DataLoader):
+    """A DataLoader that hands out each batch once the following one is loaded too, and attaches
+    ``UpcomingBatch(following)`` to it under ``"upcoming"`` (the last batch has no such key).
+
+    Batches, their order and their count are exactly the DataLoader's; one more batch is held in
+    memory. Lightning rebuilds predict loaders from their ``__init__`` arguments, and this class
+    keeps DataLoader's, so it survives that.
+    """
+
+    def __iter__(self):
+        batches = super().__iter__()
+        current = next(batches, None)
+        if current is None:
+            return
+        for following in batches:
+            current["upcoming"] = UpcomingBatch(following)
+            yield current
+            current = following
+        yield current
+
+
 class RankShardSampler(DistributedSampler):
     """Rank r of w predicts items r, r+w, r+2w, ...: no padding, no duplicates, and a rank may get
     none. Lightning's own predict sampler does the same but asserts when there are fewer items
@@ -92,7 +132,7 @@ class VideoQADataModule(L.LightningDataModule):
                  image_mean: tuple[float, float, float] | None = None,
                  image_std: tuple[float, float, float] | None = None, backend: str = "auto",
                  sampling: str = "reference", decode_timeout_s: float = 120.0, limit: int | None = None,
-                 video_map: str | None = None) -> None:
+                 video_map: str | None = None, pin_memory: bool | None = None) -> None:
         super().__init__()
         # a resumed run may have fewer questions left than ranks: a rank with none just waits
         self.allow_zero_length_dataloader_with_multiple_devices = True
@@ -101,6 +141,8 @@ class VideoQADataModule(L.LightningDataModule):
         self.num_frames, self.image_size = num_frames, image_size
         self.image_mean, self.image_std = image_mean, image_std
         self.backend, self.sampling, self.decode_timeout_s, self.limit = backend, sampling, decode_timeout_s, limit
+        # pinned frames let the model copy them to the GPU without blocking (None: when CUDA is there)
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.skip_ids: set[str] = set()
         self._records: list[QARecord] | None = None
 
@@ -144,10 +186,15 @@ class VideoQADataModule(L.LightningDataModule):
         return VideoQADataset(todo, self.resolver(), self.num_frames, self.image_size, self.image_mean,
                               self.image_std, self.backend, self.sampling, self.decode_timeout_s)
 
-    def predict_dataloader(self) -> DataLoader:
+    def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:
+        """Batches stay on the host: the model copies frames itself (``encode_frames``), so frames it
+        encoded ahead are not copied a second time, and nothing else in a batch is a tensor."""
+        return batch
+
+    def predict_dataloader(self) -> LookaheadDataLoader:
         dataset = self.predict_dataset()
         trainer = getattr(self, "trainer", None)
         world = trainer.world_size if trainer is not None else 1
         sampler = RankShardSampler(dataset, world, trainer.global_rank) if world > 1 else None
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, sampler=sampler,
-                          num_workers=self.num_workers, collate_fn=collate)
+        return LookaheadDataLoader(dataset, batch_size=self.batch_size, shuffle=False, sampler=sampler,
+                                   num_workers=self.num_workers, collate_fn=collate, pin_memory=self.pin_memory)

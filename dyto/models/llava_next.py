@@ -8,6 +8,7 @@ feeds a 4-D tensor, which bypasses both.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 
@@ -62,6 +63,14 @@ class DyToVideoQA(LightningModule):
         tokenization: "reference" (chunk-wise, see :func:`dyto.models.inputs.tokenize_prompt`) or "whole".
         rope_scaling_factor: dynamic NTK RoPE factor (reference: 2.0); None leaves RoPE as shipped.
         generation_batch_size: sequences per ``generate`` call; None = all of a batch at once.
+        encode_ahead: encode the next batch's frames (``batch["upcoming"]``, see
+            :class:`~dyto.datamodules.base.LookaheadDataLoader`) on a second CUDA stream while
+            this batch's answers are generated, on a higher-priority stream; generation is
+            launch-bound and leaves the GPU mostly idle. None = on with CUDA. A question's
+            ``encode`` timing is then the time it waited for its features. The features are
+            bitwise the same (checked on an H100), but cuBLAS promises bitwise-equal results only
+            while one stream is active, so a generation can differ in rounding; False keeps the
+            run on one stream.
         seed: recorded in every prediction; also seeds the tiny model's weights.
     """
 
@@ -79,6 +88,7 @@ class DyToVideoQA(LightningModule):
         tokenization: str = "reference",
         rope_scaling_factor: float | None = 2.0,
         generation_batch_size: int | None = None,
+        encode_ahead: bool | None = None,
         seed: int = 0,
     ):
         super().__init__()
@@ -93,6 +103,10 @@ class DyToVideoQA(LightningModule):
         self.conv_mode, self.max_new_tokens, self.max_length = conv_mode, max_new_tokens, max_length
         self.vision_chunk_size, self.overflow, self.tokenization = vision_chunk_size, overflow, tokenization
         self.generation_batch_size, self.seed, self.family = generation_batch_size, seed, model_family(model)
+        self.encode_ahead = encode_ahead
+        # id -> (features [T,N,D], cls [T,D] | None, CUDA event | None), for the next batch only
+        self._encoded_ahead: dict[str, tuple[Tensor, Tensor | None, torch.cuda.Event | None]] = {}
+        self._streams: tuple[torch.cuda.Stream, torch.cuda.Stream] | None = None  # (generation, encode-ahead)
         self.num_frames = self.reducer.num_frames
         self.image_mean, self.image_std = CLIP_MEAN, CLIP_STD
         self.attach_backbone(*load_llava_next(
@@ -127,8 +141,9 @@ class DyToVideoQA(LightningModule):
 
     # -- stages ----------------------------------------------------------------------------
     def _sync(self) -> None:
+        # the current stream only: a timer must not wait for the encode-ahead stream
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+            torch.cuda.current_stream(self.device).synchronize()
 
     def _now(self) -> float:
         self._sync()
@@ -163,18 +178,62 @@ class DyToVideoQA(LightningModule):
         """
         tower, projector = self.llava.model.vision_tower, self.llava.model.multi_modal_projector
         feats, cls = [], []
+        # one copy of all frames first: from pinned memory it does not block this thread, so a
+        # side stream's chunks are all queued at once
+        pixel_values = pixel_values.to(self.device, non_blocking=True)
         for chunk in pixel_values.split(self.vision_chunk_size):
-            hidden = self.vision_hidden(chunk.to(device=self.device, dtype=tower.dtype))
+            hidden = self.vision_hidden(chunk.to(dtype=tower.dtype))
             feats.append(projector(hidden[:, 1:]))
             if with_cls:
                 cls.append(projector(hidden[:, :1])[:, 0])
         return torch.cat(feats), torch.cat(cls) if with_cls else None
 
-    def _prepare(self, qa: dict, pixel_values: Tensor, timings: dict) -> tuple[dict, list[Tensor]]:
-        """Encode, reduce and build the input embeddings ``[S_q, D]`` of each question of ``qa``."""
+    @property
+    def encodes_ahead(self) -> bool:
+        return self.device.type == "cuda" if self.encode_ahead is None else self.encode_ahead
+
+    def _encode_upcoming(self, upcoming) -> None:
+        """Queue CLIP + projector for the readable videos of the next batch (an ``UpcomingBatch``).
+
+        On CUDA the work goes to a side stream and returns at once; elsewhere it runs here (no
+        overlap, but the same bookkeeping, which is what the CPU tests check). A failure (say,
+        out of memory) only means the video is encoded in its own step, where it is reported.
+        """
+        side = self._streams[1] if self._streams is not None else None
+        if side is not None:
+            side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+            for sample_id, pixels in zip(upcoming.ids, upcoming.pixel_values):
+                if pixels is None:
+                    continue
+                try:
+                    features, cls = self.encode_frames(pixels, with_cls=self.reducer.needs_cls)
+                except Exception:  # encoded again in its own step, whose record reports the error
+                    continue
+                done = None
+                if side is not None:
+                    done = torch.cuda.Event()
+                    done.record(side)
+                self._encoded_ahead[sample_id] = (features, cls, done)
+
+    def _features(self, pixel_values: Tensor, ahead) -> tuple[Tensor, Tensor | None]:
+        """This question's features: encoded now, or taken over from the previous step's side stream."""
+        if ahead is None or ahead[0].shape[0] != pixel_values.shape[0]:
+            return self.encode_frames(pixel_values, with_cls=self.reducer.needs_cls)
+        features, cls, done = ahead
+        if done is not None:
+            stream = torch.cuda.current_stream(self.device)
+            stream.wait_event(done)
+            for t in (features, cls):
+                if t is not None:
+                    t.record_stream(stream)  # side-stream memory: not reused before this stream is done with it
+        return features, cls
+
+    def _prepare(self, qa: dict, pixel_values: Tensor, timings: dict, ahead=None) -> tuple[dict, list[Tensor]]:
+        """Encode (or collect ``ahead``), reduce and build the input embeddings ``[S_q, D]`` of each question of ``qa``."""
         conv_mode = self.conv_mode or default_conv_mode(self.family, qa["task"])
         t0 = self._now()
-        features, cls = self.encode_frames(pixel_values, with_cls=self.reducer.needs_cls)
+        features, cls = self._features(pixel_values, ahead)
         t1 = self._now()
         reduction = self.reducer(features, self.grid, cls)
         t2 = self._now()
@@ -234,10 +293,30 @@ class DyToVideoQA(LightningModule):
         return out
 
     # -- Lightning ---------------------------------------------------------------------------
+    def on_predict_epoch_start(self) -> None:
+        self._encoded_ahead.clear()
+        if self.encodes_ahead and self.device.type == "cuda" and self._streams is None:
+            # lower is more urgent; the default stream and the side stream have priority 0
+            self._streams = (torch.cuda.Stream(self.device, priority=-1), torch.cuda.Stream(self.device))
+
+    def on_predict_epoch_end(self) -> None:
+        self._encoded_ahead.clear()
+
     @torch.no_grad()
     def predict_step(self, batch: dict, batch_idx: int = 0) -> list[dict]:
         """One prediction record per batch entry, in batch order; no entry can crash the batch."""
+        if self._streams is None:
+            return self._predict(batch)
+        main = self._streams[0]
+        main.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(main):
+            records = self._predict(batch)
+        torch.cuda.current_stream(self.device).wait_stream(main)
+        return records
+
+    def _predict(self, batch: dict) -> list[dict]:
         common = dict(reducer=self.reducer.config(), model=self.model_name, seed=self.seed)
+        ahead, self._encoded_ahead = self._encoded_ahead, {}  # only the previous step's look-ahead is valid
         values, jobs = [], []  # jobs: (entry index, field, input embeddings)
         for i, qa in enumerate(batch["records"]):
             timings = {"decode": batch["decode_ms"][i]}
@@ -245,12 +324,16 @@ class DyToVideoQA(LightningModule):
                      frames_sampled=len(batch["frame_indices"][i] or []))
             if v["status"] == "ok":
                 try:
-                    prepared, sequences = self._prepare(qa, batch["pixel_values"][i], timings)
+                    prepared, sequences = self._prepare(qa, batch["pixel_values"][i], timings,
+                                                        ahead.pop(batch["ids"][i], None))
                     v.update(prepared)
                     jobs += [(i, field, s) for field, s in zip(("prediction", "prediction2"), sequences)]
                 except Exception as e:  # a per-sample failure becomes an error record
                     v.update(status="error", error=f"{type(e).__name__}: {e}")
             values.append(v)
+        ahead.clear()
+        if self.encodes_ahead and batch.get("upcoming") is not None:
+            self._encode_upcoming(batch["upcoming"])
         try:
             answers = self.generate([s for _, _, s in jobs]) if jobs else []
         except Exception as e:
