@@ -50,7 +50,8 @@ from transformers import (
 )
 from transformers import logging as hf_logging
 
-from dyto.datamodules.base import UpcomingBatch, VideoQADataset, collate
+from dyto import api
+from dyto.datamodules.base import UpcomingBatch
 from dyto.models.llava_next import DyToVideoQA
 from dyto.models.rope import apply_rope_scaling
 from dyto.models.tiny import build_tiny_llava_next, build_tiny_tokenizer
@@ -111,9 +112,7 @@ def sample(module: DyToVideoQA, q: int) -> dict:
     dataset code (timed into ``decode_ms``); frames pinned on CUDA, as the DataModule does."""
     record = QARecord(id=f"q{q}", benchmark="adhoc", task="open_ended", video=str(VIDEO),
                       question=QUESTIONS[q % len(QUESTIONS)], answer="", split="test")
-    dataset = VideoQADataset([record], lambda rec: Path(rec.video), module.num_frames, module.image_size,
-                             module.image_mean, module.image_std)
-    batch = collate([dataset[0]])
+    batch = api.question_batch(module, record)
     if module.device.type == "cuda":
         batch["pixel_values"] = [batch["pixel_values"][0].pin_memory()]
     return batch

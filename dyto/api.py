@@ -24,7 +24,8 @@ from dyto.records import QARecord, read_jsonl
 from dyto.reduction import Reduction, TokenReducer, build_reducer
 from dyto.reduction.features import pixel_patch_features
 
-__all__ = ["Clip", "Run", "ask", "build_reducer", "load_clip", "load_model", "load_run", "reduce", "standin_features"]
+__all__ = ["Clip", "Run", "ask", "build_reducer", "load_clip", "load_model", "load_run", "question_batch", "reduce",
+           "standin_features"]
 
 
 @dataclass
@@ -64,6 +65,16 @@ def load_model(model: str = "tiny", reducer: TokenReducer | None = None, **kwarg
     return DyToVideoQA(model=model, **kwargs).eval()
 
 
+def question_batch(module, record: QARecord) -> dict[str, list[Any]]:
+    """`record` as a batch of one for `module`: the benchmark runs' own decode + preprocess step
+    (timed into ``decode_ms``), with the video path taken as given."""
+    from dyto.datamodules.base import VideoQADataset, collate
+
+    dataset = VideoQADataset([record], lambda rec: Path(rec.video), module.num_frames, module.image_size,
+                             module.image_mean, module.image_std)
+    return collate([dataset[0]])
+
+
 def ask(module, video: str | Path, question: str, options: Sequence[str] | None = None,
         question2: str | None = None) -> dict[str, Any]:
     """One question about one video through `module`; returns the prediction record.
@@ -71,17 +82,12 @@ def ask(module, video: str | Path, question: str, options: Sequence[str] | None 
     With `options` it is a multiple-choice question; with `question2` a VCGBench consistency pair.
     A video that cannot be read gives a record with its status, as in a benchmark run.
     """
-    from dyto.datamodules.base import VideoQADataset, collate
-
     if options and question2:
         raise ValueError("a question has either options (multiple choice) or question2 (consistency), not both")
     task = "multiple_choice" if options else ("vcg_consistency" if question2 else "open_ended")
     record = QARecord(id="ask", benchmark="adhoc", task=task, video=str(video), question=question, answer="",
                       options=list(options) if options else None, question2=question2, split="test")
-    # the benchmark runs' own decode + preprocess step, with the path taken as given
-    dataset = VideoQADataset([record], lambda rec: Path(rec.video), module.num_frames, module.image_size,
-                             module.image_mean, module.image_std)
-    sample = collate([dataset[0]])
+    sample = question_batch(module, record)
     out = module.predict_step(sample, 0)[0]
     out["video_frames_kept"] = [sample["frame_indices"][0][i] for i in (out["frames_kept"] or [])]
     return out
