@@ -17,7 +17,7 @@ from dyto.models.tiny import save_tiny
 from dyto.records import PREDICTION_FIELDS
 from dyto.reduction import ConcatReducer, DyToReducer, Reduction, SlowFastReducer, TokenReducer, UniformReducer
 
-BIKES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "videos" / "bikes.mp4"
+BIKES = Path(__file__).resolve().parents[1] / "dyto" / "assets" / "demo" / "bikes.mp4"
 T = 8  # frames per test video
 NEW = 6  # max_new_tokens in these tests
 

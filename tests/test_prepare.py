@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import gzip
+import hashlib
 import json
 import shutil
 from collections import Counter
@@ -11,10 +13,9 @@ import pytest
 
 from dyto.datamodules.prepare import PREPARERS, main, prepare
 from dyto.records import SPLITS, TASKS, read_qa_records
-from videos_util import SHARED
+from videos_util import FIXTURES
 
-QA, QA_FULL = SHARED / "fixtures" / "qa", SHARED / "fixtures" / "qa-full"
-pytestmark = pytest.mark.skipif(not QA.exists(), reason="shared fixtures not present")
+QA, QA_FULL = FIXTURES / "qa", FIXTURES / "qa-full"  # samples as shipped; full sheets gzipped
 
 SHEETS = {"msvd_qa": "MSVD_QA.csv", "msrvtt_qa": "MSRVTT_QA.csv", "tgif_qa": "TGIF_FrameQA.csv",
           "activitynet_qa": "ActivityNet_QA.csv", "nextqa": "NExT_QA.csv", "egoschema": "EgoSchema.csv",
@@ -25,6 +26,20 @@ FULL_COUNTS = {"msvd_qa": 6415, "msrvtt_qa": 12278, "tgif_qa": 13691, "activityn
 SPLIT = {"msvd_qa": "val", "msrvtt_qa": "val", "tgif_qa": "test", "activitynet_qa": "test", "nextqa": "val",
          "egoschema": "subset", "intentqa": "val", "star": "val", "videomme": "test", "vcgbench": "test"}
 SAMPLE_COUNTS = {**{b: 30 for b in SHEETS}, "vcgbench": 90, "videomme": 4}
+
+
+def unpack_full_sheet(name: str, dest):
+    """Gunzip the full sheet (a CSV, or VCGBench's folder of four) into ``dest``; each unpacked file
+    must have the sha256 that qa/SOURCES.md gives for the original."""
+    sources = (QA / "SOURCES.md").read_text()
+    packed = sorted((QA_FULL / name).glob("*.csv.gz")) if (QA_FULL / name).is_dir() else [QA_FULL / f"{name}.gz"]
+    assert packed
+    for gz in packed:
+        out = dest / gz.relative_to(QA_FULL).with_suffix("")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(gzip.decompress(gz.read_bytes()))
+        assert hashlib.sha256(out.read_bytes()).hexdigest() in sources, f"{gz.name}: not the published sheet"
+    return dest / name
 
 
 def videomme_rows() -> list[dict]:
@@ -69,10 +84,9 @@ def test_sample_prepares_cleanly(benchmark, sources, tmp_path):
     assert out.read_bytes() == first  # byte-identical rerun
 
 
-@pytest.mark.skipif(not QA_FULL.exists(), reason="full sheets not present")
 @pytest.mark.parametrize("benchmark", sorted(FULL_COUNTS))
 def test_full_sheet_counts(benchmark, tmp_path):
-    report = prepare(benchmark, QA_FULL / SHEETS[benchmark], tmp_path / "qa.jsonl")
+    report = prepare(benchmark, unpack_full_sheet(SHEETS[benchmark], tmp_path / "sheet"), tmp_path / "qa.jsonl")
     assert report.errors == [] and report.records == FULL_COUNTS[benchmark]
     records = read_qa_records(tmp_path / "qa.jsonl")
     assert len({r.id for r in records}) == FULL_COUNTS[benchmark]

@@ -199,9 +199,7 @@ def test_prepared_benchmark_runs_with_composed_configs(tmp_path, monkeypatch, ca
     then `dyto predict` composed from trainer / model / reducer / benchmark configs."""
     from dyto.cli import main
 
-    sheet = REPO.parent / "shared" / "fixtures" / "qa" / "NExT_QA.csv"
-    if not sheet.exists():
-        pytest.skip("shared fixtures not present")
+    sheet = REPO / "tests" / "fixtures" / "qa" / "NExT_QA.csv"
     videos = tmp_path / "videos"
     videos.mkdir()
     (videos / "4010069381.mp4").symlink_to(DEMO / "bikes.mp4")  # the sheet's first video id

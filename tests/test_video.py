@@ -12,11 +12,11 @@ from PIL import Image
 
 from dyto.datamodules.video import (CLIP_MEAN, CLIP_STD, VideoError, decode_video, preprocess_frames,
                                     sample_frame_indices)
-from videos_util import SHARED, read_index, write_frame_dir, write_gif, write_video
+from videos_util import DEMO_CLIPS, read_index, write_frame_dir, write_gif, write_video
 
 HAS_DECORD = importlib.util.find_spec("decord") is not None
 BACKENDS = ["pyav", pytest.param("decord", marks=pytest.mark.skipif(not HAS_DECORD, reason="decord not installed"))]
-REAL_CLIPS = [SHARED / "fixtures" / "videos" / n for n in ("bikes.mp4", "bigbuckbunny.mp4")]
+REAL_CLIPS = [DEMO_CLIPS / n for n in ("bikes.mp4", "bigbuckbunny.mp4")]
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +75,6 @@ def test_decoded_frames_are_the_requested_ones(videos, backend, name, total):
 @pytest.mark.parametrize("path", ["v90", "bframes"] + REAL_CLIPS, ids=["synthetic", "bframes", "bikes", "bigbuckbunny"])
 def test_backends_give_identical_frames(videos, path):
     path = videos[path] if isinstance(path, str) else path
-    if not path.exists():
-        pytest.skip(f"{path} not present")
     a, b = decode_video(path, 16, backend="decord"), decode_video(path, 16, backend="pyav")
     assert a.indices == b.indices and a.total_frames == b.total_frames and a.fps == b.fps
     assert np.array_equal(a.frames, b.frames)
@@ -115,8 +113,6 @@ def test_bad_files_raise_video_error_with_the_decoders_message(videos, backend, 
 
 def test_a_decode_that_takes_too_long_is_abandoned():
     clip = REAL_CLIPS[1]
-    if not clip.exists():
-        pytest.skip("bigbuckbunny.mp4 not present")
     with pytest.raises(VideoError, match="longer than") as e:
         decode_video(clip, 100, backend="pyav", timeout_s=0.01)
     assert e.value.status == "video_unreadable"

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+DEMO_CLIPS = Path(__file__).resolve().parents[1] / "dyto" / "assets" / "demo"  # real clips shipped with the package
+FIXTURES = Path(__file__).resolve().parent / "fixtures"  # QA sheets copied into the repo (fixtures/qa/SOURCES.md)
 SCENE_COLOURS = [(200, 30, 30), (30, 160, 40), (40, 60, 200), (180, 160, 20), (150, 40, 160), (20, 150, 150)]
 BAND = 8  # rows of the index band
 
