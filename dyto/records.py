@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
@@ -102,6 +103,15 @@ def read_jsonl(path: str | os.PathLike, allow_torn_tail: bool = False) -> Iterat
         if not isinstance(obj, dict):
             raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
         yield obj
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from dyto.datamodules.paths import VideoError, VideoResolver, resolver_for
 from dyto.datamodules.video import CLIP_MEAN, CLIP_STD, decode_video, preprocess_frames
-from dyto.records import QARecord, read_qa_records
+from dyto.records import QARecord, file_sha256, read_qa_records
 
 BATCH_KEYS = ("ids", "records", "pixel_values", "frame_indices", "frames_total", "status", "error", "decode_ms")
 
@@ -173,6 +173,21 @@ class VideoQADataModule(L.LightningDataModule):
         self.image_mean = tuple(self.image_mean or CLIP_MEAN)
         self.image_std = tuple(self.image_std or CLIP_STD)
         self.records  # read (and validate) now rather than in the first worker
+
+    def fingerprint(self) -> dict:
+        """Every data-side setting that can change an answer (after ``setup``): frames, sampling,
+        decoder, preprocessing, and a digest of the records file (a changed question text or
+        answer key is a different run)."""
+        return {
+            "records_sha256": file_sha256(self.records_path),
+            "benchmark": self.benchmark,
+            "num_frames": self.num_frames,
+            "sampling": self.sampling,
+            "backend": self.backend,
+            "decode_timeout_s": self.decode_timeout_s,
+            "preprocessing": {"resize": "squash_bicubic", "size": self.image_size,
+                              "mean": list(self.image_mean or ()), "std": list(self.image_std or ())},
+        }
 
     def resolver(self) -> VideoResolver:
         """Per-benchmark rules, or for the generic module those of the records' benchmark."""

@@ -142,6 +142,31 @@ class DyToVideoQA(LightningModule):
         if self.generation_config.eos_token_id is None:
             self.generation_config.eos_token_id = tokenizer.eos_token_id
 
+    def fingerprint(self) -> dict:
+        """Every model-side setting that can change an answer, as plain values (the run fingerprint).
+
+        Resolved values, not the requested ones: ``dtype: auto`` is recorded as the dtype it chose,
+        so the same config on a CPU and on a GPU gives different fingerprints, as it should.
+        """
+        config = self.llava.config
+        return {
+            "checkpoint": self.model_name,
+            "revision": getattr(config, "_commit_hash", None),
+            "dtype": str(self.llava.dtype).removeprefix("torch."),
+            "attn_implementation": config._attn_implementation,
+            "vision_feature_layer": config.vision_feature_layer,
+            "rope_scaling": getattr(config.text_config, "rope_scaling", None),
+            "reducer": self.reducer.config(),
+            "conv_mode": self.conv_mode or "auto",
+            "tokenization": self.tokenization,
+            "generation": {k: v for k, v in self.generation_config.to_diff_dict().items()
+                           if k not in ("transformers_version",)},
+            "max_length": self.max_length,
+            "overflow": self.overflow,
+            "encode_ahead": bool(self.encodes_ahead),
+            "seed": self.seed,
+        }
+
     # -- stages ----------------------------------------------------------------------------
     def _sync(self) -> None:
         # the current stream only: a timer must not wait for the encode-ahead stream
