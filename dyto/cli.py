@@ -4,7 +4,7 @@
     dyto predict --config configs/trainer/gpu.yaml --config configs/models/llava_next_7b.yaml \
                  --config configs/reducers/dyto.yaml --config configs/benchmarks/nextqa.yaml
     dyto prepare nextqa --qa-file NExT_QA.csv --out data/prepared/nextqa.jsonl --video-root DIR
-    dyto judge --predictions outputs/<run> [--base-url URL] [--model NAME] [--concurrency N]
+    dyto judge --predictions outputs/<run> [--base-url URL] [--model NAME] [--temperature T] [--max-cost USD]
     dyto compare outputs/<run_a> outputs/<run_b> [--out DIR]   # token budget vs accuracy
     dyto demo --video clip.mp4 --question "what is happening?" [--model PATH]
     dyto reduce-demo [--video clip.mp4]
@@ -46,6 +46,12 @@ class RunDirConfigSaver(SaveConfigCallback):
 
 class DyToCLI(LightningCLI):
     """LightningCLI with the prediction writer and the evaluation always wired in."""
+
+    def before_instantiate_classes(self) -> None:
+        """Stop in one line, before any weights load, when the config cannot run here."""
+        from dyto.preflight import preflight
+
+        preflight(self.config[self.subcommand].as_dict())
 
     def after_predict(self) -> None:
         """Finish a rank whose predict loop never ran.
@@ -108,13 +114,20 @@ def main(argv: list[str] | None = None) -> None:
         return
     cmd, rest = argv[0], argv[1:]
     if cmd in LIGHTNING_SUBCOMMANDS:
-        run_lightning(argv)
+        from dyto.evaluation.judge import JudgeFatalError
+        from dyto.runs import MixedSettingsError, SettingsChanged
+
+        try:
+            run_lightning(argv)
+        except (SettingsChanged, MixedSettingsError, JudgeFatalError) as e:
+            # a known way for a run to stop: one line that says what to change, no traceback
+            sys.exit(f"dyto {cmd}: {e}")
     elif cmd == "prepare":
         from dyto.datamodules.prepare import main as prepare_main
 
         sys.exit(prepare_main(rest))
     elif cmd == "judge":
-        from dyto.evaluation.judge import judge_main
+        from dyto.evaluation.judge_cli import judge_main
 
         sys.exit(judge_main(rest))
     elif cmd == "compare":

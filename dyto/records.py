@@ -105,6 +105,11 @@ def read_jsonl(path: str | os.PathLike, allow_torn_tail: bool = False) -> Iterat
         yield obj
 
 
+def stable_hash(value: Any) -> str:
+    """Hex sha256 of ``value`` as JSON (keys in the given order, non-ASCII kept): a cache key."""
+    return hashlib.sha256(json.dumps(value, ensure_ascii=False).encode()).hexdigest()
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
     digest = hashlib.sha256()

@@ -8,6 +8,8 @@
   with ``'pred': 'YES'`` for open-ended ones;
 * ``garbage``: text with no verdict at all (unparsable);
 * ``429``: HTTP 429 with ``Retry-After: <retry_after>``; ``500``: HTTP 500;
+* ``401``, ``404`` (the model is retired), ``400model`` (a 400 naming the model parameter),
+  ``400item`` (a 400 about one request's messages): OpenAI-shaped error bodies;
 * ``hang``: sleeps ``hang_s`` before answering (past the client timeout);
 * ``close``: closes the connection without a response.
 
@@ -92,9 +94,9 @@ class JudgeServer:
             return
         if mode == "hang":
             time.sleep(self.hang_s)
-        if mode in ("429", "500"):
-            payload = json.dumps({"error": {"message": f"fake {mode}", "type": "fake"}}).encode()
-            h.send_response(int(mode))
+        if mode in ERRORS:
+            payload = json.dumps({"error": ERRORS[mode]}).encode()
+            h.send_response(int(mode[:3]))
             if mode == "429":
                 h.send_header("Retry-After", self.retry_after)
             h.send_header("Content-Type", "application/json")
@@ -115,6 +117,22 @@ class JudgeServer:
         h.send_header("Content-Length", str(len(payload)))
         h.end_headers()
         h.wfile.write(payload)
+
+
+ERRORS = {
+    "429": {"message": "fake 429", "type": "fake"},
+    "500": {"message": "fake 500", "type": "fake"},
+    "401": {"message": "Incorrect API key provided: sk-test***cdef.", "type": "invalid_request_error",
+            "param": None, "code": "invalid_api_key"},
+    "404": {"message": "The model `gpt-3.5-turbo-0125` has been deprecated, learn more here: "
+                       "https://example.invalid/deprecations", "type": "invalid_request_error", "param": None,
+            "code": "model_not_found"},
+    "400model": {"message": "Unsupported value: 'temperature' does not support 1 with this model.",
+                 "type": "invalid_request_error", "param": "temperature", "code": "unsupported_value"},
+    "400item": {"message": "This model's maximum context length is 16385 tokens. However, your messages "
+                           "resulted in 20000 tokens.", "type": "invalid_request_error", "param": "messages",
+                "code": "context_length_exceeded"},
+}
 
 
 def _reply_text(user: str, mode: str) -> str:

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from dyto.evaluation.judge import Judge, JudgeConfig, JudgeUnavailable, judge_main, load_cache
+from dyto.evaluation.judge import Judge, JudgeConfig, JudgeUnavailable, load_cache
+from dyto.evaluation.judge_cli import judge_main
 from dyto.evaluation.judge_prompts import PROMPTS, parse_reply
 from dyto.evaluation.metrics import compute_metrics
 from dyto.records import prediction_record, read_jsonl, write_jsonl
-from judge_server import JudgeServer
+from judge_server import ERRORS, JudgeServer
 
 KEY = "sk-test-DO-NOT-LEAK-0123456789abcdef"
 
@@ -81,7 +82,11 @@ def test_every_item_ends_judged_or_unjudged_under_each_fault(tmp_path, behaviour
     assert getattr(stats, "judged" if final == "ok" else final) == jobs
     recs = list(read_jsonl(tmp_path / "j.jsonl"))
     assert len(recs) == jobs and {r["status"] for r in recs} == {final}
-    assert len(srv.requests) == jobs * (2 if final == "failed" else 1)  # failed = both attempts used
+    # failed: both attempts used; unparsable: asked again up to the reference's bound (100 asks
+    # for each of the 6 open-ended items, 2 for each of the 4 VCGBench judgements)
+    assert len(srv.requests) == {"failed": jobs * 2, "unparsable": 6 * 100 + 4 * 2}.get(final, jobs)
+    if final == "unparsable":
+        assert sorted({r["asks"] for r in recs}) == [2, 100] and stats.reasked == 6 * 99 + 4
     m = compute_metrics(preds, recs)["benchmarks"]
     for entry in m.values():
         for d in entry["judged"].values():
@@ -170,7 +175,7 @@ def test_sigkill_half_way_then_restart_repeats_no_finished_item(tmp_path):
     cache = run / "eval_save_dir" / "judgments.jsonl"
     with JudgeServer("good", delay_s=0.05) as srv:
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
-        proc = subprocess.Popen([sys.executable, "-m", "dyto.evaluation.judge", "--predictions", str(run),
+        proc = subprocess.Popen([sys.executable, "-m", "dyto.evaluation.judge_cli", "--predictions", str(run),
                                  "--base-url", srv.base_url, "--concurrency", "2"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
@@ -237,3 +242,115 @@ def test_judge_cli_choice_mode(tmp_path, capsys):
     assert res["metrics"]["benchmarks"]["nextqa"]["multiple_choice"]["accuracy"] == 0.0  # reference reads "a" as A
     with pytest.raises(SystemExit):
         judge_main(["--predictions", str(run), "--choice-mode", "nope"])
+
+
+# -- the reference protocol: temperature, re-asks, errors no retry can fix ------------------------
+
+def test_default_request_sends_no_temperature_and_a_set_one_is_sent_and_keyed(tmp_path):
+    cache = tmp_path / "j.jsonl"
+    with JudgeServer() as srv:
+        Judge(config(srv.base_url)).run(make_preds(1), cache)
+        assert srv.requests and all("temperature" not in r["body"] for r in srv.requests)
+        n = len(srv.requests)
+        Judge(config(srv.base_url, temperature=0.0)).run(make_preds(1), cache)  # another key: judged again
+        assert len(srv.requests) == 2 * n
+        assert all(r["body"]["temperature"] == 0 for r in srv.requests[n:])
+        Judge(config(srv.base_url, temperature=0.0)).run(make_preds(1), cache)  # cached now
+        assert len(srv.requests) == 2 * n
+    recs = list(read_jsonl(cache))
+    assert {r["temperature"] for r in recs} == {None, 0.0}
+    assert len({r["input_hash"] for r in recs}) == len(recs)
+
+
+def test_unparsable_reply_is_asked_again_up_to_the_bound(tmp_path):
+    preds = make_preds(1)[:1]  # one open-ended item
+    with JudgeServer(lambda n: "garbage" if n < 2 else "good") as srv:  # parses at the 3rd ask
+        stats = Judge(config(srv.base_url, max_asks=5)).run(preds, tmp_path / "a.jsonl")
+    assert len(srv.requests) == 3 and stats.judged == 1 and stats.reasked == 2
+    (rec,) = read_jsonl(tmp_path / "a.jsonl")
+    assert rec["status"] == "ok" and rec["asks"] == 3
+    with JudgeServer("garbage") as srv:  # never parses: asked exactly max_asks times, then unparsable
+        stats = Judge(config(srv.base_url, max_asks=4)).run(preds, tmp_path / "b.jsonl")
+        assert len(srv.requests) == 4 and stats.unparsable == 1
+        assert load_cache(tmp_path / "b.jsonl", config(srv.base_url, max_asks=4))  # final at this bound
+        assert not load_cache(tmp_path / "b.jsonl", config(srv.base_url, max_asks=6))  # not at a higher one
+        Judge(config(srv.base_url, max_asks=4)).run(preds, tmp_path / "b.jsonl")
+        assert len(srv.requests) == 4  # final: not asked again
+    (rec,) = read_jsonl(tmp_path / "b.jsonl")
+    assert rec["status"] == "unparsable" and rec["asks"] == 4
+
+
+def test_request_budget_interrupting_re_asks_leaves_the_item_open(tmp_path):
+    preds = make_preds(1)[:1]
+    with JudgeServer("garbage") as srv:
+        stats = Judge(config(srv.base_url, max_asks=5, max_requests=2)).run(preds, tmp_path / "j.jsonl")
+        assert len(srv.requests) == 2 and stats.stopped
+        (rec,) = read_jsonl(tmp_path / "j.jsonl")
+        assert rec["status"] == "unparsable" and rec["asks"] == 2
+        Judge(config(srv.base_url, max_asks=5)).run(preds, tmp_path / "j.jsonl")  # the rerun goes on
+        assert len(srv.requests) == 2 + 5
+
+
+@pytest.mark.parametrize("mode,fix", [("404", "judge model"), ("401", "OPENAI_API_KEY"),
+                                      ("400model", "settings the server rejects")])
+def test_an_error_no_retry_can_fix_stops_after_one_request(tmp_path, mode, fix):
+    preds = make_preds(50)
+    with JudgeServer(mode) as srv:
+        stats = Judge(config(srv.base_url, concurrency=16)).run(preds, tmp_path / "j.jsonl")
+        assert len(srv.requests) == 1
+    assert stats.fatal and "\n" not in stats.fatal and fix in stats.fatal and stats.unjudged == 50 + 3 + 1
+    assert stats.errors == {{"404": "NotFoundError", "401": "AuthenticationError",
+                             "400model": "BadRequestError"}[mode]: 1}
+    assert ERRORS[mode]["message"].split(":")[0] in stats.fatal  # the server's own words
+    assert not list(read_jsonl(tmp_path / "j.jsonl"))  # nothing recorded: all of it is left to judge
+
+
+def test_dyto_judge_exits_non_zero_in_one_line_on_a_retired_model(tmp_path, capsys):
+    run = tmp_path / "run"
+    write_jsonl(run / "artifacts" / "predictions.jsonl", make_preds(50))
+    with JudgeServer("404") as srv:
+        code = judge_main(["--predictions", str(run), "--base-url", srv.base_url, "--no-progress"])
+        assert len(srv.requests) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "deprecated" in err[0] and "--model" in err[0]
+    results = json.loads((run / "logs" / "results.json").read_text())  # what is left is reported unjudged
+    assert results["judge_run"]["fatal"] and results["judge_run"]["unjudged"] == 54
+
+
+def test_a_400_about_one_item_fails_only_that_item(tmp_path):
+    with JudgeServer(lambda n: "400item" if n == 1 else "good") as srv:
+        stats = Judge(config(srv.base_url, concurrency=1)).run(make_preds(3), tmp_path / "j.jsonl")
+    assert stats.fatal is None and stats.failed == 1 and stats.judged == 3 + 3
+    assert stats.errors == {"BadRequestError": 1}
+
+
+def test_dyto_judge_shows_progress(tmp_path, capsys):
+    run = tmp_path / "run"
+    write_jsonl(run / "artifacts" / "predictions.jsonl", make_preds(4))
+    with JudgeServer() as srv:
+        assert judge_main(["--predictions", str(run), "--base-url", srv.base_url, "--temperature", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "8/8" in err and "judgement/s" in err  # 4 open-ended + 3 generic dimensions + 1 consistency
+    assert "$" in err and "retries 0" in err
+    results = json.loads((run / "logs" / "results.json").read_text())
+    assert results["judge"]["temperature"] == 0.0 and "temperature=0" in results["metrics"]["judge_model"]
+
+
+def test_every_judge_setting_is_a_flag_of_both_clis():
+    from dataclasses import fields
+
+    from dyto.evaluation.callbacks import EvaluateCallback
+    from dyto.evaluation.judge_cli import build_parser
+    from jsonargparse import ArgumentParser
+
+    names = [f.name for f in fields(JudgeConfig)]
+    flags = {a.dest for a in build_parser()._actions}
+    assert set(names) <= flags
+    parser = ArgumentParser()
+    parser.add_class_arguments(EvaluateCallback, "evaluation")
+    args = ["--evaluation.judge.temperature", "0", "--evaluation.judge.price_per_mtok", "[1, 2]",
+            "--evaluation.judge.timeout", "5", "--evaluation.judge.max_asks", "3"]
+    cb = parser.instantiate_classes(parser.parse_args(args)).evaluation
+    assert cb.judge_config == JudgeConfig(temperature=0.0, price_per_mtok=(1.0, 2.0), timeout=5.0, max_asks=3)
+    for name in names:  # reachable by name from dyto predict
+        assert f"--evaluation.judge.{name}" in parser.format_help()

@@ -214,7 +214,7 @@ def test_prepared_benchmark_runs_with_composed_configs(tmp_path, monkeypatch, ca
           "--data.records", str(tmp_path / "nextqa.jsonl"), "--data.video_root", str(videos),
           "--data.num_workers", "0", "--model.max_new_tokens", "4", "--output.output_dir", str(tmp_path / "out"),
           "--trainer.enable_progress_bar", "false"])
-    run_dir = tmp_path / "out" / "nextqa_tiny_slowfast"
+    (run_dir,) = (tmp_path / "out").glob("nextqa_tiny_slowfast-*")  # the default name ends with the settings' digest
     merged = list(read_jsonl(run_dir / "artifacts" / "predictions.jsonl"))
     assert len(merged) == 30
     assert Counter(r["status"] for r in merged) == {"ok": 1, "video_missing": 29}
@@ -251,6 +251,7 @@ def test_rerun_retries_failures_and_resume_false_redoes_everything(tmp_path, mon
 
     main(args + ["--output.resume", "false"])  # start over: old logs are kept aside, not deleted
     assert "0 already done, 3 to predict" in capsys.readouterr().out
-    assert sorted(p.name for p in (run_dir / "artifacts" / "previous-0").iterdir()) == ["predictions.rank0.jsonl"]
+    assert sorted(p.name for p in (run_dir / "artifacts" / "previous-0").iterdir()) == ["fingerprint.json",
+                                                                                      "predictions.rank0.jsonl"]
     assert [r["id"] for r in attempts(run_dir)] == ["r0", "r1", "r2"]
     assert [r["status"] for r in assert_complete(run_dir, ["r0", "r1", "r2"])] == ["ok", "ok", "ok"]

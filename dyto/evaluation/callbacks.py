@@ -10,6 +10,7 @@ run, on rank 0 only: the judge is I/O bound and must not be run by every rank.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from dyto.datamodules.video import CLIP_MEAN, CLIP_STD
-from dyto.evaluation.judge import DEFAULT_MODEL, JudgeConfig
+from dyto.evaluation.protocol import JudgeConfig
 from dyto.evaluation.pictures import to_uint8_frames
 from dyto.evaluation.report import evaluate_run, predictions_file, saved_judgments
 from dyto.evaluation.writer import find_writer
@@ -51,17 +52,16 @@ class EvaluateCallback(pl.Callback):
         scorer: ``auto`` (GPT judge when OPENAI_API_KEY or a base URL is set or the run already
             has a GPT judge cache, else offline ``match``), ``gpt`` or ``match``.
         choice_mode: multiple-choice parsing, ``reference`` (default), ``strict`` or ``videomme``.
-        base_url: OpenAI-compatible endpoint (default ``$OPENAI_BASE_URL``); the key is only
-            ever read from ``OPENAI_API_KEY``.
-        judge_model, concurrency, max_requests, max_cost: see :class:`JudgeConfig`.
+        judge: every judge setting (:class:`JudgeConfig`: model, base URL, temperature, asks,
+            budgets, ...), e.g. ``--evaluation.judge.temperature 0``; the key is only ever read
+            from ``OPENAI_API_KEY``.
+        progress: show the judge's progress bar.
     """
 
-    def __init__(self, scorer: str = "auto", base_url: str | None = None, judge_model: str = DEFAULT_MODEL,
-                 concurrency: int = 16, max_requests: int | None = None, max_cost: float | None = None,
-                 choice_mode: str = "reference"):
-        self.scorer, self.choice_mode = scorer, choice_mode
-        self.judge_config = JudgeConfig(model=judge_model, base_url=base_url, concurrency=concurrency,
-                                        max_requests=max_requests, max_cost=max_cost)
+    def __init__(self, scorer: str = "auto", choice_mode: str = "reference", judge: JudgeConfig = JudgeConfig(),
+                 progress: bool = True):
+        self.scorer, self.choice_mode, self.progress = scorer, choice_mode, progress
+        self.judge_config = dataclasses.replace(judge)  # a copy: the default instance is shared
         self.results: dict[str, Any] | None = None
 
     def evaluate(self, trainer: pl.Trainer) -> dict[str, Any] | None:
@@ -73,7 +73,7 @@ class EvaluateCallback(pl.Callback):
             print("[dyto] EvaluateCallback: no PredictionWriter among the callbacks; nothing to evaluate")
             return None
         writer.finalize()  # idempotent: the writer merged in on_predict_epoch_end
-        self.results = evaluate_run(writer.run_dir, self.scorer, self.judge_config, self.choice_mode)
+        self.results = evaluate_run(writer.run_dir, self.scorer, self.judge_config, self.choice_mode, self.progress)
         out = self.results["outputs"]
         print(f"[dyto] results: {Path(writer.run_dir) / out['results']}\n"
               f"[dyto] report:  {Path(writer.run_dir) / out['report']}")

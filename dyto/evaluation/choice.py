@@ -64,6 +64,9 @@ def _videomme(text: str, letters: str) -> int | None:
     return letters.index(match.group(0)) if match else None
 
 
+CHOICE_MODES = ("reference", "strict", "videomme")
+
+
 def parse_choice(text: str | None, num_options: int, mode: str = "reference") -> int | None:
     """The 0-based option a model's reply selects, or None when it selects none of the
     ``num_options`` options (an unparsed reply is counted wrong, never dropped)."""
@@ -79,5 +82,5 @@ def parse_choice(text: str | None, num_options: int, mode: str = "reference") ->
     elif mode == "videomme":
         choice = _videomme(text, letters)
     else:
-        raise ValueError(f"unknown parse mode {mode!r}; expected reference, strict or videomme")
+        raise ValueError(f"unknown parse mode {mode!r}; expected one of {', '.join(CHOICE_MODES)}")
     return choice if choice is not None and choice < num_options else None

@@ -10,22 +10,25 @@ Why it is built this way:
 * The cache key is the sha256 of what the judge sees (model, prompt version, dimension,
   question(s), answer, prediction(s)): a changed prediction is judged again, an unchanged one
   never is, and two items with identical inputs share one request.
-* ``ok`` and ``unparsable`` replies are final (the judge runs at temperature 0, so asking again
-  returns the same text); ``failed`` attempts are logged but retried by the next run. Each
-  record says whether its reply parsed ``strict``-ly (as the reference's ``ast.literal_eval``
-  would) or only through the lenient fallbacks.
-* Budgets (requests, USD from the response ``usage``) and auth errors stop the run cleanly:
-  what is left is *unjudged*, reported as such and never counted as a wrong answer.
+* The protocol is the reference's (``protocol``): no temperature is sent unless one is set
+  (it is then part of the cache key), and a reply that cannot be parsed is asked again up to
+  the reference's bound, within the budgets; only then is it final as ``unparsable``. ``ok``
+  is final; ``failed`` attempts are logged but retried by the next run. Each record says
+  whether its reply parsed ``strict``-ly (as the reference's ``ast.literal_eval`` would) or
+  only through the lenient fallbacks, and how many asks it took.
+* Budgets (requests, USD from the response ``usage``) stop the run cleanly: what is left is
+  *unjudged*, reported as such and never counted as a wrong answer. An error no retry can fix
+  (401/403, 404 for the model, a 400 about the model) stops at its first occurrence: the first
+  item is sent alone, so such a server gets one request, and ``stats.fatal`` holds the
+  server's message in one line with the setting to change.
 * The API key is read from ``OPENAI_API_KEY`` straight into the client and stored nowhere else.
 """
 
 from __future__ import annotations
 
-import argparse
 import email.utils
-import hashlib
-import json
 import os
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,95 +38,51 @@ from typing import Any, Iterable
 
 import openai
 
-from dyto.evaluation.judge_prompts import PROMPTS, TASK_DIMENSIONS, parse_reply
-from dyto.records import append_jsonl, open_append_log, read_jsonl
+from dyto.evaluation.judge_prompts import PROMPTS, parse_reply
+from dyto.evaluation.protocol import (CACHE_FILE, DEFAULT_MODEL, JudgeConfig, asks_bound, input_hash,
+                                      judge_configured, judge_inputs, load_cache, plan_jobs)
+from dyto.records import append_jsonl, open_append_log
 
-DEFAULT_MODEL = "gpt-3.5-turbo-0125"
-CACHE_FILE = "judgments.jsonl"
-# USD per million (prompt, completion) tokens, for the cost budget.
-PRICES_PER_MTOK = {"gpt-3.5-turbo-0125": (0.50, 1.50), "gpt-3.5-turbo": (0.50, 1.50)}
 FINAL_STATUSES = ("ok", "unparsable")
 # Transient: worth another attempt. ValueError covers a response body that is not JSON.
 _RETRYABLE = (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError,
               openai.InternalServerError, openai.APIResponseValidationError, ValueError)
-_FATAL = (openai.AuthenticationError, openai.PermissionDeniedError)
+# No retry can fix these: a bad key, no access, no such model, a request the model refuses.
+_FATAL = (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)
+_FIX = {openai.AuthenticationError: "check OPENAI_API_KEY",
+        openai.PermissionDeniedError: "check OPENAI_API_KEY's access to the model",
+        openai.NotFoundError: "set the judge model (dyto judge --model / --evaluation.judge.model) or the base URL",
+        openai.BadRequestError: "set the judge model or the settings the server rejects"}
 
 
 class JudgeUnavailable(RuntimeError):
     """Neither an API key nor a base URL is configured."""
 
 
-def judge_inputs(pred: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(dimension, prompt fields) for each judgement a prediction needs; none unless status ok."""
-    if pred.get("status") != "ok":
-        return []
-    fields = {"question": pred.get("question") or "", "answer": pred.get("answer") or "",
-              "prediction": pred.get("prediction") or ""}
-    out = []
-    for dim in TASK_DIMENSIONS.get(pred.get("task"), ()):
-        f = dict(fields)
-        if dim == "consistency":
-            f.update(question2=pred.get("question2") or "", prediction2=pred.get("prediction2") or "")
-        out.append((dim, f))
-    return out
+class JudgeFatalError(RuntimeError):
+    """The judge server refused in a way no retry can fix (the message is one line, with the fix)."""
 
 
-def input_hash(judge_model: str, prompt_version: str, dimension: str, fields: dict[str, Any]) -> str:
-    payload = [judge_model, prompt_version, dimension, fields.get("question"), fields.get("question2"),
-               fields.get("answer"), fields.get("prediction"), fields.get("prediction2")]
-    return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode()).hexdigest()
+def _fatal(err: Exception) -> bool:
+    """Errors that stop judging: auth, permission, not found, and a 400 about the model itself
+    (a 400 about one item, e.g. its length, only fails that item)."""
+    if isinstance(err, _FATAL):
+        return True
+    if isinstance(err, openai.BadRequestError):
+        body = getattr(err, "body", None)
+        param = body.get("param") if isinstance(body, dict) else None
+        if param:  # the server says which parameter it rejects
+            return param in ("model", "temperature")
+        return "model" in _server_message(err).lower()
+    return False
 
 
-def load_cache(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """input_hash -> the last final (ok / unparsable) judgment in the append-only log (a torn
-    last line, left by a killed run, is skipped: its item counts as not judged yet)."""
-    path = Path(path)
-    cache: dict[str, dict[str, Any]] = {}
-    if path.exists():
-        for rec in read_jsonl(path, allow_torn_tail=True):
-            if rec.get("status") in FINAL_STATUSES:
-                cache[rec["input_hash"]] = rec
-    return cache
-
-
-def plan_jobs(predictions: Iterable[dict[str, Any]], cache: dict[str, dict[str, Any]], model: str
-              ) -> tuple[dict[str, tuple[str, str, dict[str, Any]]], int]:
-    """(input_hash -> (item id, dimension, prompt fields) still to judge, judgements already cached)."""
-    jobs: dict[str, tuple[str, str, dict[str, Any]]] = {}
-    cached = 0
-    for pred in predictions:
-        for dim, fields in judge_inputs(pred):
-            h = input_hash(model, PROMPTS[dim].version, dim, fields)
-            if h in cache:
-                cached += 1
-            else:
-                jobs.setdefault(h, (str(pred["id"]), dim, fields))
-    return jobs, cached
-
-
-def judge_configured(config: "JudgeConfig") -> bool:
-    """Whether a judge endpoint is configured: an API key, or a base URL (a local server may need no key)."""
-    return bool(os.environ.get("OPENAI_API_KEY") or config.base_url or os.environ.get("OPENAI_BASE_URL"))
-
-
-@dataclass
-class JudgeConfig:
-    """Everything about the judge except the key (which never leaves the environment)."""
-
-    model: str = DEFAULT_MODEL
-    base_url: str | None = None  # None: $OPENAI_BASE_URL, else api.openai.com
-    concurrency: int = 16
-    timeout: float = 60.0  # seconds per request
-    max_attempts: int = 6  # per item, including the first
-    backoff: float = 1.0  # first retry delay (s), doubled per retry
-    max_backoff: float = 60.0
-    max_requests: int | None = None  # HTTP requests this run may send (retries count)
-    max_cost: float | None = None  # USD this run may spend
-    price_per_mtok: tuple[float, float] | None = None  # (prompt, completion); None: PRICES_PER_MTOK
-    temperature: float = 0.0
-
-    def prices(self) -> tuple[float, float] | None:
-        return tuple(self.price_per_mtok) if self.price_per_mtok else PRICES_PER_MTOK.get(self.model)
+def _server_message(err: Exception) -> str:
+    """The server's own message, on one line."""
+    body = getattr(err, "body", None)
+    msg = body.get("message") if isinstance(body, dict) else None
+    msg = msg or getattr(err, "message", None) or str(err)
+    return " ".join(str(msg).split())[:300]
 
 
 @dataclass
@@ -132,71 +91,108 @@ class JudgeStats:
     cached: int = 0
     judged: int = 0
     unparsable: int = 0
+    reasked: int = 0  # asks after an unparsable reply
+    retries: int = 0  # attempts after a transient error
     failed: int = 0
     unjudged: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
     stopped: str | None = None  # why the run stopped early, if it did
-    errors: dict[str, int] = field(default_factory=dict)
+    fatal: str | None = None  # the one-line error that stopped it, if no retry could fix it
+    errors: dict[str, int] = field(default_factory=dict)  # error kind -> occurrences
 
 
 class Judge:
-    def __init__(self, config: JudgeConfig | None = None):
+    """Sends the judge prompts for every prediction not yet in the cache (see the module doc)."""
+
+    def __init__(self, config: JudgeConfig | None = None, progress: bool = False):
         self.config = config = config or JudgeConfig()
         base_url = config.base_url or os.environ.get("OPENAI_BASE_URL") or None
         if not judge_configured(config):
             raise JudgeUnavailable("no judge configured: set OPENAI_API_KEY (and optionally OPENAI_BASE_URL)")
         if config.max_cost is not None and config.prices() is None:
             raise ValueError(f"max_cost needs token prices for {config.model!r}: set price_per_mtok")
-        self.base_url = base_url
+        self.base_url, self.progress = base_url, progress
         # A local OpenAI-compatible server may need no key; the client insists on a string.
         self._client = openai.OpenAI(api_key=os.environ.get("OPENAI_API_KEY") or "no-key", base_url=base_url,
                                      max_retries=0, timeout=config.timeout)
+        # Sent only when set: the reference sends none, so the API default applies.
+        self._extra = {} if config.temperature is None else {"temperature": config.temperature}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._bar = None
 
     def __repr__(self) -> str:
         return f"Judge(model={self.config.model!r}, base_url={self.base_url!r})"
 
     def run(self, predictions: Iterable[dict[str, Any]], cache_path: str | os.PathLike) -> JudgeStats:
-        """Judge every (prediction, dimension) not yet in the cache; returns what happened."""
+        """Judge every (prediction, dimension) not yet in the cache; returns what happened.
+
+        The first item is judged alone: a server that rejects the key or the model gets one
+        request, not one per worker. A fatal error leaves ``stats.fatal`` set (the caller
+        decides how to stop); what it left is counted ``unjudged``.
+        """
         cache_path = Path(cache_path)
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         self.stats, self._stop = JudgeStats(), threading.Event()
-        jobs, self.stats.cached = plan_jobs(predictions, load_cache(cache_path), self.config.model)
-        with open_append_log(cache_path) as f, \
-                ThreadPoolExecutor(max(1, self.config.concurrency), thread_name_prefix="judge") as pool:
-            futures = [pool.submit(self._judge_one, f, h, item_id, dim, fields)
-                       for h, (item_id, dim, fields) in jobs.items()]
-            for fut in futures:
-                fut.result()  # re-raise what the worker could not record (e.g. a full disk)
+        jobs, self.stats.cached = plan_jobs(predictions, load_cache(cache_path, self.config), self.config.identity)
+        work = [(h, *job) for h, job in jobs.items()]
+        self._bar = _progress_bar(len(work), self.stats.cached) if self.progress and work else None
+        try:
+            with open_append_log(cache_path) as f:
+                if work:
+                    self._judge_one(f, *work[0])
+                with ThreadPoolExecutor(max(1, self.config.concurrency), thread_name_prefix="judge") as pool:
+                    futures = [pool.submit(self._judge_one, f, *job) for job in work[1:]]
+                    for fut in futures:
+                        fut.result()  # re-raise what the worker could not record (e.g. a full disk)
+        finally:
+            if self._bar is not None:
+                self._bar.close()
         return self.stats
 
     def _judge_one(self, f, h: str, item_id: str, dim: str, fields: dict[str, Any]) -> None:
         prompt = PROMPTS[dim]
         rec = {"id": item_id, "dimension": dim, "judge_model": self.config.model,
-               "prompt_version": prompt.version, "input_hash": h, "verdict": None, "score": None,
-               "raw": None, "status": "failed", "strict": None, "error": None}
+               "temperature": self.config.temperature, "prompt_version": prompt.version, "input_hash": h,
+               "verdict": None, "score": None, "raw": None, "status": "failed", "strict": None, "asks": 0,
+               "error": None}
+        bound = asks_bound(dim, self.config)
         try:
-            raw = self._ask(prompt.messages(**fields))
+            while rec["asks"] < bound:  # ask again while the reply cannot be parsed
+                raw = self._ask(prompt.messages(**fields))
+                rec["asks"] += 1
+                parsed = parse_reply(raw)
+                rec.update(verdict=parsed.verdict, score=parsed.score, raw=raw, status=parsed.status,
+                           strict=parsed.strict)
+                if parsed.status == "ok":
+                    break
+                if rec["asks"] < bound:
+                    with self._lock:
+                        self.stats.reasked += 1
         except _Unjudged:
-            with self._lock:
-                self.stats.unjudged += 1
-            return
+            if rec["asks"] == 0:  # nothing came back: nothing to record
+                self._count("unjudged")
+                return
+            # a budget stopped the re-asks: recorded unparsable with the asks used, so a rerun goes on
         except Exception as e:  # noqa: BLE001 - every failure ends as a recorded 'failed' item
             key = os.environ.get("OPENAI_API_KEY")
             msg = f"{type(e).__name__}: {e}"
-            rec["error"] = (msg.replace(key, "***") if key else msg)[:500]  # servers may echo the key
-        else:
-            parsed = parse_reply(raw)
-            rec.update(verdict=parsed.verdict, score=parsed.score, raw=raw, status=parsed.status, strict=parsed.strict)
+            rec.update(status="failed", error=(msg.replace(key, "***") if key else msg)[:500])  # servers may echo keys
         with self._lock:
             append_jsonl(f, [rec])
-            if rec["status"] == "ok":
-                self.stats.judged += 1
-            else:
-                setattr(self.stats, rec["status"], getattr(self.stats, rec["status"]) + 1)
+        self._count("judged" if rec["status"] == "ok" else rec["status"])
+
+    def _count(self, status: str) -> None:
+        with self._lock:
+            setattr(self.stats, status, getattr(self.stats, status) + 1)
+            if self._bar is not None:
+                s = self.stats
+                self._bar.set_postfix_str(f"${s.cost_usd:.4f}, retries {s.retries}, re-asks {s.reasked}, "
+                                          f"unparsable {s.unparsable}, failed {s.failed}, unjudged {s.unjudged}",
+                                          refresh=False)
+                self._bar.update(1)
 
     def _take_request(self) -> bool:
         """Reserve one request under the budgets; False (and stop) once a budget is spent."""
@@ -218,6 +214,10 @@ class Judge:
             self.stats.stopped = reason
             self._stop.set()
 
+    def _error(self, err: Exception) -> None:
+        name = type(err).__name__
+        self.stats.errors[name] = self.stats.errors.get(name, 0) + 1
+
     def _ask(self, messages: list[dict[str, str]]) -> str:
         """One judge reply, retrying transient errors with exponential backoff."""
         c = self.config
@@ -225,20 +225,25 @@ class Judge:
             if not self._take_request():
                 raise _Unjudged
             try:
-                resp = self._client.chat.completions.create(model=c.model, messages=messages,
-                                                            temperature=c.temperature)
-            except _FATAL as e:
+                resp = self._client.chat.completions.create(model=c.model, messages=messages, **self._extra)
+            except Exception as e:
                 with self._lock:
-                    self._halt(f"{type(e).__name__} (check OPENAI_API_KEY)")
-                raise
-            except _RETRYABLE as e:
-                with self._lock:
-                    name = type(e).__name__
-                    self.stats.errors[name] = self.stats.errors.get(name, 0) + 1
-                if attempt + 1 == c.max_attempts:
+                    self._error(e)
+                    if _fatal(e):
+                        status = getattr(e, "status_code", "?")
+                        fix = next((v for k, v in _FIX.items() if isinstance(e, k)), "check the judge settings")
+                        if self.stats.fatal is None:
+                            self.stats.fatal = (f"the judge server answered {status} for model {c.model!r}: "
+                                                f"{_server_message(e)} ({fix})")
+                        self._halt(f"{type(e).__name__} {status}")
+                if _fatal(e):
+                    raise _Unjudged from None
+                if not isinstance(e, _RETRYABLE) or attempt + 1 == c.max_attempts:
                     raise
                 delay = _retry_after(e)
                 delay = min(c.max_backoff, delay if delay is not None else c.backoff * 2 ** attempt)
+                with self._lock:
+                    self.stats.retries += 1
                 if self._stop.wait(delay):
                     raise _Unjudged from None
                 continue
@@ -255,6 +260,13 @@ class Judge:
             self.stats.prompt_tokens += p
             self.stats.completion_tokens += q
             self.stats.cost_usd += (p * prices[0] + q * prices[1]) / 1e6
+
+
+def _progress_bar(total: int, cached: int):
+    """done/total, rate and ETA on stderr (tqdm), with cost, retries and errors as its postfix."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"judging ({cached} cached)", unit="judgement", dynamic_ncols=True, file=sys.stderr)
 
 
 class _Unjudged(Exception):
@@ -281,43 +293,5 @@ def _retry_after(err: Exception) -> float | None:
         return None
 
 
-def judge_main(argv: list[str] | None = None) -> int:
-    """``dyto judge``: judge saved predictions, then write metrics and the report."""
-    ap = argparse.ArgumentParser(prog="dyto judge", description=judge_main.__doc__)
-    ap.add_argument("--predictions", required=True, help="predictions.jsonl or a run directory")
-    ap.add_argument("--out", help="output directory (default: the run directory)")
-    ap.add_argument("--base-url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
-    ap.add_argument("--model", default=DEFAULT_MODEL)
-    ap.add_argument("--concurrency", type=int, default=16)
-    ap.add_argument("--max-requests", type=int)
-    ap.add_argument("--max-cost", type=float, help="USD")
-    ap.add_argument("--price-per-mtok", type=float, nargs=2, metavar=("PROMPT", "COMPLETION"))
-    ap.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
-    ap.add_argument("--choice-mode", default="reference",
-                    help="multiple-choice parsing: reference (default), strict or videomme")
-    args = ap.parse_args(argv)
-    from dyto.evaluation.choice import parse_choice
-    from dyto.evaluation.report import evaluate, locate_predictions  # report imports this module
-
-    try:
-        parse_choice("A", 1, args.choice_mode)  # an unknown mode fails here, before any request
-    except ValueError as e:
-        ap.error(str(e))
-    predictions, out = locate_predictions(args.predictions, args.out)
-    config = JudgeConfig(model=args.model, base_url=args.base_url, concurrency=args.concurrency,
-                         timeout=args.timeout, max_requests=args.max_requests, max_cost=args.max_cost,
-                         price_per_mtok=tuple(args.price_per_mtok) if args.price_per_mtok else None)
-    try:
-        results = evaluate(predictions, out, scorer="gpt", judge_config=config, choice_mode=args.choice_mode)
-    except JudgeUnavailable as e:
-        ap.error(str(e))
-    print(json.dumps(results.get("judge_run", {}), indent=1))
-    print(f"results: {out / 'logs' / 'results.json'}\nreport:  {out / 'logs' / 'report.md'}")
-    return 0
-
-
-__all__ = ["CACHE_FILE", "DEFAULT_MODEL", "Judge", "JudgeConfig", "JudgeStats", "JudgeUnavailable",
-           "input_hash", "judge_configured", "judge_inputs", "judge_main", "load_cache", "plan_jobs"]
-
-if __name__ == "__main__":
-    raise SystemExit(judge_main())
+__all__ = ["CACHE_FILE", "DEFAULT_MODEL", "Judge", "JudgeConfig", "JudgeFatalError", "JudgeStats",
+           "JudgeUnavailable", "input_hash", "judge_configured", "judge_inputs", "load_cache", "plan_jobs"]

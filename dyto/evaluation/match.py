@@ -18,7 +18,7 @@ import re
 import string
 from typing import Any, Iterable
 
-from dyto.evaluation.judge import input_hash, judge_inputs
+from dyto.evaluation.protocol import input_hash, judge_inputs
 
 MATCH_MODEL = "match (offline, not GPT)"
 MATCH_CACHE_FILE = "judgments.match.jsonl"  # under eval_save_dir/, beside the GPT judge's cache

@@ -30,7 +30,7 @@ from torchmetrics import Metric
 
 from dyto.datamodules.preparers import report_type, star_category
 from dyto.evaluation.choice import parse_choice
-from dyto.evaluation.judge import input_hash, judge_inputs
+from dyto.evaluation.protocol import input_hash, judge_identity, judge_inputs
 from dyto.evaluation.judge_prompts import PROMPT_VERSION, TASK_DIMENSIONS, parse_reply
 
 VCG_DIMENSIONS = ("correctness", "detailed_orientation", "context", "temporal", "consistency")
@@ -188,7 +188,8 @@ def per_item(predictions: Iterable[dict[str, Any]], judgments: Iterable[dict[str
 
 
 def _infer_judge_model(judgments: list[dict[str, Any]]) -> str | None:
-    models = Counter(j.get("judge_model") for j in judgments if j.get("status") in ("ok", "unparsable"))
+    models = Counter(judge_identity(j.get("judge_model"), j.get("temperature"))
+                     for j in judgments if j.get("status") in ("ok", "unparsable"))
     if len(models) > 1:
         raise ValueError(f"judgments from several judges {sorted(models)}: pass judge_model")
     return next(iter(models), None)

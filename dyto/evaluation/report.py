@@ -26,39 +26,35 @@ from pathlib import Path
 from typing import Any
 
 from dyto.evaluation.choice import parse_choice
-from dyto.evaluation.judge import (CACHE_FILE, Judge, JudgeConfig, JudgeStats, judge_configured, judge_inputs,
-                                   load_cache, plan_jobs)
+from dyto.evaluation.judge import Judge, JudgeFatalError, JudgeStats
+from dyto.evaluation.protocol import (CACHE_FILE, JudgeConfig, judge_configured, judge_inputs, load_cache,
+                                      plan_jobs)
 from dyto.evaluation.match import MATCH_CACHE_FILE, MATCH_MODEL, MATCH_VERSION, match_judgments
 from dyto.evaluation.metrics import VCG_DIMENSIONS, compute_metrics
 from dyto.evaluation.paper import model_size, published
 from dyto.records import read_jsonl, write_jsonl, write_text_atomic
+from dyto.runs import RunFolder, check_one_fingerprint
 
 SCORERS = ("auto", "gpt", "match")
 EVAL_DIR = "eval_save_dir"
-ARTIFACTS_DIR = "artifacts"  # PredictionWriter.artifacts: run_dir / "artifacts"
 
 
 def predictions_file(run_dir: str | os.PathLike) -> Path:
     """The PredictionWriter's merged predictions file of a run directory."""
-    from dyto.evaluation.writer import MERGED_FILE  # the writer pulls in Lightning: load it only here
-
-    return Path(run_dir) / ARTIFACTS_DIR / MERGED_FILE
+    return RunFolder(run_dir).predictions
 
 
 def locate_predictions(path: str | os.PathLike, out: str | os.PathLike | None = None) -> tuple[Path, Path]:
     """(predictions file, output dir) from a run directory or a predictions file."""
-    path = Path(path)
-    if path.is_dir():
-        return predictions_file(path), Path(out) if out else path
-    default_out = path.parent.parent if path.parent.name == ARTIFACTS_DIR else path.parent
-    return path, Path(out) if out else default_out
+    folder, predictions = RunFolder.locate(path)
+    return predictions, Path(out) if out else folder.root
 
 
 def evaluate_run(run_dir: str | os.PathLike, scorer: str = "auto", judge_config: JudgeConfig | None = None,
-                 choice_mode: str = "reference") -> dict[str, Any]:
+                 choice_mode: str = "reference", progress: bool = False) -> dict[str, Any]:
     """Judge/parse ``run_dir/artifacts/predictions.jsonl``; write ``logs/results.json`` and ``logs/report.md``."""
     predictions, out = locate_predictions(run_dir)
-    return evaluate(predictions, out, scorer, judge_config, choice_mode)
+    return evaluate(predictions, out, scorer, judge_config, choice_mode, progress)
 
 
 def _choose_scorer(scorer: str, config: JudgeConfig, gpt_cache_exists: bool = False) -> str:
@@ -75,42 +71,50 @@ def saved_judgments(out_dir: str | os.PathLike, scorer: str | None) -> list[dict
     if scorer == "match":
         path = folder / MATCH_CACHE_FILE
         return list(read_jsonl(path)) if path.exists() else []
-    return list(load_cache(folder / CACHE_FILE).values())
+    return list(load_cache(folder / CACHE_FILE).values())  # any asks bound: what metrics can use
 
 
 def _gpt_judgments(preds: list[dict[str, Any]], cache: Path, config: JudgeConfig, explicit: bool,
-                   results: dict[str, Any]) -> list[dict[str, Any]]:
+                   results: dict[str, Any], progress: bool = False) -> list[dict[str, Any]]:
     """Judge what the cache lacks, when a judge is configured (or explicitly asked for: then a
     missing key raises JudgeUnavailable); return the cache's final judgments. No client is
     created when nothing is left to judge."""
     if not any(judge_inputs(p) for p in preds):
         return []
-    jobs, cached = plan_jobs(preds, load_cache(cache), config.model)
+    jobs, cached = plan_jobs(preds, load_cache(cache, config), config.identity)
     if jobs and (explicit or judge_configured(config)):
-        results["judge_run"] = asdict(Judge(config).run(preds, cache))
+        results["judge_run"] = asdict(Judge(config, progress=progress).run(preds, cache))
     else:
         stopped = (f"no judge configured (OPENAI_API_KEY or a base URL): {len(jobs)} judgements left unjudged"
                    if jobs else None)
         results["judge_run"] = asdict(JudgeStats(cached=cached, unjudged=len(jobs), stopped=stopped))
-    return list(load_cache(cache).values())
+    return list(load_cache(cache, config).values())
 
 
 def evaluate(predictions_path: str | os.PathLike, out_dir: str | os.PathLike, scorer: str = "auto",
-             judge_config: JudgeConfig | None = None, choice_mode: str = "reference") -> dict[str, Any]:
+             judge_config: JudgeConfig | None = None, choice_mode: str = "reference",
+             progress: bool = False) -> dict[str, Any]:
+    """Score one run's predictions and write its results and report.
+
+    Raises ``MixedSettingsError`` before any work when the predictions were made with different
+    settings, and ``JudgeFatalError`` after writing the results (what was judged, the rest
+    counted unjudged) when the judge server refused in a way no retry can fix."""
     predictions_path, out_dir = Path(predictions_path), Path(out_dir)
     if not predictions_path.exists():
         raise FileNotFoundError(f"no predictions at {predictions_path}")
     parse_choice("A", 1, choice_mode)  # an unknown mode raises ValueError before any work
     preds = list(read_jsonl(predictions_path))
+    fingerprint = check_one_fingerprint(preds, predictions_path)  # never one result from mixed settings
     config = judge_config or JudgeConfig()
     cache = out_dir / EVAL_DIR / CACHE_FILE
     requested, scorer = scorer, _choose_scorer(scorer, config, cache.exists())
-    results: dict[str, Any] = {"predictions": str(predictions_path), "scorer": scorer, "choice_mode": choice_mode,
-                               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    results: dict[str, Any] = {"predictions": str(predictions_path), "fingerprint": fingerprint, "scorer": scorer,
+                               "choice_mode": choice_mode, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     suffix = ""
     if scorer == "gpt":
-        judgments = _gpt_judgments(preds, cache, config, requested == "gpt", results)
-        metrics = compute_metrics(preds, judgments, judge_model=config.model, choice_mode=choice_mode)
+        judgments = _gpt_judgments(preds, cache, config, requested == "gpt", results, progress)
+        metrics = compute_metrics(preds, judgments, judge_model=config.identity, choice_mode=choice_mode)
+        results["judge"] = {k: v for k, v in asdict(config).items() if k != "base_url"}
     else:
         judgments = match_judgments(preds)
         if judgments:
@@ -130,6 +134,8 @@ def evaluate(predictions_path: str | os.PathLike, out_dir: str | os.PathLike, sc
     if not suffix:  # the budget picture shows the primary scorer's accuracy
         draw_budget(preds, results, logs / "budget.png")
     write_text_atomic(out_dir / results["outputs"]["report"], render_report(results, logs))
+    if fatal := results.get("judge_run", {}).get("fatal"):
+        raise JudgeFatalError(fatal)
     return results
 
 
@@ -223,7 +229,9 @@ def render_report(results: dict[str, Any], logs_dir: Path | None = None) -> str:
     if run := results.get("judge_run"):
         lines.append(f"- judge run: {run['requests']} requests, {run['cached']} cached, ${run['cost_usd']:.4f}"
                      + (f", **{run['unjudged']} unjudged**" if run.get("unjudged") else "")
-                     + (f", **stopped early: {run['stopped']}**" if run.get("stopped") else ""))
+                     + (f", {run['reasked']} re-asked" if run.get("reasked") else "")
+                     + (f", **stopped early: {run['stopped']}**" if run.get("stopped") else "")
+                     + (f"\n- **judge error: {run['fatal']}**" if run.get("fatal") else ""))
     lines += ["", "## Results beside the paper", "",
               "`reference` follows the reference code's denominator; `all items` counts every lost item as "
               "not correct. Paper numbers carry their source tag (see shared/spec/dyto-results.md).", "",

@@ -8,6 +8,13 @@ same command predicts only what is left. At the end rank 0 merges all rank logs 
 ``artifacts/predictions.jsonl`` (input order, one record per id, the latest attempt wins, an
 ``ok`` attempt always wins) and checks the merged id set against ``artifacts/inputs.json``.
 
+Before anything is predicted, the run's fingerprint (every setting that can change an answer:
+the model's and the DataModule's ``fingerprint()``) is compared with the one the folder was
+made with: a rerun with another budget, checkpoint, dtype, prompt or frame count stops with
+the list of changed settings instead of finishing one run's questions with another's settings.
+Every record carries the fingerprint's digest, and the default run name ends with it, so a
+changed setting lands in a new folder by itself.
+
 Usage (LightningCLI YAML)::
 
     trainer:
@@ -28,24 +35,30 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from dyto.records import append_jsonl, open_append_log, read_jsonl, write_jsonl, write_text_atomic
-
-RANK_FILE = "predictions.rank{rank}.jsonl"
-MERGED_FILE = "predictions.jsonl"
-INPUTS_FILE = "inputs.json"
-SUMMARY_FILE = "summary.json"
+from dyto.runs import RunFolder, fingerprint_digest, run_fingerprint
 
 
 class IncompleteRunError(RuntimeError):
     """The merged predictions do not cover the input set exactly."""
 
 
-def default_run_name(trainer: pl.Trainer) -> str:
-    """`<benchmark>_<model>_<reducer>`: stable across reruns of the same command, so resume works."""
+def trainer_fingerprint(trainer: pl.Trainer) -> dict[str, Any]:
+    """The run fingerprint of what ``trainer`` is about to predict (after the DataModule's setup)."""
+    module, dm = trainer.lightning_module, trainer.datamodule
+    model = module.fingerprint() if hasattr(module, "fingerprint") else {"hparams": dict(module.hparams)}
+    data = dm.fingerprint() if hasattr(dm, "fingerprint") else {}
+    return run_fingerprint(model, data)
+
+
+def default_run_name(trainer: pl.Trainer, fingerprint: dict[str, Any]) -> str:
+    """`<benchmark>_<model>_<reducer>-<digest>`: the same for a rerun of the same command (so resume
+    works) and a new folder whenever a setting that can change an answer changes."""
     dm, module = trainer.datamodule, trainer.lightning_module
-    bench = getattr(dm, "benchmark", None) or "custom"
+    records = getattr(dm, "records", None) or []
+    bench = getattr(dm, "benchmark", None) or (records[0].benchmark if records else "custom")
     model = getattr(module, "hparams", {}).get("model", "model")  # "tiny", a hub id or a path
     reducer = getattr(getattr(module, "reducer", None), "name", "reducer")
-    name = f"{bench}_{Path(str(model)).name}_{reducer}"
+    name = f"{bench}_{Path(str(model)).name}_{reducer}-{fingerprint_digest(fingerprint)}"
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
 
 
@@ -54,10 +67,10 @@ def find_writer(trainer: pl.Trainer) -> "PredictionWriter | None":
     return next((cb for cb in trainer.callbacks if isinstance(cb, PredictionWriter)), None)
 
 
-def load_attempts(artifacts: Path) -> list[dict[str, Any]]:
+def load_attempts(folder: RunFolder) -> list[dict[str, Any]]:
     """Every record in every rank log (all runs, all world sizes), in file order."""
     rows: list[dict[str, Any]] = []
-    for path in sorted(artifacts.glob(RANK_FILE.format(rank="*"))):
+    for path in folder.rank_logs():
         rows.extend(read_jsonl(path, allow_torn_tail=True))
     return rows
 
@@ -77,9 +90,10 @@ class PredictionWriter(BasePredictionWriter):
 
     Args:
         output_dir: parent of all run directories.
-        run_name: the run's folder name; default ``<benchmark>_<model>_<reducer>``.
-        resume: skip ids already predicted with status ``ok`` (set False to redo everything:
-            the old rank logs are then moved aside, never deleted).
+        run_name: the run's folder name; default ``<benchmark>_<model>_<reducer>-<settings digest>``.
+        resume: skip ids already predicted with status ``ok`` by a run with the same settings
+            (another fingerprint stops the run before it predicts). False redoes everything:
+            the old rank logs are then moved aside, never deleted.
     """
 
     def __init__(self, output_dir: str = "outputs", run_name: str | None = None, resume: bool = True):
@@ -88,6 +102,8 @@ class PredictionWriter(BasePredictionWriter):
         self.run_name = run_name
         self.resume = resume
         self.run_dir: Path | None = None
+        self.fingerprint: dict[str, Any] | None = None
+        self.digest: str | None = None
         self._file = None
         self._finalized: Path | None = None
         self.ranks_done = False
@@ -95,42 +111,50 @@ class PredictionWriter(BasePredictionWriter):
     # -- paths -------------------------------------------------------------------------------
     def resolve_run_dir(self, trainer: pl.Trainer) -> Path:
         if self.run_dir is None:
-            self.run_dir = Path(self.output_dir) / (self.run_name or default_run_name(trainer))
+            self.fingerprint = trainer_fingerprint(trainer)
+            self.digest = fingerprint_digest(self.fingerprint)
+            self.run_dir = Path(self.output_dir) / (self.run_name or default_run_name(trainer, self.fingerprint))
         return self.run_dir
 
     @property
-    def artifacts(self) -> Path:
+    def folder(self) -> RunFolder:
         assert self.run_dir is not None, "PredictionWriter used before setup()"
-        return self.run_dir / "artifacts"
+        return RunFolder(self.run_dir)
+
+    @property
+    def artifacts(self) -> Path:
+        return self.folder.artifacts
 
     # -- lifecycle ---------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "predict":
             return
         run_dir = self.resolve_run_dir(trainer)
-        self.artifacts.mkdir(parents=True, exist_ok=True)
-        (run_dir / "logs").mkdir(exist_ok=True)
-        (run_dir / "eval_save_dir").mkdir(exist_ok=True)
+        folder = self.folder.make()
         dm = trainer.datamodule
         input_ids = list(dm.input_ids())
         if len(set(input_ids)) != len(input_ids):
             dup = [i for i, c in Counter(input_ids).items() if c > 1][:5]
             raise ValueError(f"input has duplicate ids, e.g. {dup}")
-        if not self.resume and trainer.is_global_zero:
+        if self.resume:  # every rank compares, so every rank stops; rank 0 writes only when they agree
+            folder.claim(self.fingerprint, resume=True, write=trainer.is_global_zero)
+        elif trainer.is_global_zero:
             self._move_old_logs_aside()
+            folder.claim(self.fingerprint, resume=False)
         trainer.strategy.barrier("dyto_writer_setup")
-        done = {i for i, r in latest_per_id(load_attempts(self.artifacts)).items() if r["status"] == "ok"}
+        done = {i for i, r in latest_per_id(load_attempts(folder)).items() if r["status"] == "ok"}
         done &= set(input_ids)
         dm.skip_ids = done
         if trainer.is_global_zero:
-            write_text_atomic(self.artifacts / INPUTS_FILE, json.dumps(input_ids))
+            write_text_atomic(folder.inputs, json.dumps(input_ids))
             todo = len(input_ids) - len(done)
-            print(f"[dyto] run dir {run_dir}: {len(input_ids)} questions, {len(done)} already done, {todo} to predict")
+            print(f"[dyto] run dir {run_dir} (settings {self.digest}): {len(input_ids)} questions, "
+                  f"{len(done)} already done, {todo} to predict")
         self._finalized, self.ranks_done = None, False
         trainer.strategy.barrier("dyto_writer_ready")
 
     def _move_old_logs_aside(self) -> None:
-        old = sorted(self.artifacts.glob(RANK_FILE.format(rank="*")))
+        old = self.folder.rank_logs()
         if not old:
             return
         n = 0
@@ -140,15 +164,18 @@ class PredictionWriter(BasePredictionWriter):
         dest.mkdir()
         for p in old:
             p.rename(dest / p.name)
+        if self.folder.fingerprint_file.exists():
+            self.folder.fingerprint_file.rename(dest / self.folder.fingerprint_file.name)
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         expected = list(batch["ids"])
         got = [r["id"] for r in prediction]
         if got != expected:
             raise RuntimeError(f"predict_step returned ids {got} for batch ids {expected}")
+        for rec in prediction:  # which settings made it: evaluation never scores mixed settings
+            rec["fingerprint"] = self.digest
         if self._file is None:
-            path = self.artifacts / RANK_FILE.format(rank=trainer.global_rank)
-            self._file = open_append_log(path)
+            self._file = open_append_log(self.folder.rank_log(trainer.global_rank))
         append_jsonl(self._file, prediction)
 
     def on_predict_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -173,12 +200,13 @@ class PredictionWriter(BasePredictionWriter):
             return self._finalized
         if not self.ranks_done:
             raise RuntimeError("PredictionWriter.finalize() called before every rank finished predicting")
-        input_ids = json.loads((self.artifacts / INPUTS_FILE).read_text(encoding="utf-8"))
-        attempts = load_attempts(self.artifacts)
+        folder = self.folder
+        input_ids = json.loads(folder.inputs.read_text(encoding="utf-8"))
+        attempts = load_attempts(folder)
         best = latest_per_id(attempts)
         missing = [i for i in input_ids if i not in best]
         merged = [best[i] for i in input_ids if i in best]
-        path = self.artifacts / MERGED_FILE
+        path = folder.predictions
         write_jsonl(path, merged)
         ok_attempts = Counter(r["id"] for r in attempts if r["status"] == "ok")
         statuses = Counter(r["status"] for r in merged)
@@ -191,13 +219,13 @@ class PredictionWriter(BasePredictionWriter):
             "predicted_ok_more_than_once": sorted(i for i, c in ok_attempts.items() if c > 1),
             "not_in_inputs": sorted(set(best) - set(input_ids)),
         }
-        write_text_atomic(self.artifacts / SUMMARY_FILE, json.dumps(summary, indent=2))
+        write_text_atomic(folder.summary, json.dumps(summary, indent=2))
         status_line = ", ".join(f"{k}={v}" for k, v in summary["by_status"].items())
         print(f"[dyto] predictions: {path} ({len(merged)}/{len(input_ids)} records; {status_line})")
         if missing:
             raise IncompleteRunError(
                 f"{len(missing)} of {len(input_ids)} questions have no prediction record (e.g. {missing[:5]}); "
-                f"rerun the same command to finish them. See {self.artifacts / SUMMARY_FILE}"
+                f"rerun the same command to finish them. See {folder.summary}"
             )
         self._finalized = path
         return path

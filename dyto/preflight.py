@@ -1,0 +1,125 @@
+"""Checks a ``dyto predict`` config before any weights load: one line per problem, with the fix.
+
+Loading a 7B or 34B checkpoint takes minutes; a run that would then stop on a missing records
+file, video folder or GPU should stop before that, in one line that says what to do. The
+checks read only the parsed config (plain dicts) and the file system.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+__all__ = ["PreflightError", "preflight"]
+
+
+class PreflightError(SystemExit):
+    """A config that cannot run; its message is one line (or one line per problem)."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(f"dyto: {p}" for p in problems))
+
+
+def _walk(obj: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    yield path, obj
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _walk(v, f"{path}.{k}" if path else str(k))
+
+
+def _import(class_path: str) -> Any:
+    module, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _benchmark(data: dict[str, Any]) -> str | None:
+    init = data.get("init_args") or {}
+    if init.get("benchmark"):
+        return init["benchmark"]
+    cls = _import(data["class_path"]) if data.get("class_path") else None
+    return getattr(cls, "benchmark", None)
+
+
+def _check_data(data: dict[str, Any]) -> list[str]:
+    problems = []
+    init = data.get("init_args") or data
+    bench = _benchmark(data)
+    from dyto.datamodules.preparers import PREPARERS
+
+    if bench is not None and bench not in PREPARERS:
+        problems.append(f"unknown benchmark {bench!r} (data.benchmark); known: {', '.join(sorted(PREPARERS))}")
+    records = init.get("records")
+    if records and not Path(records).is_file():
+        how = (f"dyto prepare {bench} --qa-file <its QA sheet> --out {records}"
+               + (f" --video-root {init['video_root']}" if init.get("video_root") else "")) if bench else \
+            "dyto prepare <benchmark> --qa-file <QA sheet> --out " + str(records)
+        problems.append(f"records file {records} does not exist (data.records): make it with `{how}`")
+    root = init.get("video_root")
+    if root and not Path(root).is_dir():
+        problems.append(f"video folder {root} does not exist (data.video_root): point it at the benchmark's videos")
+    return problems
+
+
+def _check_reducers(model: dict[str, Any]) -> list[str]:
+    from dyto.reduction import REDUCERS
+
+    problems = []
+    for path, value in _walk(model, "model"):
+        if path.endswith(".reducer") and isinstance(value, str) and value not in REDUCERS:
+            problems.append(f"unknown reducer {value!r} ({path}); known: {', '.join(sorted(REDUCERS))}")
+    return problems
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _check_checkpoints(model: dict[str, Any]) -> list[str]:
+    """A hub id must be downloadable (online) or already in the Hugging Face cache (offline)."""
+    problems = []
+    for path, value in _walk(model, "model"):
+        key = path.rsplit(".", 1)[-1]
+        if key not in ("model", "checkpoint") or not isinstance(value, str) or value.startswith("tiny"):
+            continue  # the tiny random-weight models are built in memory
+        if Path(value).exists():
+            continue
+        if value.startswith((".", "/", "~")) or value.count("/") != 1:
+            problems.append(f"checkpoint folder {value} does not exist ({path})")
+            continue
+        if _offline():
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(value, "config.json")
+            if not isinstance(found, str):
+                problems.append(f"checkpoint {value} ({path}) is not in the Hugging Face cache and HF_HUB_OFFLINE is "
+                                f"set: download it first (`hf download {value}`) or point {path} at a local folder")
+    return problems
+
+
+def _check_trainer(trainer: dict[str, Any]) -> list[str]:
+    accel = str(trainer.get("accelerator") or "auto").lower()
+    if accel in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return [f"the config asks for a GPU (trainer.accelerator: {accel}) but torch sees none: use "
+                    "--config configs/trainer/cpu.yaml (or --trainer.accelerator cpu), or install a CUDA build of torch"]
+    return []
+
+
+def preflight(config: dict[str, Any]) -> None:
+    """Raise ``PreflightError`` (a ``SystemExit`` with one line per problem) if the parsed
+    ``dyto predict`` config cannot run here; return quietly otherwise."""
+    problems = _check_trainer(config.get("trainer") or {})
+    if isinstance(config.get("data"), dict):
+        problems += _check_data(config["data"])
+    model = config.get("model") or {}
+    problems += _check_reducers(model) + _check_checkpoints(model)
+    if problems:
+        raise PreflightError(problems)
