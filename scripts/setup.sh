@@ -20,8 +20,10 @@ pip_install() {
 }
 if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
   echo "[setup] installing $TORCH_REQ" >&2
-  pip_install "$TORCH_REQ" || { echo "[setup] $TORCH_REQ is not available here; installing the newest torch" >&2
-                                pip_install torch; } || { tail -30 "$log" >&2; exit 1; }
+  # never fall back to a bare `torch`: an open range can pull a multi-GB CUDA build
+  pip_install "$TORCH_REQ" || { echo "[setup] $TORCH_REQ is not available here; set DYTO_TORCH to a torch" \
+                                     "requirement this machine can install (e.g. DYTO_TORCH='torch==2.9.1')" >&2
+                                tail -30 "$log" >&2; exit 1; }
 fi
 echo "[setup] installing dyto[dev] (editable) into $VENV" >&2
 pip_install -e '.[dev]' || { echo "[setup] install failed; the end of $log:" >&2; tail -30 "$log" >&2; exit 1; }

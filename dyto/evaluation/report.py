@@ -234,7 +234,7 @@ def render_report(results: dict[str, Any], logs_dir: Path | None = None) -> str:
                      + (f"\n- **judge error: {run['fatal']}**" if run.get("fatal") else ""))
     lines += ["", "## Results beside the paper", "",
               "`reference` follows the reference code's denominator; `all items` counts every lost item as "
-              "not correct. Paper numbers carry their source tag (see shared/spec/dyto-results.md).", "",
+              "not correct. Paper numbers carry their source tag (see docs/paper-results.md in the dyto repository).", "",
               "| benchmark | metric | ours (reference) | ours (all items) | paper |", "|---|---|---|---|---|"]
     for bench, entry in m["benchmarks"].items():
         lines += _result_rows(bench, entry, results["paper"].get(bench, []))
