@@ -11,8 +11,7 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,9 +19,10 @@ import numpy as np
 from torch import Tensor
 
 from dyto.datamodules.video import CLIP_MEAN, CLIP_STD, decode_video, preprocess_frames
-from dyto.records import QARecord, read_jsonl
+from dyto.records import QARecord
 from dyto.reduction import Reduction, TokenReducer, build_reducer
 from dyto.reduction.features import pixel_patch_features
+from dyto.runs import Run, RunFolder
 
 __all__ = ["Clip", "Run", "ask", "build_reducer", "load_clip", "load_model", "load_run", "question_batch", "reduce",
            "standin_features"]
@@ -93,26 +93,7 @@ def ask(module, video: str | Path, question: str, options: Sequence[str] | None 
     return out
 
 
-@dataclass
-class Run:
-    run_dir: Path
-    predictions: list[dict[str, Any]]
-    results: dict[str, Any] = field(default_factory=dict)
-    summary: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def reducer(self) -> str:
-        names = {json.dumps(p["reducer"], sort_keys=True) for p in self.predictions if p.get("reducer")}
-        return ", ".join(sorted(json.loads(n)["name"] for n in names)) or "?"
-
-
 def load_run(run_dir: str | Path) -> Run:
-    """A finished (or partial) run: merged predictions, results.json and summary.json when present."""
-    run_dir = Path(run_dir)
-    merged = run_dir / "artifacts" / "predictions.jsonl"
-    if not merged.exists():
-        raise FileNotFoundError(f"{merged} not found: is {run_dir} a dyto run directory that finished predict?")
-    results_path, summary_path = run_dir / "logs" / "results.json", run_dir / "artifacts" / "summary.json"
-    return Run(run_dir, list(read_jsonl(merged)),
-               json.loads(results_path.read_text()) if results_path.exists() else {},
-               json.loads(summary_path.read_text()) if summary_path.exists() else {})
+    """A finished (or partial) run: merged predictions, results.json, summary.json and the settings
+    fingerprint, when present."""
+    return RunFolder(run_dir).load()

@@ -32,7 +32,7 @@ class RunDirConfigSaver(SaveConfigCallback):
     """
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        from dyto.evaluation.writer import find_writer
+        from dyto.predict import find_writer
 
         if self.already_saved:
             return
@@ -61,8 +61,8 @@ class DyToCLI(LightningCLI):
         the others at the writer's end-of-predict barrier here instead of in the loop (barriers
         pair by order, not name: nothing collective may run between them), and on rank 0 the
         merge and evaluation run here (e.g. to judge what an earlier run could not)."""
-        from dyto.evaluation.callbacks import EvaluateCallback
-        from dyto.evaluation.writer import find_writer
+        from dyto.callbacks import EvaluateCallback
+        from dyto.predict import find_writer
 
         writer = find_writer(self.trainer)
         if writer.ranks_done:
@@ -73,9 +73,9 @@ class DyToCLI(LightningCLI):
                 cb.evaluate(self.trainer)
 
     def add_arguments_to_parser(self, parser) -> None:
-        from dyto.evaluation.callbacks import EvaluateCallback
-        from dyto.evaluation.pictures import PicturesCallback
-        from dyto.evaluation.writer import PredictionWriter
+        from dyto.callbacks import EvaluateCallback
+        from dyto.callbacks import PicturesCallback
+        from dyto.predict import PredictionWriter
         from dyto.reduction import DyToReducer
 
         # the release DyTo unless a reducer config says otherwise; shown in the saved config

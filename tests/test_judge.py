@@ -339,7 +339,7 @@ def test_dyto_judge_shows_progress(tmp_path, capsys):
 def test_every_judge_setting_is_a_flag_of_both_clis():
     from dataclasses import fields
 
-    from dyto.evaluation.callbacks import EvaluateCallback
+    from dyto.callbacks import EvaluateCallback
     from dyto.evaluation.judge_cli import build_parser
     from jsonargparse import ArgumentParser
 

@@ -7,14 +7,15 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from dyto.evaluation.callbacks import EvaluateCallback, WandbCallback, scrub, thumbnail_strip
+from dyto.callbacks import EvaluateCallback, WandbCallback, scrub, thumbnail_strip
 from dyto.evaluation.judge import JudgeConfig, JudgeUnavailable
 from dyto.evaluation.match import MATCH_MODEL
 from dyto.evaluation.paper import canonical_benchmark, model_size, published
 from dyto.evaluation.report import evaluate_run
-from dyto.evaluation.writer import PredictionWriter
+from dyto.predict import PredictionWriter
 from dyto.records import prediction_record, read_jsonl, write_jsonl
 from judge_server import JudgeServer
+from wandb_offline import read_offline_run
 
 COMMON = {"model": "llava-hf/llava-v1.6-vicuna-7b-hf", "reducer": {"name": "dyto", "budget": 3680}}
 
@@ -100,12 +101,12 @@ def test_evaluate_and_wandb_callbacks_offline(tmp_path, monkeypatch, capsys):
 
     Image.new("RGB", (8, 8), "red").save(run / "logs" / "keyframes.png")
     wb, ev = WandbCallback(project="dyto-test"), EvaluateCallback(scorer="match")
-    trainer = SimpleNamespace(is_global_zero=True, callbacks=[wb, ev], datamodule=None,
+    module = SimpleNamespace(hparams={"model": "tiny", "openai_api_key": "sk-abcdefabcdefabcdef", "max_new_tokens": 12},
+                             image_mean=None, image_std=None)
+    trainer = SimpleNamespace(is_global_zero=True, callbacks=[wb, ev], datamodule=None, lightning_module=module,
                               strategy=SimpleNamespace(barrier=lambda name=None: None))
     writer = finished_writer(run, trainer)
     trainer.callbacks.insert(0, writer)
-    module = SimpleNamespace(hparams={"model": "tiny", "openai_api_key": "sk-abcdefabcdefabcdef", "max_new_tokens": 12},
-                             image_mean=None, image_std=None)
     for cb in (wb, ev):
         cb.on_predict_start(trainer, module)
     pixels = torch.randn(8, 3, 32, 32)
@@ -128,9 +129,10 @@ def test_evaluate_and_wandb_callbacks_offline(tmp_path, monkeypatch, capsys):
     data = json.loads(table.read_text())
     assert "thumbnails" in data["columns"] and len(data["data"]) == 8
     assert data["data"][0][data["columns"].index("verdict")] == "correct"
-    # offline, the summary and config live in the run's .wandb record log; media go to the staged artifact
-    log = next(p for k, p in files.items() if k.endswith(".wandb")).read_bytes()
-    assert b"metrics/benchmarks/nextqa/multiple_choice/accuracy" in log and b"max_new_tokens" in log
+    # offline, the metrics and config live in the run's .wandb record log; media go to the staged artifact
+    logged = read_offline_run(runs[0])
+    assert logged["logged"]["eval/nextqa/accuracy"] == 100.0 and logged["config"]["model"]["max_new_tokens"] == 12
+    assert logged["config"]["model"]["openai_api_key"] == "***"
     staged = [p for p in (tmp_path / "wandb_data_dir").rglob("*") if p.is_file()]
     assert any(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in staged)  # the thumbnail strip
     everything = b"".join(p.read_bytes() for p in [*files.values(), *staged])

@@ -1,14 +1,16 @@
-"""Evaluation: predictions -> judgments -> metrics -> report (DESIGN.md §1, docs/internals.md).
+"""Evaluation: predictions -> judgments -> metrics -> report (docs/internals.md).
 
-Modules (imported on demand; nothing here touches the network at import):
+Modules, by what each part is (imported on demand; nothing here touches the network at import):
 
-* ``writer``    PredictionWriter: per-rank prediction logs, resume, merge.
-* ``choice``    ``parse_choice``: multiple-choice letter parsing (reference quirks, strict, VideoMME).
-* ``judge_prompts`` the Video-ChatGPT judge prompts and reply parsing.
-* ``judge``     ``Judge`` / ``JudgeConfig``: cached, resumable GPT judge; ``judge_main`` (``dyto judge``).
-* ``match``     offline string-match scorer (a labelled stand-in, not the GPT protocol).
-* ``metrics``   ``compute_metrics``: accuracy / scores, reference and all-items denominators.
-* ``paper``     the published DyTo numbers with source tags.
-* ``report``    ``evaluate_run``: run dir -> logs/results.json + logs/report.md.
-* ``callbacks`` ``EvaluateCallback``, ``WandbCallback``.
+* the judge protocol, without a client: ``judge_prompts`` (the Video-ChatGPT prompts, reply
+  parsing) and ``protocol`` (``JudgeConfig``, what each prediction asks, cache keys, the cache);
+* the judge client: ``judge`` (``Judge``: HTTP, retries, re-asks, budgets, progress) and
+  ``judge_cli`` (``dyto judge``);
+* scoring: ``choice`` (multiple-choice parsing), ``match`` (offline string-match stand-in),
+  ``metrics`` (accuracy / scores, reference and all-items denominators), ``paper`` (published numbers);
+* reports: ``report`` (``evaluate_run``: run folder -> logs/results.json + report.md) and
+  ``compare`` (``dyto compare``).
+
+The prediction writer lives on the predict side (``dyto.predict``), the Lightning callbacks in
+``dyto.callbacks``, the run-folder layout in ``dyto.runs``.
 """

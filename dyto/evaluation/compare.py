@@ -15,19 +15,18 @@ import argparse
 import statistics
 from pathlib import Path
 
-from dyto.api import Run, load_run
+from dyto import viz
 from dyto.records import write_text_atomic
+from dyto.runs import Run, RunFolder
 
 STAGES = ("decode", "encode", "reduce", "prefill", "generate")
 
 
 def _row(run: Run) -> str:
-    from dyto.viz import headline_metric
-
     ok = [p for p in run.predictions if p.get("status") == "ok"]
     tokens = [p["visual_tokens_out"] for p in ok if p.get("visual_tokens_out") is not None]
     frames = [len(p["frames_kept"]) for p in ok if p.get("frames_kept") is not None]
-    acc = headline_metric(run.results)
+    acc = viz.headline_metric(run.results)
     ms = []
     for stage in STAGES:
         vals = [p["timings"][stage] for p in ok if stage in (p.get("timings") or {})]
@@ -43,9 +42,7 @@ def _row(run: Run) -> str:
 
 def compare_runs(run_dirs: list[str | Path], out_dir: str | Path) -> str:
     """Markdown comparison of the runs; also writes comparison.md and budget.png into out_dir."""
-    from dyto import viz
-
-    runs = [load_run(d) for d in run_dirs]
+    runs = [RunFolder(d).load() for d in run_dirs]
     names = [r.run_dir.name for r in runs]
     if len(set(names)) != len(names):
         raise ValueError(f"runs need distinct folder names to be told apart, got {names}")

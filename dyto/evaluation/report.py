@@ -33,7 +33,8 @@ from dyto.evaluation.match import MATCH_CACHE_FILE, MATCH_MODEL, MATCH_VERSION, 
 from dyto.evaluation.metrics import VCG_DIMENSIONS, compute_metrics
 from dyto.evaluation.paper import model_size, published
 from dyto.records import read_jsonl, write_jsonl, write_text_atomic
-from dyto.runs import RunFolder, check_one_fingerprint
+from dyto import viz
+from dyto.runs import Run, RunFolder, check_one_fingerprint
 
 SCORERS = ("auto", "gpt", "match")
 EVAL_DIR = "eval_save_dir"
@@ -141,9 +142,6 @@ def evaluate(predictions_path: str | os.PathLike, out_dir: str | os.PathLike, sc
 
 def draw_budget(preds: list[dict[str, Any]], results: dict[str, Any], path: Path) -> None:
     """The budget picture (tokens per question; accuracy vs mean tokens) of this run's reducer(s)."""
-    from dyto import viz
-    from dyto.api import Run
-
     run = Run(path.parent.parent, preds, results)
     if any(p.get("status") == "ok" and p.get("visual_tokens_out") is not None for p in preds):
         viz.save_figure(viz.budget_plot({run.reducer: run}), path)
@@ -169,21 +167,24 @@ def efficiency(preds: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for p in preds:
         if p.get("status") == "ok":
             groups[_reducer_label(p.get("reducer"))].append(p)
-    out = {}
-    for label, rows in groups.items():
-        entry: dict[str, Any] = {"items": len(rows)}
-        for name in ("visual_tokens_out", "visual_tokens_in", "frames_kept", "frames_sampled"):
-            vals = [v for v in (_count(r.get(name)) for r in rows) if v is not None]
-            if vals:
-                entry[name] = {"mean": statistics.fmean(vals), "min": min(vals), "max": max(vals)}
-        stages: dict[str, list[float]] = defaultdict(list)
-        for r in rows:
-            for stage, ms in (r.get("timings") or {}).items():
-                if isinstance(ms, (int, float)):
-                    stages[stage].append(ms)
-        entry["timings_ms"] = {s: statistics.fmean(v) for s, v in stages.items()}
-        out[label] = entry
-    return out
+    return {label: efficiency_summary(rows) for label, rows in groups.items()}
+
+
+def efficiency_summary(preds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Over the ok predictions of ``preds``: token and frame counts (mean/min/max), mean ms per stage."""
+    rows = [p for p in preds if p.get("status") == "ok"]
+    entry: dict[str, Any] = {"items": len(rows)}
+    for name in ("visual_tokens_out", "visual_tokens_in", "frames_kept", "frames_sampled"):
+        vals = [v for v in (_count(r.get(name)) for r in rows) if v is not None]
+        if vals:
+            entry[name] = {"mean": statistics.fmean(vals), "min": min(vals), "max": max(vals)}
+    stages: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        for stage, ms in (r.get("timings") or {}).items():
+            if isinstance(ms, (int, float)):
+                stages[stage].append(ms)
+    entry["timings_ms"] = {s: statistics.fmean(v) for s, v in stages.items()}
+    return entry
 
 
 def _f(x: Any, digits: int = 2) -> str:

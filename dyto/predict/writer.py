@@ -19,7 +19,7 @@ Usage (LightningCLI YAML)::
 
     trainer:
       callbacks:
-        - class_path: dyto.evaluation.writer.PredictionWriter
+        - class_path: dyto.predict.PredictionWriter
           init_args: {output_dir: outputs, run_name: nextqa_7b_dyto}
 """
 
@@ -109,11 +109,16 @@ class PredictionWriter(BasePredictionWriter):
         self.ranks_done = False
 
     # -- paths -------------------------------------------------------------------------------
-    def resolve_run_dir(self, trainer: pl.Trainer) -> Path:
-        if self.run_dir is None:
+    def settings(self, trainer: pl.Trainer) -> dict[str, Any]:
+        """The run fingerprint (computed once, after the DataModule's setup)."""
+        if self.fingerprint is None:
             self.fingerprint = trainer_fingerprint(trainer)
             self.digest = fingerprint_digest(self.fingerprint)
-            self.run_dir = Path(self.output_dir) / (self.run_name or default_run_name(trainer, self.fingerprint))
+        return self.fingerprint
+
+    def resolve_run_dir(self, trainer: pl.Trainer) -> Path:
+        if self.run_dir is None:
+            self.run_dir = Path(self.output_dir) / (self.run_name or default_run_name(trainer, self.settings(trainer)))
         return self.run_dir
 
     @property
@@ -130,6 +135,7 @@ class PredictionWriter(BasePredictionWriter):
         if stage != "predict":
             return
         run_dir = self.resolve_run_dir(trainer)
+        fingerprint = self.settings(trainer)
         folder = self.folder.make()
         dm = trainer.datamodule
         input_ids = list(dm.input_ids())
@@ -137,10 +143,10 @@ class PredictionWriter(BasePredictionWriter):
             dup = [i for i, c in Counter(input_ids).items() if c > 1][:5]
             raise ValueError(f"input has duplicate ids, e.g. {dup}")
         if self.resume:  # every rank compares, so every rank stops; rank 0 writes only when they agree
-            folder.claim(self.fingerprint, resume=True, write=trainer.is_global_zero)
+            folder.claim(fingerprint, resume=True, write=trainer.is_global_zero)
         elif trainer.is_global_zero:
             self._move_old_logs_aside()
-            folder.claim(self.fingerprint, resume=False)
+            folder.claim(fingerprint, resume=False)
         trainer.strategy.barrier("dyto_writer_setup")
         done = {i for i, r in latest_per_id(load_attempts(folder)).items() if r["status"] == "ok"}
         done &= set(input_ids)

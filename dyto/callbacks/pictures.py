@@ -17,7 +17,9 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from dyto.evaluation.writer import find_writer
+from dyto import viz
+from dyto.predict.writer import find_writer
+from dyto.runs import RunFolder
 
 
 def to_uint8_frames(pixels: torch.Tensor, mean, std) -> np.ndarray:
@@ -41,7 +43,7 @@ class PicturesCallback(pl.Callback):
         for pixels, status in zip(batch["pixel_values"], batch["status"]):
             if status == "ok" and pixels is not None:
                 self.done = True
-                logs = writer.resolve_run_dir(trainer) / "logs"
+                logs = RunFolder(writer.resolve_run_dir(trainer)).logs
                 try:
                     self.draw(pl_module, pixels, logs)
                 except Exception as e:  # a picture is never worth a multi-hour run
@@ -50,8 +52,6 @@ class PicturesCallback(pl.Callback):
 
     @torch.no_grad()
     def draw(self, module, pixels: torch.Tensor, logs: Path) -> None:
-        from dyto import viz
-
         logs.mkdir(parents=True, exist_ok=True)
         features, cls = module.encode_frames(pixels, with_cls=module.reducer.needs_cls)
         red = module.reducer(features, module.grid, cls)
