@@ -1,4 +1,4 @@
-"""The three record types that flow between the parts (DESIGN.md §3), and JSONL I/O.
+"""The three record types that flow between the parts (docs/internals.md), and JSONL I/O.
 
 * QA record: one per question, written by ``dyto prepare``, read by the DataModules.
 * Prediction record: one per question, written by the model's ``predict_step`` via the
@@ -55,7 +55,7 @@ class QARecord:
         return asdict(self)
 
 
-# Field order of a prediction record (DESIGN.md §3; `prediction2` holds the answer to
+# Field order of a prediction record (docs/internals.md; `prediction2` holds the answer to
 # `question2` for VCGBench consistency items and is null otherwise).
 PREDICTION_FIELDS = (
     "id", "benchmark", "task", "question", "answer", "options", "answer_index", "question2",

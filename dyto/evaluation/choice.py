@@ -2,8 +2,8 @@
 
 Modes of :func:`parse_choice`:
 
-* ``"reference"`` -- SF-LLaVA / DyTo ``map_prediction_to_option`` (spec dyto-algorithm §8,
-  datasets §4.1), reproduced exactly because it moves accuracy:
+* ``"reference"`` -- SF-LLaVA / DyTo ``map_prediction_to_option`` (docs/method.md §8.4,
+  docs/datasets.md §4.1), reproduced exactly because it moves accuracy:
     1. the first character, if in ``abcdeABCDE``, is a provisional answer (so a free-text
        reply "a man is ..." reads as A);
     2. if ``"answer is "`` occurs, the text is cut at its first ``"answer is"``;

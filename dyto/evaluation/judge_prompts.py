@@ -8,8 +8,10 @@ Changing a single character changes what the judge sees and therefore the number
 edit must bump the prompt set's ``version`` (it is part of every cache key).
 
 Reply parsing is lenient on purpose: the reference applies ``ast.literal_eval`` and silently
-re-asks on failure; with temperature 0 a re-ask returns the same text, so we recover the
-dict from the usual malformations instead and keep the raw reply for audit.
+re-asks on failure. We recover the dict from the usual malformations first (and keep the raw
+reply for audit); only a reply with no verdict at all is asked again, up to the reference's
+bound (``protocol.asks_bound``), which matters most at a fixed temperature, where a re-ask
+tends to return the same text.
 """
 
 from __future__ import annotations

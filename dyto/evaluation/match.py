@@ -56,7 +56,7 @@ def match_one(dimension: str, fields: dict[str, Any]) -> tuple[str | None, int, 
 
 
 def match_judgments(predictions: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Judgment records (DESIGN.md §3 shape + dimension) for every judged prediction."""
+    """Judgment records (the judgment record shape of docs/internals.md, plus the dimension) for every judged prediction."""
     out = []
     for pred in predictions:
         for dim, fields in judge_inputs(pred):
