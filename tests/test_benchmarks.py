@@ -57,6 +57,8 @@ def test_every_benchmark_has_a_sample_sheet():
 @pytest.mark.parametrize("name", NAMES)
 def test_spec_prepares_records_with_its_tasks_windows_and_breakdowns(name, prepared):
     spec = get_benchmark(name)
+    if name not in prepared:
+        pytest.fail(f"{name}: no sample sheet (see test_every_benchmark_has_a_sample_sheet)")
     records = prepared[name]
     assert records and all(r.benchmark == name for r in records)
     assert {r.task for r in records} == set(spec.tasks)  # every declared task occurs, no other
