@@ -56,3 +56,13 @@ def test_default_reducer_is_the_release_dyto_and_is_saved(capsys):
     cfg = printed_config(capsys, CONFIGS / "models" / "tiny.yaml", CONFIGS / "benchmarks" / "nextqa.yaml")
     assert cfg["model"]["reducer"]["class_path"] == "dyto.reduction.DyToReducer"
     assert cfg["model"]["reducer"]["init_args"]["budget"] == 3680
+
+
+def test_a_config_with_an_old_per_benchmark_class_still_parses(capsys, tmp_path):
+    old = tmp_path / "old.yaml"  # as run folders written before the single DataModule hold it
+    old.write_text("data:\n  class_path: dyto.datamodules.NExTQADataModule\n  init_args:\n    records: x.jsonl\n")
+    cfg = printed_config(capsys, CONFIGS / "models" / "tiny.yaml", old)
+    assert cfg["data"]["class_path"] == "dyto.datamodules.NExTQADataModule"
+    from dyto.datamodules import NExTQADataModule
+
+    assert NExTQADataModule(**cfg["data"]["init_args"]).benchmark == "nextqa"
