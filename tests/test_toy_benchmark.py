@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from dyto.datamodules.benchmarks import BenchmarkSpec, get_benchmark, paper_rows, register_benchmark, unregister_benchmark
+from dyto.datamodules.benchmarks import (BenchmarkSpec, get_benchmark, paper_rows, register_benchmark,
+                                         unregister_benchmark)
 from dyto.datamodules.sheets import Prepared, answer_index, cell, collect, read_csv
 from dyto.records import QARecord, read_jsonl
 
@@ -81,7 +82,8 @@ def test_toy_benchmark_prepare_predict_evaluate(toy, tmp_path, monkeypatch, caps
               "--video-root", str(DEMO)])
     assert exit_.value.code == 0
     assert "wrote 4 records" in (out := capsys.readouterr().out) and "2/3 found" in out and "no_such_clip" in out
-    assert [r["task"] for r in read_jsonl(records)] == ["multiple_choice", "open_ended", "multiple_choice", "open_ended"]
+    tasks = [r["task"] for r in read_jsonl(records)]
+    assert tasks == ["multiple_choice", "open_ended", "multiple_choice", "open_ended"]
 
     # its run config, as configs/benchmarks/toy.yaml would hold it
     config = tmp_path / "toy.yaml"

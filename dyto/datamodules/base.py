@@ -244,7 +244,8 @@ class VideoQADataModule(L.LightningDataModule):
                                  mean=getattr(module, "image_mean", None) or defaults.mean,
                                  std=getattr(module, "image_std", None) or defaults.std)
         if not isinstance(base, Preprocessing):
-            raise TypeError(f"preprocessing must be a dyto.datamodules.preprocess.Preprocessing, got {type(base).__name__}")
+            raise TypeError(f"preprocessing must be a dyto.datamodules.preprocess.Preprocessing, "
+                            f"got {type(base).__name__}")
         overrides: dict[str, Any] = {}
         if self.image_size is not None:
             overrides["size"] = (self.image_size, self.image_size)
