@@ -208,3 +208,23 @@ def test_fingerprint_names_the_benchmark_and_the_preprocessing(data):
     assert fp["preprocessing"]["mean"] == list(CLIP_MEAN)
     other = make(data, image_size=14, benchmark="msvd_qa").fingerprint()
     assert other["preprocessing"]["size"] == [14, 14] and other["records_sha256"] == fp["records_sha256"]
+
+
+def test_a_benchmark_frame_count_applies_when_neither_the_datamodule_nor_the_model_gives_one(data, tmp_path):
+    from dyto.datamodules.benchmarks import BenchmarkSpec, register_benchmark, unregister_benchmark
+
+    register_benchmark(BenchmarkSpec(name="fixed_frames", tasks=("open_ended",), prepare=lambda path: None,
+                                     num_frames=7))
+    try:
+        path = tmp_path / "fixed.jsonl"
+        write_jsonl(path, [qa("x", "clipA", benchmark="fixed_frames").to_dict()])
+        args = dict(video_root=str(data["videos"]), num_workers=0, image_size=14)
+        dm = VideoQADataModule(str(path), benchmark="fixed_frames", **args)
+        dm.setup("predict")
+        assert dm.num_frames == 7 and dm.predict_dataset()[0]["pixel_values"].shape[0] == 7
+        assert attach(VideoQADataModule(str(path), **args), Backbone(Preprocessing())).num_frames == 5  # the model's
+        dm = VideoQADataModule(str(path), num_frames=3, **args)
+        dm.setup("predict")
+        assert dm.num_frames == 3  # given: wins
+    finally:
+        unregister_benchmark("fixed_frames")
