@@ -116,6 +116,18 @@ def test_paper_reader_keeps_its_names():
     assert paper.published("msvd_qa", "vcgbench_average") == []
 
 
+def test_the_old_preparers_table_is_a_live_view_of_the_registry():
+    from dyto.datamodules.preparers import PREPARERS
+
+    assert set(PREPARERS) == set(BENCHMARKS) and PREPARERS["nextqa"] is get_benchmark("nextqa").prepare
+    register_benchmark(spec := BenchmarkSpec(name="late_bench", tasks=("open_ended",), prepare=lambda path: None))
+    try:
+        assert PREPARERS["late_bench"] is spec.prepare and len(PREPARERS) == len(BENCHMARKS)
+    finally:
+        unregister_benchmark("late_bench")
+    assert "late_bench" not in PREPARERS
+
+
 def test_registry_refuses_bad_or_duplicate_specs():
     def prep(path):
         raise AssertionError("not called")

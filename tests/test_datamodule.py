@@ -152,6 +152,7 @@ def test_old_per_benchmark_class_names_still_resolve(data, tmp_path):
     write_jsonl(path, [qa("x", "xyz", benchmark="activitynet_qa").to_dict()])
     cls = dm_pkg.ActivityNetQADataModule
     assert cls is dm_pkg.ActivityNetQADataModule and issubclass(cls, VideoQADataModule)
+    assert cls.benchmark == "activitynet_qa" and VideoQADataModule.benchmark is None  # as the old subclasses
     assert pickle.loads(pickle.dumps(cls)) is cls
     dm = cls(str(path), video_root=str(tmp_path), num_workers=0, num_frames=3, image_size=14)
     assert dm.benchmark == "activitynet_qa" and dm.predict_dataset()[0]["status"] == "ok"

@@ -40,7 +40,7 @@ def _legacy_datamodule(name: str) -> type:
     every call, so it pickles by name)."""
     base = importlib.import_module(f"{__name__}.base").VideoQADataModule
     return type(name, (base,), {"__module__": __name__, "__qualname__": name,
-                                "default_benchmark": LEGACY_DATAMODULES[name],
+                                "benchmark": LEGACY_DATAMODULES[name],
                                 "__doc__": f"Deprecated alias: VideoQADataModule(benchmark="
                                            f"{LEGACY_DATAMODULES[name]!r}, ...)."})
 

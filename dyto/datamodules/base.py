@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, ClassVar
+from typing import Any
 
 import lightning as L
 import torch
@@ -157,9 +157,9 @@ class VideoQADataModule(L.LightningDataModule):
     drops finished questions; ``limit`` cuts the records to their first N.
     """
 
-    # Kept for the per-benchmark class names of older configs (dyto.datamodules.NExTQADataModule,
-    # ...): such an alias only sets this; ``benchmark`` given explicitly wins.
-    default_benchmark: ClassVar[str | None] = None
+    # The per-benchmark class names of older configs (dyto.datamodules.NExTQADataModule, ...) are
+    # aliases that preset this class attribute, as those subclasses did; a `benchmark` argument wins.
+    benchmark: str | None = None
 
     def __init__(self, records: str, benchmark: str | None = None, video_root: str | None = None,
                  batch_size: int = 1, num_workers: int = 2, num_frames: int | None = None,
@@ -171,7 +171,7 @@ class VideoQADataModule(L.LightningDataModule):
         super().__init__()
         # a resumed run may have fewer questions left than ranks: a rank with none just waits
         self.allow_zero_length_dataloader_with_multiple_devices = True
-        self.benchmark = benchmark if benchmark is not None else self.default_benchmark
+        self.benchmark = benchmark if benchmark is not None else type(self).benchmark
         self.spec  # an unknown name fails here, listing the known ones
         self.records_path, self.video_root, self.video_map = records, video_root, video_map
         self.batch_size, self.num_workers = batch_size, num_workers

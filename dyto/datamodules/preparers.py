@@ -1,8 +1,9 @@
-"""Building blocks shared by the benchmarks' QA-sheet preparers (spec datasets.md §2).
+"""The old ``PREPARERS`` table, kept for code that imports it: now a read-only view of the
+benchmark registry (benchmark name -> its spec's ``prepare``).
 
-Each benchmark's own preparer lives in its module under ``dyto/datamodules/benchmarks/`` (what
-used to be one function each in this file, with the ``PREPARERS`` table now being the registry).
-Every preparer takes the sheet path (VCGBench: the folder of its four CSVs) and returns
+Each benchmark's preparer lives in its own module under ``dyto/datamodules/benchmarks/``, and the
+pieces several of them share (``open_ended``, ``mc_options``) in ``sheets.py``. Every preparer
+takes the sheet path (VCGBench: the folder of its four CSVs) and returns
 ``Prepared(records, errors)``. Ids are the ids the official scorers use; where the sheet's own id
 differs, it is kept in ``meta["question_id"]``. Meta keys:
 
@@ -15,34 +16,27 @@ differs, it is kept in ``meta["question_id"]``. Meta keys:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable, Iterator, Mapping
 
-from dyto.datamodules.sheets import Prepared, RowError, cell, collect, read_csv
-from dyto.records import QARecord
+from dyto.datamodules.benchmarks import BENCHMARKS
+from dyto.datamodules.benchmarks.nextqa import report_type
+from dyto.datamodules.benchmarks.star import star_category
+from dyto.datamodules.sheets import Prepared, RowError
 
-__all__ = ["OPEN_ENDED_COLUMNS", "Prepared", "RowError", "mc_options", "open_ended"]
-
-# The IG-VLM open-ended layout (MSVD, MSRVTT, TGIF, ActivityNet).
-OPEN_ENDED_COLUMNS = ("video_id", "answer", "question", "video_name", "question_id", "question_type")
-
-
-def open_ended(benchmark: str, split: str, make: Callable[[dict[str, Any]], dict[str, Any]]):
-    """A preparer for the IG-VLM open-ended layout; ``make`` gives the id, video and meta of a row
-    (and may override the question)."""
-
-    def prepare(qa_file: Path) -> Prepared:
-        rows, errors = read_csv(qa_file, OPEN_ENDED_COLUMNS)
-
-        def convert(row: dict[str, Any]) -> QARecord:
-            fields = {"question": cell(row, "question"), "answer": cell(row, "answer"), **make(row)}
-            return QARecord(benchmark=benchmark, task="open_ended", split=split, **fields)
-
-        return collect(qa_file, rows, convert, errors)
-
-    prepare.__name__ = prepare.__qualname__ = f"prepare_{benchmark}"
-    return prepare
+__all__ = ["PREPARERS", "Prepared", "RowError", "report_type", "star_category"]
 
 
-def mc_options(row: dict[str, Any], option_columns: int) -> list[str]:
-    """The answer options of a multiple-choice row: cells ``a0`` .. ``a{n-1}``."""
-    return [cell(row, f"a{i}") for i in range(option_columns)]
+class _Preparers(Mapping):
+    """name -> preparer, live: a benchmark registered later is in it too."""
+
+    def __getitem__(self, name: str) -> Callable[[Path], Prepared]:
+        return BENCHMARKS[name].prepare
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(BENCHMARKS)
+
+    def __len__(self) -> int:
+        return len(BENCHMARKS)
+
+
+PREPARERS: Mapping[str, Callable[[Path], Prepared]] = _Preparers()

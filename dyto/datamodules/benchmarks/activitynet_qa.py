@@ -11,8 +11,7 @@ import re
 from typing import Any
 
 from dyto.datamodules.benchmarks.spec import BenchmarkSpec, VideoRule, paper_rows
-from dyto.datamodules.preparers import open_ended
-from dyto.datamodules.sheets import RowProblem, cell, integer
+from dyto.datamodules.sheets import RowProblem, cell, integer, open_ended
 
 ACTIVITYNET_TYPES = {0: "motion", 1: "spatial", 2: "temporal", 3: "yes_no", 4: "color", 5: "object",
                      6: "location", 7: "number", 8: "other"}

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dyto.datamodules.benchmarks.spec import BenchmarkSpec, paper_rows
-from dyto.datamodules.preparers import mc_options
-from dyto.datamodules.sheets import Prepared, answer_index, cell, collect, read_csv
+from dyto.datamodules.sheets import Prepared, answer_index, cell, collect, mc_options, read_csv
 from dyto.records import QARecord
 
 COLUMNS = ("video_name", "question_id", "question", "answer", "a0", "a1", "a2", "a3", "a4")

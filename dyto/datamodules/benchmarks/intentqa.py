@@ -7,8 +7,7 @@ from typing import Any
 
 from dyto.datamodules.benchmarks.nextqa import NEXT_GROUPS, report_type
 from dyto.datamodules.benchmarks.spec import BenchmarkSpec, paper_rows
-from dyto.datamodules.preparers import mc_options
-from dyto.datamodules.sheets import Prepared, answer_index, cell, collect, read_csv
+from dyto.datamodules.sheets import Prepared, answer_index, cell, collect, mc_options, read_csv
 from dyto.records import QARecord
 
 COLUMNS = ("video_name", "question", "question_id", "answer", "video_id", "question_type",

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dyto.datamodules.benchmarks.spec import BenchmarkSpec, paper_rows
-from dyto.datamodules.preparers import open_ended
-from dyto.datamodules.sheets import cell, integer
+from dyto.datamodules.sheets import cell, integer, open_ended
 
 
 def _row(row: dict[str, Any]) -> dict[str, Any]:

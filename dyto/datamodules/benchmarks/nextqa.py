@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from dyto.datamodules.benchmarks.spec import BenchmarkSpec, VideoRule, paper_rows
-from dyto.datamodules.preparers import mc_options
-from dyto.datamodules.sheets import Prepared, RowProblem, answer_index, cell, collect, integer, read_csv
+from dyto.datamodules.sheets import (Prepared, RowProblem, answer_index, cell, collect, integer, mc_options,
+                                     read_csv)
 from dyto.records import QARecord
 
 # NExT-QA question types (IntentQA uses the same codes) -> the paper's three groups.

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from dyto.datamodules.benchmarks.spec import BenchmarkSpec, paper_rows
-from dyto.datamodules.preparers import mc_options
-from dyto.datamodules.sheets import Prepared, RowProblem, answer_index, cell, collect, integer, read_csv
+from dyto.datamodules.sheets import (Prepared, RowProblem, answer_index, cell, collect, integer, mc_options,
+                                     read_csv)
 from dyto.records import QARecord
 
 COLUMNS = ("video_name", "question", "answer_number", "question_id", "question_type", "a0", "a1", "a2", "a3",

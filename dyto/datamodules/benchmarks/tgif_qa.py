@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from dyto.datamodules.benchmarks.spec import BenchmarkSpec, paper_rows
-from dyto.datamodules.preparers import open_ended
-from dyto.datamodules.sheets import cell, integer
+from dyto.datamodules.sheets import cell, integer, open_ended
 
 TGIF_TYPES = {0: "object", 1: "number", 2: "color", 3: "location"}
 
