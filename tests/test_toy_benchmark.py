@@ -92,10 +92,10 @@ def test_toy_benchmark_prepare_predict_evaluate(toy, tmp_path, monkeypatch, caps
     monkeypatch.chdir(REPO)
     main(["predict", "--config", "configs/trainer/cpu.yaml", "--config", "configs/models/tiny.yaml",
           "--config", "configs/reducers/uniform.yaml", "--config", str(config), "--model.max_new_tokens", "4",
-          "--output.output_dir", str(tmp_path / "out"), "--evaluation.scorer", "match",
+          "--output.output_dir", str(tmp_path / "out"), "--output.run_name", "toy", "--evaluation.scorer", "match",
           "--trainer.enable_progress_bar", "false"])
 
-    run_dir = tmp_path / "out" / "toy_tiny_uniform"
+    run_dir = tmp_path / "out" / "toy"
     merged = list(read_jsonl(run_dir / "artifacts" / "predictions.jsonl"))
     assert [r["id"] for r in merged] == ["toy-1", "toy-2", "toy-3", "toy-4"]
     assert [r["status"] for r in merged] == ["ok", "ok", "ok", "video_missing"]
