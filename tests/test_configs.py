@@ -25,17 +25,22 @@ def printed_config(capsys, *files: Path) -> dict:
     return yaml.safe_load(capsys.readouterr().out)
 
 
-def test_every_benchmark_has_a_config_and_datamodule():
-    from dyto.datamodules import DATAMODULES
+def test_every_benchmark_has_a_config_naming_it():
+    from dyto.datamodules.benchmarks import BENCHMARKS as REGISTERED
 
-    assert {p.stem for p in BENCHMARKS} == set(DATAMODULES)
+    assert {p.stem for p in BENCHMARKS} == set(REGISTERED)
+    for path in BENCHMARKS:
+        data = yaml.safe_load(path.read_text())["data"]
+        assert data["class_path"] == "dyto.datamodules.VideoQADataModule", path
+        assert data["init_args"]["benchmark"] == path.stem, path
 
 
 @pytest.mark.parametrize("benchmark", BENCHMARKS, ids=lambda p: p.stem)
 def test_benchmark_configs_resolve(capsys, benchmark):
     cfg = printed_config(capsys, CONFIGS / "trainer" / "ddp.yaml", CONFIGS / "models" / "llava_next_7b.yaml",
                          CONFIGS / "reducers" / "dyto.yaml", benchmark)
-    assert cfg["data"]["class_path"].endswith("DataModule")
+    assert cfg["data"]["class_path"] == "dyto.datamodules.VideoQADataModule"
+    assert cfg["data"]["init_args"]["benchmark"] == benchmark.stem
     assert cfg["model"]["reducer"]["class_path"] == "dyto.reduction.DyToReducer"
     assert cfg["trainer"]["strategy"] == "ddp"
 
@@ -43,10 +48,21 @@ def test_benchmark_configs_resolve(capsys, benchmark):
 @pytest.mark.parametrize("config", MODELS + REDUCERS + TRAINERS, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_component_configs_compose_with_a_benchmark(capsys, config):
     cfg = printed_config(capsys, config, CONFIGS / "benchmarks" / "nextqa.yaml")
-    assert cfg["data"]["class_path"] == "dyto.datamodules.NExTQADataModule"
+    assert cfg["data"]["class_path"] == "dyto.datamodules.VideoQADataModule"
+    assert cfg["data"]["init_args"]["benchmark"] == "nextqa"
 
 
 def test_default_reducer_is_the_release_dyto_and_is_saved(capsys):
     cfg = printed_config(capsys, CONFIGS / "models" / "tiny.yaml", CONFIGS / "benchmarks" / "nextqa.yaml")
     assert cfg["model"]["reducer"]["class_path"] == "dyto.reduction.DyToReducer"
     assert cfg["model"]["reducer"]["init_args"]["budget"] == 3680
+
+
+def test_a_config_with_an_old_per_benchmark_class_still_parses(capsys, tmp_path):
+    old = tmp_path / "old.yaml"  # as run folders written before the single DataModule hold it
+    old.write_text("data:\n  class_path: dyto.datamodules.NExTQADataModule\n  init_args:\n    records: x.jsonl\n")
+    cfg = printed_config(capsys, CONFIGS / "models" / "tiny.yaml", old)
+    assert cfg["data"]["class_path"] == "dyto.datamodules.NExTQADataModule"
+    from dyto.datamodules import NExTQADataModule
+
+    assert NExTQADataModule(**cfg["data"]["init_args"]).benchmark == "nextqa"

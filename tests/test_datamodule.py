@@ -10,9 +10,8 @@ import torch
 from torch.utils.data import SequentialSampler
 
 from dyto.datamodules.base import BATCH_KEYS, VideoQADataModule
-from dyto.datamodules.benchmarks import DATAMODULES
-from dyto.datamodules.preparers import PREPARERS
-from dyto.datamodules.video import sample_frame_indices
+from dyto.datamodules.preprocess import Preprocessing
+from dyto.datamodules.video import CLIP_MEAN, preprocess_frames, sample_frame_indices
 from dyto.records import QARecord, write_jsonl
 from videos_util import write_video
 
@@ -123,16 +122,110 @@ def test_no_frame_count_is_an_error(data):
         VideoQADataModule(str(data["records"])).setup("predict")
 
 
-def test_registry_and_benchmark_rules(data, tmp_path):
-    assert set(DATAMODULES) == set(PREPARERS)
-    assert all(cls.benchmark == name and issubclass(cls, VideoQADataModule) for name, cls in DATAMODULES.items())
+def test_benchmark_rules_come_from_the_registry(data, tmp_path):
     with pytest.raises(ValueError, match="not 'nextqa'"):
-        DATAMODULES["nextqa"](str(data["records"]), num_frames=4).setup("predict")
-    # ActivityNet's module finds v_<id> files for ids stored without the prefix
+        VideoQADataModule(str(data["records"]), benchmark="nextqa", num_frames=4).setup("predict")
+    with pytest.raises(ValueError, match=r"unknown benchmark 'next_qa'; known benchmarks: .*nextqa"):
+        VideoQADataModule(str(data["records"]), benchmark="next_qa")
+    # ActivityNet's rule finds v_<id> files for ids stored without the prefix
     shutil.copy(data["videos"] / "clipA.mp4", tmp_path / "v_xyz.mp4")
     path = tmp_path / "anet.jsonl"
     write_jsonl(path, [qa("x", "xyz", benchmark="activitynet_qa").to_dict()])
-    dm = DATAMODULES["activitynet_qa"](str(path), video_root=str(tmp_path), num_workers=0, num_frames=3, image_size=14)
+    dm = VideoQADataModule(str(path), benchmark="activitynet_qa", video_root=str(tmp_path), num_workers=0,
+                           num_frames=3, image_size=14)
     dm.setup("predict")
     sample = dm.predict_dataset()[0]
     assert sample["status"] == "ok" and sample["frame_indices"] == sample_frame_indices(90, 3)
+    # a task the benchmark does not have is refused, naming the record
+    write_jsonl(path, [qa("y", "xyz", benchmark="nextqa").to_dict()])
+    with pytest.raises(ValueError, match=r"record 'y' has task 'open_ended'.*\('multiple_choice',\)"):
+        VideoQADataModule(str(path), benchmark="nextqa", num_frames=3).setup("predict")
+
+
+def test_old_per_benchmark_class_names_still_resolve(data, tmp_path):
+    import pickle
+
+    import dyto.datamodules as dm_pkg
+
+    shutil.copy(data["videos"] / "clipA.mp4", tmp_path / "v_xyz.mp4")
+    path = tmp_path / "anet.jsonl"
+    write_jsonl(path, [qa("x", "xyz", benchmark="activitynet_qa").to_dict()])
+    cls = dm_pkg.ActivityNetQADataModule
+    assert cls is dm_pkg.ActivityNetQADataModule and issubclass(cls, VideoQADataModule)
+    assert cls.benchmark == "activitynet_qa" and VideoQADataModule.benchmark is None  # as the old subclasses
+    assert pickle.loads(pickle.dumps(cls)) is cls
+    dm = cls(str(path), video_root=str(tmp_path), num_workers=0, num_frames=3, image_size=14)
+    assert dm.benchmark == "activitynet_qa" and dm.predict_dataset()[0]["status"] == "ok"
+    with pytest.raises(ValueError, match="not 'nextqa'"):
+        dm_pkg.NExTQADataModule(str(data["records"]), num_frames=4).setup("predict")
+
+
+class Backbone(L.LightningModule):
+    """A module exposing the backbone seam: a ``Preprocessing`` (and no image_* attributes)."""
+
+    num_frames = 5
+
+    def __init__(self, preprocessing: Preprocessing):
+        super().__init__()
+        self.preprocessing = preprocessing
+
+
+def attach(dm: VideoQADataModule, module: L.LightningModule) -> VideoQADataModule:
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False)
+    trainer.strategy.connect(module)
+    dm.trainer = trainer
+    dm.setup("predict")
+    return dm
+
+
+def test_preprocessing_comes_from_the_model_and_is_applied_in_the_workers(data):
+    pre = Preprocessing(size=(21, 21), mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25))
+    dm = attach(VideoQADataModule(str(data["records"]), video_root=str(data["videos"]), num_workers=2), Backbone(pre))
+    assert dm.preprocessing == pre and dm.num_frames == 5 and (dm.image_size, dm.image_mean) == (21, pre.mean)
+    batch = next(iter(dm.predict_dataloader()))
+    from dyto.datamodules.video import decode_video
+
+    frames = decode_video(data["videos"] / "clipA.mp4", 5).frames
+    assert torch.equal(batch["pixel_values"][0], preprocess_frames(frames, 21, pre.mean, pre.std))
+    # an image_size given to the DataModule overrides that one field of the model's preprocessing
+    dm = attach(VideoQADataModule(str(data["records"]), num_workers=0, image_size=14), Backbone(pre))
+    assert dm.preprocessing == Preprocessing((14, 14), mean=pre.mean, std=pre.std)
+
+
+@pytest.mark.parametrize("asked, per_patch, sampled", [(5, 1, 5), (5, 2, 6), (6, 2, 6), (7, 4, 8)])
+def test_frame_count_is_rounded_up_to_whole_temporal_patches(data, asked, per_patch, sampled):
+    dm = attach(VideoQADataModule(str(data["records"]), video_root=str(data["videos"]), num_workers=0,
+                                  num_frames=asked, image_size=14), Backbone(Preprocessing(frames_per_patch=per_patch)))
+    assert dm.num_frames == sampled
+    assert dm.predict_dataset()[0]["pixel_values"].shape == (sampled, 3, 14, 14)
+
+
+def test_fingerprint_names_the_benchmark_and_the_preprocessing(data):
+    dm = make(data)
+    fp = dm.fingerprint()
+    assert fp["benchmark"] == "msvd_qa"  # the records' registered benchmark
+    assert fp["preprocessing"] == Preprocessing((28, 28)).config() and fp["num_frames"] == 8
+    assert fp["preprocessing"]["mean"] == list(CLIP_MEAN)
+    other = make(data, image_size=14, benchmark="msvd_qa").fingerprint()
+    assert other["preprocessing"]["size"] == [14, 14] and other["records_sha256"] == fp["records_sha256"]
+
+
+def test_a_benchmark_frame_count_applies_when_neither_the_datamodule_nor_the_model_gives_one(data, tmp_path):
+    from dyto.datamodules.benchmarks import BenchmarkSpec, register_benchmark, unregister_benchmark
+
+    register_benchmark(BenchmarkSpec(name="fixed_frames", tasks=("open_ended",), prepare=lambda path: None,
+                                     num_frames=7))
+    try:
+        path = tmp_path / "fixed.jsonl"
+        write_jsonl(path, [qa("x", "clipA", benchmark="fixed_frames").to_dict()])
+        args = dict(video_root=str(data["videos"]), num_workers=0, image_size=14)
+        dm = VideoQADataModule(str(path), benchmark="fixed_frames", **args)
+        dm.setup("predict")
+        assert dm.num_frames == 7 and dm.predict_dataset()[0]["pixel_values"].shape[0] == 7
+        assert attach(VideoQADataModule(str(path), **args), Backbone(Preprocessing())).num_frames == 5  # the model's
+        dm = VideoQADataModule(str(path), num_frames=3, **args)
+        dm.setup("predict")
+        assert dm.num_frames == 3  # given: wins
+    finally:
+        unregister_benchmark("fixed_frames")

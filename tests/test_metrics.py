@@ -120,7 +120,8 @@ def test_videomme_sub_category_breakdown():
 
 
 def test_type_breakdowns_read_the_preparers_fields():
-    from dyto.datamodules.preparers import report_type, star_category
+    from dyto.datamodules.benchmarks.nextqa import report_type
+    from dyto.datamodules.benchmarks.star import star_category
 
     opts = list("abcde")
     preds = [pred("n1", "nextqa", "multiple_choice", prediction="A", options=opts, answer_index=0,

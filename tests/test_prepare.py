@@ -11,7 +11,8 @@ from collections import Counter
 
 import pytest
 
-from dyto.datamodules.prepare import PREPARERS, main, prepare
+from dyto.datamodules.benchmarks import BENCHMARKS
+from dyto.datamodules.prepare import main, prepare
 from dyto.records import SPLITS, TASKS, read_qa_records
 from videos_util import FIXTURES
 
@@ -64,10 +65,10 @@ def sources(tmp_path_factory) -> dict:
 
 
 def test_registry_covers_every_benchmark():
-    assert set(PREPARERS) == set(SHEETS) | {"videomme"}
+    assert set(BENCHMARKS) == set(SHEETS) | {"videomme"}
 
 
-@pytest.mark.parametrize("benchmark", sorted(PREPARERS))
+@pytest.mark.parametrize("benchmark", sorted(BENCHMARKS))
 def test_sample_prepares_cleanly(benchmark, sources, tmp_path):
     out = tmp_path / "qa.jsonl"
     report = prepare(benchmark, sources[benchmark], out)

@@ -3,34 +3,51 @@
 Every record becomes exactly one batch entry, whatever happens to its video: a missing or
 unreadable video yields `status`/`error` and `pixel_values=None`, so the model writes a failure
 record for it instead of the question silently vanishing (as it does in the reference runners).
+
+One DataModule serves every benchmark: ``VideoQADataModule(records, benchmark="nextqa", ...)``
+takes the benchmark's rules (video naming, tasks, default frames) from its registered spec
+(``dyto.datamodules.benchmarks``), where there used to be one empty subclass per benchmark.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
-from typing import Any, ClassVar
+from typing import Any
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from dyto.datamodules.benchmarks import BenchmarkSpec, find_benchmark, get_benchmark
 from dyto.datamodules.paths import VideoError, VideoResolver, resolver_for
-from dyto.datamodules.video import CLIP_MEAN, CLIP_STD, decode_video, preprocess_frames
+from dyto.datamodules.preprocess import Preprocessing
+from dyto.datamodules.video import decode_video
 from dyto.records import QARecord, file_sha256, read_qa_records
 
 BATCH_KEYS = ("ids", "records", "pixel_values", "frame_indices", "frames_total", "status", "error", "decode_ms")
 
 
 class VideoQADataset(Dataset):
-    """Decodes and preprocesses in `__getitem__` (i.e. in DataLoader workers); never raises for a video."""
+    """Decodes and preprocesses in `__getitem__` (i.e. in DataLoader workers); never raises for a video.
 
-    def __init__(self, records: list[QARecord], resolver: VideoResolver, num_frames: int, image_size: int,
-                 image_mean: tuple[float, ...], image_std: tuple[float, ...], backend: str = "auto",
-                 sampling: str = "reference", decode_timeout_s: float = 120.0) -> None:
+    ``preprocessing`` is the backbone's ``Preprocessing`` (picklable, so workers carry it). The
+    older positional form ``(records, resolver, num_frames, image_size, image_mean, image_std)``
+    still works and means ``Preprocessing((image_size, image_size), mean=image_mean, std=image_std)``.
+    """
+
+    def __init__(self, records: list[QARecord], resolver: VideoResolver, num_frames: int,
+                 preprocessing: Preprocessing | int, image_mean: tuple[float, ...] | None = None,
+                 image_std: tuple[float, ...] | None = None, backend: str = "auto", sampling: str = "reference",
+                 decode_timeout_s: float = 120.0) -> None:
+        if not isinstance(preprocessing, Preprocessing):  # the older (image_size, image_mean, image_std) form
+            defaults = Preprocessing()
+            preprocessing = Preprocessing((preprocessing, preprocessing), mean=image_mean or defaults.mean,
+                                          std=image_std or defaults.std)
         self.records = records
         self.resolver = resolver
-        self.num_frames, self.image_size = num_frames, image_size
-        self.image_mean, self.image_std = image_mean, image_std
+        self.num_frames, self.preprocessing = num_frames, preprocessing
         self.backend, self.sampling, self.decode_timeout_s = backend, sampling, decode_timeout_s
 
     def __len__(self) -> int:
@@ -45,7 +62,7 @@ class VideoQADataset(Dataset):
             window = (rec.start, rec.end) if rec.start is not None and rec.end is not None else None
             video = decode_video(self.resolver(rec), self.num_frames, backend=self.backend, window=window,
                                  method=self.sampling, timeout_s=self.decode_timeout_s)
-            sample["pixel_values"] = preprocess_frames(video.frames, self.image_size, self.image_mean, self.image_std)
+            sample["pixel_values"] = self.preprocessing(video.frames)  # [T,3,H',W'] float
             sample["frame_indices"], sample["frames_total"] = video.indices, video.total_frames
         except VideoError as e:
             sample["status"], sample["error"] = e.status, e.message
@@ -118,17 +135,35 @@ class RankShardSampler(DistributedSampler):
 
 
 class VideoQADataModule(L.LightningDataModule):
-    """Predict-only DataModule over a canonical JSONL file.
+    """Predict-only DataModule over a canonical JSONL file, for any registered benchmark.
 
-    num_frames / image_size / image_mean / image_std left as None are read in `setup()` from the
-    attached LightningModule (attributes of the same names): the reducer decides how many frames
-    are sampled, in one place. `skip_ids` (set by the resume logic) drops finished questions.
+    Args:
+        records: the JSONL written by ``dyto prepare``.
+        benchmark: a registered benchmark name (``dyto.datamodules.benchmarks``): its video naming
+            rule, its tasks (records of another benchmark or task are refused) and its default
+            frame count. None (the demo, hand-written records): the records' own benchmark's rules
+            if it is registered, else the plain rule, and no check.
+        preprocessing: how frames become pixels. None: the attached LightningModule's
+            ``preprocessing`` attribute, or for a module without one a ``Preprocessing`` built from
+            its ``image_size`` / ``image_mean`` / ``image_std`` (336, CLIP's when it has none).
+            ``image_size`` / ``image_mean`` / ``image_std`` given here override those fields.
+        num_frames: None: the model's ``num_frames`` (its reducer's: the one source of truth), else
+            the benchmark spec's. When ``preprocessing.frames_per_patch`` is k > 1, the count is
+            rounded UP to a multiple of k (a backbone folding k frames into one temporal patch
+            needs whole patches; rounding up never samples fewer frames than asked for).
+
+    Everything is resolved in ``setup()``; afterwards ``num_frames``, ``preprocessing`` and the
+    ``image_*`` attributes hold what the workers use. ``skip_ids`` (set by the resume logic)
+    drops finished questions; ``limit`` cuts the records to their first N.
     """
 
-    benchmark: ClassVar[str | None] = None  # subclasses fix it, and with it the video naming rules
+    # The per-benchmark class names of older configs (dyto.datamodules.NExTQADataModule, ...) are
+    # aliases that preset this class attribute, as those subclasses did; a `benchmark` argument wins.
+    benchmark: str | None = None
 
-    def __init__(self, records: str, video_root: str | None = None, batch_size: int = 1, num_workers: int = 2,
-                 num_frames: int | None = None, image_size: int | None = None,
+    def __init__(self, records: str, benchmark: str | None = None, video_root: str | None = None,
+                 batch_size: int = 1, num_workers: int = 2, num_frames: int | None = None,
+                 preprocessing: Preprocessing | None = None, image_size: int | None = None,
                  image_mean: tuple[float, float, float] | None = None,
                  image_std: tuple[float, float, float] | None = None, backend: str = "auto",
                  sampling: str = "reference", decode_timeout_s: float = 120.0, limit: int | None = None,
@@ -136,10 +171,12 @@ class VideoQADataModule(L.LightningDataModule):
         super().__init__()
         # a resumed run may have fewer questions left than ranks: a rank with none just waits
         self.allow_zero_length_dataloader_with_multiple_devices = True
+        self.benchmark = benchmark if benchmark is not None else type(self).benchmark
+        self.spec  # an unknown name fails here, listing the known ones
         self.records_path, self.video_root, self.video_map = records, video_root, video_map
         self.batch_size, self.num_workers = batch_size, num_workers
-        self.num_frames, self.image_size = num_frames, image_size
-        self.image_mean, self.image_std = image_mean, image_std
+        self.num_frames, self.preprocessing = num_frames, preprocessing
+        self.image_size, self.image_mean, self.image_std = image_size, image_mean, image_std
         self.backend, self.sampling, self.decode_timeout_s, self.limit = backend, sampling, decode_timeout_s, limit
         # pinned frames let the model copy them to the GPU without blocking (None: when CUDA is there)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
@@ -147,16 +184,34 @@ class VideoQADataModule(L.LightningDataModule):
         self._records: list[QARecord] | None = None
 
     @property
+    def spec(self) -> BenchmarkSpec | None:
+        """The registered spec of ``benchmark`` (looked up, not stored: specs hold functions)."""
+        return get_benchmark(self.benchmark) if self.benchmark is not None else None
+
+    @property
     def records(self) -> list[QARecord]:
         """The records of the run: the file's, checked against the benchmark, cut to `limit`."""
         if self._records is None:
             records = read_qa_records(self.records_path)
-            wrong = [r.id for r in records if self.benchmark is not None and r.benchmark != self.benchmark]
-            if wrong:
-                raise ValueError(f"{self.records_path}: {len(wrong)} records are not {self.benchmark!r} "
-                                 f"(first: {wrong[0]!r}); use the DataModule of their benchmark")
+            spec = self.spec
+            if spec is not None:
+                wrong = [r.id for r in records if r.benchmark != spec.name]
+                if wrong:
+                    raise ValueError(f"{self.records_path}: {len(wrong)} records are not {spec.name!r} "
+                                     f"(first: {wrong[0]!r}); set data.benchmark to their benchmark")
+                odd = [r for r in records if r.task not in spec.tasks]
+                if odd:
+                    raise ValueError(f"{self.records_path}: record {odd[0].id!r} has task {odd[0].task!r}, which "
+                                     f"benchmark {spec.name!r} does not have (its tasks: {spec.tasks})")
             self._records = records if self.limit is None else records[: self.limit]
         return self._records
+
+    def rules(self) -> BenchmarkSpec | None:
+        """The spec whose rules apply: the given benchmark's, or the records' own when it is registered."""
+        spec = self.spec
+        if spec is not None:
+            return spec
+        return find_benchmark(self.records[0].benchmark) if self.records else None
 
     def input_ids(self) -> list[str]:
         """Ids of the run (after `limit`, before `skip_ids`): what the merged output is checked against."""
@@ -164,42 +219,68 @@ class VideoQADataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         module = self.trainer.lightning_module if self.trainer is not None else None
-        for name in ("num_frames", "image_size", "image_mean", "image_std"):
-            if getattr(self, name) is None and module is not None:
-                setattr(self, name, getattr(module, name, None))
+        self.preprocessing = self._resolve_preprocessing(module)
+        self.image_size, self.image_mean, self.image_std = (self.preprocessing.size[0], self.preprocessing.mean,
+                                                            self.preprocessing.std)
+        if self.num_frames is None and module is not None:
+            self.num_frames = getattr(module, "num_frames", None)
+        rules = self.rules()
+        if self.num_frames is None and rules is not None:
+            self.num_frames = rules.num_frames
         if self.num_frames is None:
             raise ValueError("num_frames is not set: pass it, or attach a model with a num_frames attribute")
-        self.image_size = self.image_size or 336
-        self.image_mean = tuple(self.image_mean or CLIP_MEAN)
-        self.image_std = tuple(self.image_std or CLIP_STD)
+        k = self.preprocessing.frames_per_patch
+        self.num_frames = math.ceil(self.num_frames / k) * k
         self.records  # read (and validate) now rather than in the first worker
 
+    def _resolve_preprocessing(self, module: Any) -> Preprocessing:
+        """Given > the model's ``preprocessing`` > the model's ``image_*`` attributes > 336 / CLIP;
+        ``image_*`` given to the DataModule override the matching fields."""
+        base = self.preprocessing or getattr(module, "preprocessing", None)
+        if base is None:
+            defaults = Preprocessing()
+            size = getattr(module, "image_size", None)
+            base = Preprocessing((size, size) if size else defaults.size,
+                                 mean=getattr(module, "image_mean", None) or defaults.mean,
+                                 std=getattr(module, "image_std", None) or defaults.std)
+        if not isinstance(base, Preprocessing):
+            raise TypeError(f"preprocessing must be a dyto.datamodules.preprocess.Preprocessing, "
+                            f"got {type(base).__name__}")
+        overrides: dict[str, Any] = {}
+        if self.image_size is not None:
+            overrides["size"] = (self.image_size, self.image_size)
+        if self.image_mean is not None:
+            overrides["mean"] = tuple(self.image_mean)
+        if self.image_std is not None:
+            overrides["std"] = tuple(self.image_std)
+        return dataclasses.replace(base, **overrides) if overrides else base
+
     def fingerprint(self) -> dict:
-        """Every data-side setting that can change an answer (after ``setup``): frames, sampling,
-        decoder, preprocessing, and a digest of the records file (a changed question text or
-        answer key is a different run)."""
+        """Every data-side setting that can change an answer (after ``setup``): benchmark, frames,
+        sampling, decoder, the preprocessing's ``config()``, and a digest of the records file (a
+        changed question text or answer key is a different run)."""
+        rules = self.rules()
         return {
             "records_sha256": file_sha256(self.records_path),
-            "benchmark": self.benchmark,
+            "benchmark": self.benchmark if self.benchmark is not None else (rules.name if rules else None),
             "num_frames": self.num_frames,
             "sampling": self.sampling,
             "backend": self.backend,
             "decode_timeout_s": self.decode_timeout_s,
-            "preprocessing": {"resize": "squash_bicubic", "size": self.image_size,
-                              "mean": list(self.image_mean or ()), "std": list(self.image_std or ())},
+            "preprocessing": self.preprocessing.config() if self.preprocessing is not None else None,
         }
 
     def resolver(self) -> VideoResolver:
-        """Per-benchmark rules, or for the generic module those of the records' benchmark."""
-        benchmark = self.benchmark or (self.records[0].benchmark if self.records else None)
-        return resolver_for(benchmark, self.video_root, self.video_map)
+        """The benchmark's video naming rule (the plain rule for unregistered records)."""
+        rules = self.rules()
+        return resolver_for(rules.name if rules else None, self.video_root, self.video_map)
 
     def predict_dataset(self) -> VideoQADataset:
-        if self.num_frames is None:
+        if self.num_frames is None or self.preprocessing is None:
             self.setup("predict")
         todo = [r for r in self.records if r.id not in self.skip_ids]
-        return VideoQADataset(todo, self.resolver(), self.num_frames, self.image_size, self.image_mean,
-                              self.image_std, self.backend, self.sampling, self.decode_timeout_s)
+        return VideoQADataset(todo, self.resolver(), self.num_frames, self.preprocessing, backend=self.backend,
+                              sampling=self.sampling, decode_timeout_s=self.decode_timeout_s)
 
     def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:
         """Batches stay on the host: the model copies frames itself (``encode_frames``), so frames it

@@ -4,16 +4,18 @@ report and the DataModules, so a video counted as found before a run is the one 
 The reference runners differ per benchmark (spec datasets.md §1.3): open-ended runners probe
 `.mp4 .avi .mov .mkv` and add `v_` for ActivityNet, multiple-choice runners join the stored name,
 and NExT-QA's raw release is nested `<folder>/<video>.mp4`. We accept a superset of those layouts
-so that a video on disk is found, and a miss says everything that was tried.
+so that a video on disk is found, and a miss says everything that was tried. Which rule a
+benchmark uses is its spec's ``videos`` field (``dyto.datamodules.benchmarks``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from dyto.datamodules.benchmarks import BENCHMARKS, VideoRule, find_benchmark
 from dyto.records import QARecord
 
 # Probe order: the reference's four first, then the formats the releases actually ship in
@@ -35,25 +37,8 @@ class VideoError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
-class Resolution:
-    """Per-benchmark naming rules.
-
-    v_prefix: ActivityNet ids appear with and without `v_` depending on the sheet (SF-LLaVA strips
-        it, the files keep it), so both spellings are tried.
-    nested: the NExT-QA release stores `<folder>/<video>.mp4`; found through the map json (given,
-        or `map_vid_vidorID.json` in the video root) or, without a map, by a one-time scan.
-    """
-
-    v_prefix: bool = False
-    nested: bool = False
-
-
-RESOLUTION: dict[str, Resolution] = {
-    "activitynet_qa": Resolution(v_prefix=True),
-    "vcgbench": Resolution(v_prefix=True),
-    "nextqa": Resolution(nested=True),
-}
+# The per-benchmark rule is the spec's ``videos`` field; ``Resolution`` is its old name here.
+Resolution = VideoRule
 
 
 def _split_ext(name: str) -> str:
@@ -71,7 +56,7 @@ def is_frame_dir(path: Path) -> bool:
 class VideoResolver:
     """Callable record -> existing Path, raising VideoError('video_missing') with the tried paths."""
 
-    def __init__(self, video_root: str | os.PathLike | None, resolution: Resolution = Resolution(),
+    def __init__(self, video_root: str | os.PathLike | None, resolution: VideoRule = VideoRule(),
                  video_map: str | os.PathLike | None = None) -> None:
         self.root = Path(video_root) if video_root is not None else Path(".")
         self.resolution = resolution
@@ -124,10 +109,18 @@ class VideoResolver:
 
 def resolver_for(benchmark: str | None, video_root: str | os.PathLike | None,
                  video_map: str | os.PathLike | None = None) -> VideoResolver:
-    return VideoResolver(video_root, RESOLUTION.get(benchmark or "", Resolution()), video_map)
+    """A resolver with the registered benchmark's rule (the plain rule for an unregistered name)."""
+    spec = find_benchmark(benchmark)
+    return VideoResolver(video_root, spec.videos if spec is not None else VideoRule(), video_map)
 
 
 def resolve_video(video_root: str | os.PathLike | None, record: QARecord,
                   video_map: str | os.PathLike | None = None) -> Path:
     """Resolve one record with its benchmark's rules (builds a resolver; reuse `resolver_for` in loops)."""
     return resolver_for(record.benchmark, video_root, video_map)(record)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RESOLUTION":  # the old table, now read off the registry: benchmark -> its non-default rule
+        return {b: spec.videos for b, spec in BENCHMARKS.items() if spec.videos != VideoRule()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

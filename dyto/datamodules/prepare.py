@@ -1,5 +1,8 @@
 """`dyto prepare BENCHMARK --qa-file PATH --out FILE.jsonl [--video-root DIR]`.
 
+BENCHMARK is any registered benchmark (``dyto.datamodules.benchmarks``); its spec's preparer reads
+the sheet.
+
 Turns a raw QA sheet into canonical JSONL and says what happened: records written, rows skipped
 (with file:line and why), rows repaired, and, given a video root, which videos are missing. The
 reference runners skip missing videos silently and so shrink the denominator; this report is where
@@ -15,12 +18,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dyto.datamodules.benchmarks import BENCHMARKS, get_benchmark
 from dyto.datamodules.paths import VideoError, resolver_for
-from dyto.datamodules.preparers import PREPARERS
 from dyto.datamodules.sheets import RowError
 from dyto.records import QARecord, write_jsonl
 
-__all__ = ["PREPARERS", "PrepareReport", "RowError", "main", "prepare", "video_coverage"]
+__all__ = ["PrepareReport", "RowError", "main", "prepare", "video_coverage"]
 
 
 @dataclass
@@ -70,9 +73,12 @@ def video_coverage(records: list[QARecord], benchmark: str, video_root: str | os
 def prepare(benchmark: str, qa_file: str | os.PathLike, out: str | os.PathLike,
             video_root: str | os.PathLike | None = None, video_map: str | os.PathLike | None = None) -> PrepareReport:
     """Prepare one benchmark's sheet; the JSONL is byte-identical on every rerun of the same input."""
-    if benchmark not in PREPARERS:
-        raise ValueError(f"unknown benchmark {benchmark!r}; expected one of {sorted(PREPARERS)}")
-    prepared = PREPARERS[benchmark](Path(qa_file))
+    spec = get_benchmark(benchmark)  # ValueError naming the known benchmarks
+    prepared = spec.prepare(Path(qa_file))
+    wrong = [r.id for r in prepared.records if r.benchmark != benchmark or r.task not in spec.tasks]
+    if wrong:  # a preparer bug, not a bad sheet: say so before writing anything
+        raise ValueError(f"the {benchmark!r} preparer made records of another benchmark or of a task not in "
+                         f"{spec.tasks} (first: {wrong[0]!r})")
     write_jsonl(out, (r.to_dict() for r in prepared.records))
     report = PrepareReport(benchmark, str(qa_file), str(out), len(prepared.records), prepared.errors,
                            [f"{r.id}: {r.meta['fixed']}" for r in prepared.records if "fixed" in r.meta])
@@ -84,9 +90,12 @@ def prepare(benchmark: str, qa_file: str | os.PathLike, out: str | os.PathLike,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dyto prepare", description="Raw QA sheet -> canonical JSONL records.")
-    parser.add_argument("benchmark", choices=sorted(PREPARERS))
-    parser.add_argument("--qa-file", required=True, help="the sheet (VCGBench: the folder of its four CSVs)")
+    sheets = "\n".join(f"  {name:<15} {spec.sheet}" for name, spec in sorted(BENCHMARKS.items()))
+    parser = argparse.ArgumentParser(prog="dyto prepare", description="Raw QA sheet -> canonical JSONL records.",
+                                     epilog=f"what --qa-file expects:\n{sheets}",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("benchmark", choices=sorted(BENCHMARKS))
+    parser.add_argument("--qa-file", required=True, help="the benchmark's QA sheet (see below)")
     parser.add_argument("--out", required=True, help="output JSONL file")
     parser.add_argument("--video-root", help="check that every record's video is found here")
     parser.add_argument("--video-map", help="NExT-QA map_vid_vidorID.json for a nested video folder")

@@ -4,6 +4,9 @@ The IG-VLM CSVs mix CRLF and LF, one has no final newline and ActivityNet's has 
 embedded newlines (spec datasets.md §5.9), so they are read with the `csv` module on a file opened
 with newline='' — never line by line. A row that cannot become a record turns into a `RowError`
 (file, line, message) and is counted in the report.
+
+Also the pieces several benchmarks' preparers share: ``open_ended`` (a whole preparer for the
+IG-VLM open-ended layout) and ``mc_options`` (the ``a0``.. option cells).
 """
 
 from __future__ import annotations
@@ -146,3 +149,29 @@ def answer_index(options: list[str], answer: str, number: int | None = None) -> 
     if options[number] != answer:
         raise RowProblem(f"answer number {number} is option {options[number]!r}, but the answer is {answer!r}")
     return number
+
+
+# The IG-VLM open-ended layout (MSVD, MSRVTT, TGIF, ActivityNet).
+OPEN_ENDED_COLUMNS = ("video_id", "answer", "question", "video_name", "question_id", "question_type")
+
+
+def open_ended(benchmark: str, split: str, make: Callable[[dict[str, Any]], dict[str, Any]]):
+    """A preparer for the IG-VLM open-ended layout; ``make`` gives the id, video and meta of a row
+    (and may override the question)."""
+
+    def prepare(qa_file: Path) -> Prepared:
+        rows, errors = read_csv(qa_file, OPEN_ENDED_COLUMNS)
+
+        def convert(row: dict[str, Any]) -> QARecord:
+            fields = {"question": cell(row, "question"), "answer": cell(row, "answer"), **make(row)}
+            return QARecord(benchmark=benchmark, task="open_ended", split=split, **fields)
+
+        return collect(qa_file, rows, convert, errors)
+
+    prepare.__name__ = prepare.__qualname__ = f"prepare_{benchmark}"
+    return prepare
+
+
+def mc_options(row: dict[str, Any], option_columns: int) -> list[str]:
+    """The answer options of a multiple-choice row: cells ``a0`` .. ``a{n-1}``."""
+    return [cell(row, f"a{i}") for i in range(option_columns)]

@@ -15,9 +15,11 @@ score counting 0. Counters are torchmetrics states, but they are never synced ac
 metrics are computed once, on rank 0, from the merged predictions file, which already holds every
 item exactly once.
 
-Question-type breakdowns read the type the preparers stored (``meta["report_type"]`` for
-NExT-QA/IntentQA, ``meta["category"]`` for STAR); only records without them (hand-written ones)
-fall back to deriving it from ``question_type`` with the preparers' own rules.
+Multiple-choice breakdowns come from the benchmark's spec (``dyto.datamodules.benchmarks``):
+``by_type`` reads the type its preparer stored (``meta["report_type"]`` for NExT-QA/IntentQA,
+``meta["category"]`` for STAR; hand-written records without it fall back to deriving it from
+``question_type`` with the spec's own rule), ``by_group`` its type groups, ``by_<field>`` its
+breakdown fields (VideoMME's duration, domain, sub-category, task type).
 """
 
 from __future__ import annotations
@@ -28,16 +30,12 @@ from typing import Any, Iterable
 import torch
 from torchmetrics import Metric
 
-from dyto.datamodules.preparers import report_type, star_category
+from dyto.datamodules.benchmarks import breakdown_keys, question_type  # noqa: F401 (question_type: public here too)
 from dyto.evaluation.choice import parse_choice
 from dyto.evaluation.protocol import input_hash, judge_identity, judge_inputs
 from dyto.evaluation.judge_prompts import PROMPT_VERSION, TASK_DIMENSIONS, parse_reply
 
 VCG_DIMENSIONS = ("correctness", "detailed_orientation", "context", "temporal", "consistency")
-# NExT-QA question types (IntentQA uses the same codes); TP is merged into TN as in the paper.
-NEXT_GROUPS = {"CW": "causal", "CH": "causal", "TN": "temporal", "TC": "temporal",
-               "DC": "descriptive", "DL": "descriptive", "DO": "descriptive"}
-MC_BREAKDOWNS = ("duration", "domain", "sub_category", "task_type")  # VideoMME meta fields, when present
 
 
 class Tally(Metric):
@@ -67,20 +65,6 @@ def _pct(num: float, den: float) -> float | None:
     return 100.0 * num / den if den else None
 
 
-def question_type(meta: dict[str, Any] | None) -> str | None:
-    """The reporting type: the preparers' ``report_type`` (NExT-QA/IntentQA, TP merged into TN) or
-    ``category`` (STAR) when stored; else derived from ``question_type`` by the same rules."""
-    meta = meta or {}
-    for key in ("report_type", "category"):
-        if meta.get(key) is not None:
-            return str(meta[key])
-    qt = meta.get("question_type", meta.get("type"))
-    if qt is None:
-        return None
-    qt = report_type(str(qt))
-    return qt if qt in NEXT_GROUPS else star_category(qt)
-
-
 # ---------------------------------------------------------------- multiple choice
 _MC = ("items", "ok", "correct", "unparsed")
 
@@ -98,14 +82,7 @@ def _multiple_choice(preds: list[dict[str, Any]], mode: str) -> dict[str, Any]:
         choice = parse_choice(p.get("prediction"), n_opt, mode) if ok else None
         counts = {"items": 1, "ok": int(ok), "correct": int(ok and choice is not None and choice == p.get("answer_index")),
                   "unparsed": int(ok and choice is None)}
-        meta = p.get("meta") or {}
-        keys = [("all", "all")]
-        if (qt := question_type(meta)) is not None:
-            keys.append(("by_type", qt))
-            if qt in NEXT_GROUPS:
-                keys.append(("by_group", NEXT_GROUPS[qt]))
-        keys += [(f"by_{k}", str(meta[k])) for k in MC_BREAKDOWNS if meta.get(k) is not None]
-        for key in keys:
+        for key in [("all", "all"), *breakdown_keys(p.get("benchmark"), p.get("meta"))]:
             groups[key].update(**counts)
     out = _mc_entry(groups.pop(("all", "all")))
     out["parse_mode"] = mode

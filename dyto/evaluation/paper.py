@@ -1,56 +1,42 @@
-"""DyTo's published numbers, transcribed from shared/spec/dyto-results.md with their source tags.
+"""DyTo's published numbers: a reader over the benchmark specs, which hold them.
 
-The report puts every measured number beside these. Source tags (see the spec for details):
-S2 = third-party transcription of arXiv 2411.14401 v2 tables (secondary, not checked against
-the PDF); S4 = wizwand leaderboard page (secondary, arXiv version and model size unknown).
-Only DyTo rows are kept: the baseline rows belong to other methods and other judge runs.
+Each benchmark's spec (``dyto/datamodules/benchmarks/<name>.py``) carries its published rows with
+their source tags (explained in ``dyto/datamodules/benchmarks/spec.py``); the report puts every
+measured number beside them. Only numbers for benchmarks dyto cannot run stay here.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import Any
+
+from dyto.datamodules.benchmarks import BENCHMARKS, Published, paper_rows
+
+__all__ = ["PUBLISHED", "Published", "canonical_benchmark", "model_size", "published"]
+
+# Published beside the others, but dyto has no preparer for MVBench.
+UNREGISTERED: tuple[Published, ...] = paper_rows("mvbench", "accuracy", {"7B": 45.2, "34B": 52.9}, "S2")
 
 
-@dataclass(frozen=True)
-class Published:
-    benchmark: str  # canonical name (see canonical_benchmark)
-    metric: str  # accuracy (%) | score (0-5) | vcgbench_average (0-5)
-    size: str  # LLM size, e.g. "7B"; "?" when the source does not say
-    value: float
-    source: str
-    note: str = ""
+def _key(name: Any) -> str:
+    return re.sub(r"[^a-z0-9]", "", str(name).lower())
 
 
-_MC = {"nextqa": (65.7, 72.9), "egoschema": (48.6, 56.8), "intentqa": (61.6, 67.5),
-       "videomme": (41.2, 53.4), "mvbench": (45.2, 52.9)}
-_OE = {"msvd": ((77.6, 3.9), (79.6, 4.1)), "msrvtt": ((64.1, 3.4), (66.2, 3.6)),
-       "tgif": ((78.0, 4.0), (80.7, 4.2)), "activitynet": ((54.3, 3.2), (59.0, 3.5))}
-_NOTES = {("egoschema", "accuracy"): "500-question public subset",
-          ("videomme", "accuracy"): "w/o subtitles; the ablation table gives 42.7 (7B)",
-          ("intentqa", "accuracy"): "34B: 67.3 in the ablation table, 66.4 on S4"}
-
-PUBLISHED: tuple[Published, ...] = (
-    *(Published(b, "accuracy", size, v, "S2", _NOTES.get((b, "accuracy"), ""))
-      for b, vals in _MC.items() for size, v in zip(("7B", "34B"), vals)),
-    *(Published(b, m, size, v, "S2", "judge GPT-3.5-Turbo-0125")
-      for b, vals in _OE.items() for size, pair in zip(("7B", "34B"), vals)
-      for m, v in zip(("accuracy", "score"), pair)),
-    Published("vcgbench", "vcgbench_average", "7B", 3.16, "S2", "per-dimension numbers not found"),
-    Published("vcgbench", "vcgbench_average", "34B", 3.32, "S2", "per-dimension numbers not found"),
-    Published("star", "accuracy", "?", 51.1, "S4", "model size not stated (probably 34B, arXiv v1)"),
-)
-
-_ALIASES = {"msvdqa": "msvd", "msrvttqa": "msrvtt", "tgifqa": "tgif", "tgifframeqa": "tgif",
-            "activitynetqa": "activitynet", "anet": "activitynet", "anetqa": "activitynet",
-            "videochatgpt": "vcgbench", "vcg": "vcgbench"}
+def all_published() -> tuple[Published, ...]:
+    """Every published row: the registered benchmarks' (in name order), then the unregistered ones."""
+    return (*(p for _, spec in sorted(BENCHMARKS.items()) for p in spec.published), *UNREGISTERED)
 
 
 def canonical_benchmark(name: str) -> str:
-    """'NExT-QA' / 'next_qa' -> 'nextqa'; 'MSVD_QA' -> 'msvd'; 'vcgbench_generic' -> 'vcgbench'."""
-    key = re.sub(r"[^a-z0-9]", "", str(name).lower())
-    key = _ALIASES.get(key, key)
-    return "vcgbench" if key.startswith("vcgbench") else key
+    """The registered name a spelling refers to, ignoring case and punctuation: 'NExT-QA' ->
+    'nextqa', 'MSVD_QA' -> 'msvd_qa'. A name that extends a benchmark's ('vcgbench_temporal')
+    is that benchmark. Unknown names come back lower-cased without punctuation."""
+    key = _key(name)
+    names = {_key(n): n for n in (*BENCHMARKS, *(p.benchmark for p in UNREGISTERED))}
+    if key in names:
+        return names[key]
+    prefixes = [k for k in names if key.startswith(k)]
+    return names[max(prefixes, key=len)] if prefixes else key
 
 
 def model_size(model: str | None) -> str | None:
@@ -61,6 +47,13 @@ def model_size(model: str | None) -> str | None:
 
 def published(benchmark: str, metric: str, size: str | None = None) -> list[Published]:
     """Published DyTo numbers for a benchmark and metric; the given size first (or only, if present)."""
-    rows = [p for p in PUBLISHED if p.benchmark == canonical_benchmark(benchmark) and p.metric == metric]
+    name = canonical_benchmark(benchmark)
+    rows = [p for p in all_published() if p.benchmark == name and p.metric == metric]
     same = [p for p in rows if p.size == size]
     return same or rows
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PUBLISHED":  # the old constant, computed so that benchmarks registered later count
+        return all_published()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
