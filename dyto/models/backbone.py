@@ -1,0 +1,203 @@
+"""The backbone interface: what a video LLM must provide for the generic :class:`~dyto.models.videoqa.VideoQA`.
+
+A backbone wraps one Hugging Face vision-language model and its tokenizer. The LightningModule
+runs, per question::
+
+    pixels [T,3,H,W]  --encode-->  VisualFeatures(features [T',N,D], grid, cls [T',D] | None)
+                      --reducer--> Reduction(tokens [L,D], frames_kept, tokens_per_frame, positions?)
+    prompt(task, question, options) -> Prompt(before, after, mode)
+    build_input(prompt, reduction)  -> LLMInput(embeds [S,D], positions [3,S] | None, visual_tokens)
+    generate([LLMInput, ...], generation_config, logits_processor) -> [answer text, ...]
+
+and ``clean_answer(task, text)`` turns the decoded continuation into the stored prediction.
+``T'`` is ``T / preprocessing.frames_per_patch`` (Qwen2.5-VL folds 2 frames into one temporal
+patch; every other family has 1). Everything a backbone produces lives in the LLM's embedding
+space, so reducers never see a family-specific detail.
+
+Registry (as for reducers): ``@register_backbone("name")`` on the class, ``build_backbone(name,
+**kwargs)``, ``list_backbones()``, ``BACKBONES``. In YAML a backbone is either a registry name
+(``model.backbone: llava_onevision``, the tiny random-weight model) or a class with arguments::
+
+    model:
+      backbone:
+        class_path: dyto.models.LlavaNext
+        init_args: {checkpoint: llava-hf/llava-v1.6-vicuna-7b-hf}
+
+Changed against the first contract draft: ``prompt`` returns a :class:`Prompt` (before, after and
+the template's name, which prediction records store as ``conv_mode``), ``build_input`` takes that
+Prompt, ``generate`` takes the timing ``logits_processor`` list, and ``clean_answer`` carries
+per-family answer fixes (SF-LLaVA's "In the image" on LLaVA-NeXT).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+from transformers import GenerationConfig
+
+from dyto.datamodules.preprocess import Preprocessing
+from dyto.models.inputs import left_pad
+
+__all__ = ["Backbone", "VisualFeatures", "LLMInput", "Prompt", "BACKBONES", "register_backbone",
+           "build_backbone", "list_backbones", "left_pad"]
+
+
+@dataclass
+class VisualFeatures:
+    """What ``encode`` returns: per-frame (or per temporal patch) tokens in the LLM's space."""
+
+    features: Tensor            # [T', N, D]
+    grid: tuple[int, int]       # (h, w) with N == h * w, row-major
+    cls: Tensor | None = None   # [T', D] per-frame CLS through the same projector (CLIP); None without one
+
+
+@dataclass
+class Prompt:
+    """A rendered prompt split at the visual tokens."""
+
+    before: str                 # text before the visual tokens (without a placeholder)
+    after: str                  # text after them, ending with the answer prefix the model continues
+    mode: str                   # template name (recorded as ``conv_mode``)
+
+
+@dataclass
+class LLMInput:
+    """One sequence ready for the LLM."""
+
+    embeds: Tensor                # [S, D] text + visual embeddings
+    positions: Tensor | None      # None: ordinary 1-D positions; M-RoPE: LongTensor [3, S] (t, h, w) ids
+    visual_tokens: int            # how many of the S rows are visual
+
+    @property
+    def length(self) -> int:
+        return self.embeds.shape[0]
+
+    def truncated(self, length: int) -> "LLMInput":
+        """The first ``length`` rows (the reference's right-side cut of the input embeddings)."""
+        pos = None if self.positions is None else self.positions[:, :length]
+        return LLMInput(self.embeds[:length], pos, self.visual_tokens)
+
+
+BACKBONES: dict[str, type["Backbone"]] = {}
+
+
+def register_backbone(name: str):
+    """Class decorator: make a Backbone subclass buildable by ``name``."""
+
+    def wrap(cls):
+        if name in BACKBONES and BACKBONES[name] is not cls:
+            raise ValueError(f"backbone {name!r} is already registered to {BACKBONES[name].__name__}")
+        cls.name = name
+        BACKBONES[name] = cls
+        return cls
+
+    return wrap
+
+
+# Modules whose backbones register themselves on import; a backbone elsewhere is usable by
+# class_path at once, and by name once its module is imported (or listed here).
+FAMILY_MODULES = ("dyto.models.llava_next", "dyto.models.llava_onevision", "dyto.models.internvl",
+                  "dyto.models.qwen2_5_vl")
+
+
+def _load_families() -> None:
+    for module in FAMILY_MODULES:
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module)
+
+
+def list_backbones() -> list[str]:
+    _load_families()
+    return sorted(BACKBONES)
+
+
+def build_backbone(name: str, **kwargs) -> "Backbone":
+    """``build_backbone("llava_onevision", checkpoint="tiny")``; unknown names list the known ones."""
+    _load_families()
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(BACKBONES)}")
+    return BACKBONES[name](**kwargs)
+
+
+class Backbone(torch.nn.Module):
+    """Base class. Subclasses set, in ``__init__``: ``model`` (the HF ``*ForConditionalGeneration``,
+    eval mode), ``tokenizer``, ``model_name`` (records; "... (random weights)" for random weights),
+    ``preprocessing`` (:class:`Preprocessing`), ``grid`` ((h, w) of ``encode``'s output), and
+    implement ``encode``, ``prompt``, ``build_input`` and ``fingerprint``.
+
+    The default ``generate`` runs HF greedy generation on left-padded input embeddings with
+    1-D positions; a backbone with its own positions (M-RoPE) overrides it.
+    """
+
+    name: ClassVar[str] = "?"
+    model: torch.nn.Module
+    tokenizer: object
+    model_name: str
+    preprocessing: Preprocessing
+    grid: tuple[int, int]
+
+    # -- required --------------------------------------------------------------------------
+    def encode(self, pixels: Tensor, with_cls: bool = False) -> VisualFeatures:
+        """``pixels [T,3,H,W]`` as ``preprocessing`` made them (any device) -> VisualFeatures."""
+        raise NotImplementedError
+
+    def prompt(self, task: str, question: str, options: list[str] | None = None) -> Prompt:
+        """The prompt for one question of a record task (open_ended | multiple_choice | vcg_*)."""
+        raise NotImplementedError
+
+    def build_input(self, prompt: Prompt, reduction) -> LLMInput:
+        """Tokenise, embed and splice ``reduction.tokens [L,D]`` between ``prompt.before`` and ``.after``."""
+        raise NotImplementedError
+
+    def fingerprint(self) -> dict:
+        """Every backbone setting that can change an answer, as plain values."""
+        raise NotImplementedError
+
+    # -- defaults --------------------------------------------------------------------------
+    def clean_answer(self, task: str, text: str) -> str:
+        """The stored prediction for a decoded continuation (already stripped)."""
+        return text
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def pad_token_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else self.tokenizer.eos_token_id
+
+    def input_embeddings(self) -> torch.nn.Embedding:
+        return self.model.get_input_embeddings()
+
+    def generation_defaults(self) -> GenerationConfig:
+        """A copy of the checkpoint's own generation config (its eos ids), pad id set."""
+        base = getattr(self.model, "generation_config", None)
+        config = copy.deepcopy(base) if base is not None else GenerationConfig()
+        config.pad_token_id = self.pad_token_id
+        if config.eos_token_id is None:
+            config.eos_token_id = self.tokenizer.eos_token_id
+        return config
+
+    @torch.no_grad()
+    def generate(self, inputs: list[LLMInput], generation_config: GenerationConfig,
+                 logits_processor=None) -> list[str]:
+        """Greedy continuations of left-padded ``inputs`` (one batch), decoded, not yet stripped."""
+        if any(i.positions is not None for i in inputs):
+            raise ValueError(f"{type(self).__name__} does not place tokens by explicit positions")
+        embed = self.input_embeddings()
+        pad = embed(torch.tensor(self.pad_token_id, device=embed.weight.device))
+        embeds, mask = left_pad([i.embeds for i in inputs], pad)
+        ids = self.model.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=generation_config,
+                                  logits_processor=logits_processor)
+        return self.tokenizer.batch_decode(ids, skip_special_tokens=True)

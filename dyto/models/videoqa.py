@@ -1,0 +1,337 @@
+"""``VideoQA``: training-free video QA over any backbone, with a visual-token reducer.
+
+Per question (spec §1): frames ``[T,3,H,W]`` -> ``backbone.encode`` -> features ``[T',N,D]``
+(+ CLS) -> reducer -> tokens ``[L,D]`` -> ``backbone.build_input`` (prompt text embeddings with
+the tokens spliced in, positions) -> greedy ``backbone.generate``. This module owns what every
+backbone shares: timings per stage, statuses, ``max_length`` overflow, batching of generation,
+encode-ahead on a side CUDA stream and the model-side fingerprint.
+
+Changed against the pre-backbone ``DyToVideoQA``: the LLaVA-NeXT specifics (CLIP layer, CLS
+drop, projector, conv modes, chunked tokenisation, the "In the image" fix) moved to
+:class:`dyto.models.llava_next.LlavaNext`; ``DyToVideoQA`` is kept there with its old arguments
+and bit-identical answers (tests/test_golden_demo.py).
+
+    dyto predict --config configs/models/llava_onevision_7b.yaml --config configs/reducers/dyto.yaml \\
+                 --config configs/benchmarks/nextqa.yaml
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from dyto.models.backbone import Backbone, LLMInput, VisualFeatures, build_backbone
+from dyto.records import prediction_record
+from dyto.reduction import DyToReducer, TokenReducer
+
+OVERFLOWS = ("too_long", "truncate")
+
+
+class _FirstTokenTimer(LogitsProcessor):
+    """Notes when the first logits exist, i.e. when the prefill forward pass has finished.
+
+    It returns the scores unchanged, so greedy decoding is unaffected; splitting ``generate``
+    at this moment measures prefill and decoding without running the prefill twice.
+    """
+
+    def __init__(self, sync):
+        self.sync, self.first = sync, None
+
+    def __call__(self, input_ids, scores):
+        if self.first is None:
+            self.sync()
+            self.first = time.perf_counter()
+        return scores
+
+
+class VideoQA(LightningModule):
+    """Video QA over a backbone; ``predict_step`` returns one prediction record per batch entry.
+
+    Args:
+        backbone: a :class:`~dyto.models.backbone.Backbone` (YAML: ``class_path`` + ``init_args``)
+            or a registry name (``llava_next``, ``llava_onevision``, ``internvl``, ...), which builds
+            that family's tiny RANDOM-WEIGHT model seeded with ``seed``.
+        reducer: the visual-token reducer; None means ``DyToReducer()`` (the release config).
+        max_new_tokens: greedy decoding budget (reference: 128).
+        max_length: limit on prompt tokens + visual tokens + max_new_tokens (reference: 8192).
+        overflow: "too_long" marks a longer input with that status; "truncate" cuts the input
+            embeddings on the right at ``max_length`` as the reference does (it may cut the question).
+        generation_batch_size: sequences per ``generate`` call; None = all of a batch at once.
+        encode_ahead: encode the next batch's frames (``batch["upcoming"]``) on a second CUDA
+            stream while this batch's answers are generated, on a higher-priority stream. Off by
+            default (repeatability: cuBLAS promises bitwise-equal results only while one stream
+            is active); None = on with CUDA. A question's ``encode`` timing is then the time it
+            waited for its features.
+        seed: recorded in every prediction (and seeds a tiny backbone given by name).
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone | str = "llava_next",
+        reducer: TokenReducer | None = None,
+        max_new_tokens: int = 128,
+        max_length: int = 8192,
+        overflow: str = "too_long",
+        generation_batch_size: int | None = None,
+        encode_ahead: bool | None = False,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if overflow not in OVERFLOWS:
+            raise ValueError(f"unknown overflow {overflow!r}; expected one of {OVERFLOWS}")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        self.save_hyperparameters(ignore=["reducer", "backbone"])
+        self.reducer = reducer if reducer is not None else DyToReducer()
+        self.max_new_tokens, self.max_length, self.overflow = max_new_tokens, max_length, overflow
+        self.generation_batch_size, self.seed, self.encode_ahead = generation_batch_size, seed, encode_ahead
+        # id -> (VisualFeatures, CUDA event | None), for the next batch only
+        self._encoded_ahead: dict[str, tuple[VisualFeatures, torch.cuda.Event | None]] = {}
+        self._streams: tuple[torch.cuda.Stream, torch.cuda.Stream] | None = None  # (generation, encode-ahead)
+        self.num_frames = self.reducer.num_frames
+        self.set_backbone(build_backbone(backbone, seed=seed) if isinstance(backbone, str) else backbone)
+
+    def set_backbone(self, backbone: Backbone) -> None:
+        """Use ``backbone`` (``__init__`` calls this; benchmarks swap in full-size random weights)."""
+        self.backbone = backbone
+        per_patch = backbone.preprocessing.frames_per_patch
+        if self.num_frames % per_patch:
+            raise ValueError(f"{backbone.name} folds {per_patch} frames into one temporal patch; the reducer's "
+                             f"num_frames={self.num_frames} is not a multiple of it")
+        self.hparams["model"] = backbone.run_label
+        self.hparams["backbone"] = backbone.name
+        self.generation_config = backbone.generation_defaults()
+        self.generation_config.update(
+            do_sample=False, num_beams=1, max_new_tokens=self.max_new_tokens, use_cache=True,
+            temperature=None, top_p=None, top_k=None,
+            # plain greedy decoding whatever the checkpoint's config says
+            repetition_penalty=1.0, no_repeat_ngram_size=0, length_penalty=1.0, min_length=0,
+            min_new_tokens=None, bad_words_ids=None, suppress_tokens=None, begin_suppress_tokens=None,
+        )
+
+    # what the DataModule and the pictures read; the backbone owns them
+    @property
+    def preprocessing(self):
+        return self.backbone.preprocessing
+
+    @property
+    def image_size(self) -> int:
+        return self.backbone.preprocessing.size[0]
+
+    @property
+    def image_mean(self) -> tuple[float, float, float]:
+        return self.backbone.preprocessing.mean
+
+    @property
+    def image_std(self) -> tuple[float, float, float]:
+        return self.backbone.preprocessing.std
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.backbone.grid
+
+    @property
+    def model_name(self) -> str:
+        return self.backbone.model_name
+
+    @property
+    def tokenizer(self):
+        return self.backbone.tokenizer
+
+    @property
+    def pad_token_id(self) -> int:
+        return self.backbone.pad_token_id
+
+    def fingerprint(self) -> dict:
+        """Every model-side setting that can change an answer, as plain values (the run fingerprint).
+
+        The backbone's entries (checkpoint, revision, resolved dtype and attention, prompt mode,
+        tokenisation, ...) plus the pipeline's. Resolved values, not the requested ones.
+        """
+        return {
+            "backbone": self.backbone.name,
+            **self.backbone.fingerprint(),
+            "reducer": self.reducer.config(),
+            "generation": {k: v for k, v in self.generation_config.to_diff_dict().items()
+                           if k not in ("transformers_version",)},
+            "max_length": self.max_length,
+            "overflow": self.overflow,
+            "encode_ahead": bool(self.encodes_ahead),
+            "seed": self.seed,
+        }
+
+    # -- stages ----------------------------------------------------------------------------
+    def _sync(self) -> None:
+        # the current stream only: a timer must not wait for the encode-ahead stream
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()
+
+    def _now(self) -> float:
+        self._sync()
+        return time.perf_counter()
+
+    @torch.no_grad()
+    def encode(self, pixel_values: Tensor, with_cls: bool = False) -> VisualFeatures:
+        """``[T,3,H,W]`` -> the backbone's per-frame tokens (see :meth:`Backbone.encode`)."""
+        return self.backbone.encode(pixel_values, with_cls=with_cls)
+
+    def encode_frames(self, pixel_values: Tensor, with_cls: bool = False) -> tuple[Tensor, Tensor | None]:
+        """``(features [T',N,D], cls [T',D] | None)``: :meth:`encode` as the pre-backbone tuple."""
+        out = self.encode(pixel_values, with_cls=with_cls)
+        return out.features, out.cls
+
+    @property
+    def encodes_ahead(self) -> bool:
+        return self.device.type == "cuda" if self.encode_ahead is None else self.encode_ahead
+
+    def _encode_upcoming(self, upcoming) -> None:
+        """Queue the encoder for the readable videos of the next batch (an ``UpcomingBatch``).
+
+        On CUDA the work goes to a side stream and returns at once; elsewhere it runs here (no
+        overlap, but the same bookkeeping, which is what the CPU tests check). A failure (say,
+        out of memory) only means the video is encoded in its own step, where it is reported.
+        """
+        side = self._streams[1] if self._streams is not None else None
+        if side is not None:
+            side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+            for sample_id, pixels in zip(upcoming.ids, upcoming.pixel_values):
+                if pixels is None:
+                    continue
+                try:
+                    features, cls = self.encode_frames(pixels, with_cls=self.reducer.needs_cls)
+                except Exception:  # encoded again in its own step, whose record reports the error
+                    continue
+                done = None
+                if side is not None:
+                    done = torch.cuda.Event()
+                    done.record(side)
+                self._encoded_ahead[sample_id] = (features, cls, done)
+
+    def _features(self, pixel_values: Tensor, ahead) -> tuple[Tensor, Tensor | None]:
+        """This question's features: encoded now, or taken over from the previous step's side stream."""
+        if ahead is None or ahead[0].shape[0] * self.preprocessing.frames_per_patch != pixel_values.shape[0]:
+            return self.encode_frames(pixel_values, with_cls=self.reducer.needs_cls)
+        features, cls, done = ahead
+        if done is not None:
+            stream = torch.cuda.current_stream(self.device)
+            stream.wait_event(done)
+            for t in (features, cls):
+                if t is not None:
+                    t.record_stream(stream)  # side-stream memory: not reused before this stream is done with it
+        return features, cls
+
+    def _prepare(self, qa: dict, pixel_values: Tensor, timings: dict, ahead=None) -> tuple[dict, list[LLMInput]]:
+        """Encode (or collect ``ahead``), reduce and build the LLM input of each question of ``qa``."""
+        t0 = self._now()
+        features, cls = self._features(pixel_values, ahead)
+        t1 = self._now()
+        reduction = self.reducer(features, self.grid, cls)
+        t2 = self._now()
+        timings.update(encode=(t1 - t0) * 1e3, reduce=(t2 - t1) * 1e3)
+        questions = [qa["question"]]
+        if qa["task"] == "vcg_consistency":
+            if not qa.get("question2"):
+                raise ValueError("vcg_consistency record without question2")
+            questions.append(qa["question2"])
+        values = dict(frames_kept=[int(i) for i in reduction.frames_kept],
+                      visual_tokens_in=features.shape[0] * features.shape[1], visual_tokens_out=reduction.tokens.shape[0])
+        sequences = []
+        for q in questions:
+            prompt = self.backbone.prompt(qa["task"], q, qa.get("options"))
+            values.setdefault("conv_mode", prompt.mode)
+            seq = self.backbone.build_input(prompt, reduction)
+            length = seq.length
+            if length + self.max_new_tokens > self.max_length:
+                if self.overflow == "too_long":
+                    values.update(status="too_long", prompt_tokens=length, error=(
+                        f"{length} prompt tokens ({length - seq.visual_tokens} text + "
+                        f"{seq.visual_tokens} visual) + max_new_tokens {self.max_new_tokens} "
+                        f"> max_length {self.max_length}"))
+                    return values, []
+                if length > self.max_length:
+                    seq = seq.truncated(self.max_length)
+                    values["error"] = f"input truncated on the right from {length} to {self.max_length} tokens"
+            values.setdefault("prompt_tokens", seq.length)
+            sequences.append(seq)
+        return values, sequences
+
+    @torch.no_grad()
+    def generate(self, sequences: list[LLMInput]) -> list[tuple[str, float, float]]:
+        """Greedy answers: (stripped text, prefill ms, generate ms) per input.
+
+        Inputs go to the backbone in batches of ``generation_batch_size``. A batch's prefill
+        time is shared in proportion to sequence length, its decoding time equally.
+        """
+        size = self.generation_batch_size or len(sequences)
+        out = []
+        for start in range(0, len(sequences), size):
+            group = sequences[start : start + size]
+            timer = _FirstTokenTimer(self._sync)
+            t0 = self._now()
+            texts = self.backbone.generate(group, self.generation_config, LogitsProcessorList([timer]))
+            t1 = self._now()
+            prefill, decode = (timer.first - t0) * 1e3, (t1 - timer.first) * 1e3
+            total = sum(s.length for s in group)
+            out += [(t.strip(), prefill * s.length / total, decode / len(group)) for t, s in zip(texts, group)]
+        return out
+
+    # -- Lightning ---------------------------------------------------------------------------
+    def on_predict_epoch_start(self) -> None:
+        self._encoded_ahead.clear()
+        if self.encodes_ahead and self.device.type == "cuda" and self._streams is None:
+            # lower is more urgent; the default stream and the side stream have priority 0
+            self._streams = (torch.cuda.Stream(self.device, priority=-1), torch.cuda.Stream(self.device))
+
+    def on_predict_epoch_end(self) -> None:
+        self._encoded_ahead.clear()
+
+    @torch.no_grad()
+    def predict_step(self, batch: dict, batch_idx: int = 0) -> list[dict]:
+        """One prediction record per batch entry, in batch order; no entry can crash the batch."""
+        if self._streams is None:
+            return self._predict(batch)
+        main = self._streams[0]
+        main.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(main):
+            records = self._predict(batch)
+        torch.cuda.current_stream(self.device).wait_stream(main)
+        return records
+
+    def _predict(self, batch: dict) -> list[dict]:
+        common = dict(reducer=self.reducer.config(), model=self.model_name, seed=self.seed)
+        ahead, self._encoded_ahead = self._encoded_ahead, {}  # only the previous step's look-ahead is valid
+        values, jobs = [], []  # jobs: (entry index, field, LLM input)
+        for i, qa in enumerate(batch["records"]):
+            timings = {"decode": batch["decode_ms"][i]}
+            v = dict(common, status=batch["status"][i], error=batch["error"][i] or None, timings=timings,
+                     frames_sampled=len(batch["frame_indices"][i] or []))
+            if v["status"] == "ok":
+                try:
+                    prepared, sequences = self._prepare(qa, batch["pixel_values"][i], timings,
+                                                        ahead.pop(batch["ids"][i], None))
+                    v.update(prepared)
+                    jobs += [(i, field, s) for field, s in zip(("prediction", "prediction2"), sequences)]
+                except Exception as e:  # a per-sample failure becomes an error record
+                    v.update(status="error", error=f"{type(e).__name__}: {e}")
+            values.append(v)
+        ahead.clear()
+        if self.encodes_ahead and batch.get("upcoming") is not None:
+            self._encode_upcoming(batch["upcoming"])
+        try:
+            answers = self.generate([s for _, _, s in jobs]) if jobs else []
+        except Exception as e:
+            answers = None
+            for i, _, _ in jobs:
+                values[i].update(status="error", error=f"generation failed: {type(e).__name__}: {e}")
+        for (i, field, _), (text, prefill, decode) in zip(jobs, answers or []):
+            timings = values[i]["timings"]
+            timings["prefill"] = timings.get("prefill", 0.0) + prefill
+            timings["generate"] = timings.get("generate", 0.0) + decode
+            values[i][field] = self.backbone.clean_answer(batch["records"][i]["task"], text)
+        return [prediction_record(qa, **v) for qa, v in zip(batch["records"], values)]
