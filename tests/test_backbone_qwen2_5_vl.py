@@ -199,3 +199,24 @@ def test_golden_prompts(backbone):
     assert ids == split
     with pytest.raises(ValueError, match="needs options"):
         backbone.prompt("multiple_choice", "q", None)
+
+
+def test_saved_checkpoint_loads_through_from_pretrained(tmp_path, backbone):
+    """The real loading path: save_pretrained of the tiny model, the template only in chat_template.json."""
+    import json
+
+    backbone.model.save_pretrained(tmp_path)
+    template = backbone.tokenizer.chat_template
+    backbone.tokenizer.chat_template = None
+    try:
+        backbone.tokenizer.save_pretrained(tmp_path)
+    finally:
+        backbone.tokenizer.chat_template = template
+    assert "chat_template" not in (tmp_path / "tokenizer_config.json").read_text()
+    assert not list(tmp_path.glob("*.jinja"))
+    (tmp_path / "chat_template.json").write_text(json.dumps({"chat_template": template}))
+    loaded = Qwen2_5_VL(str(tmp_path))
+    assert loaded.model_name == f"{tmp_path} (random weights)" and loaded.grid == (16, 16)
+    assert loaded.prompt("open_ended", "why?", None) == backbone.prompt("open_ended", "why?", None)
+    for name, weight in backbone.model.state_dict().items():
+        assert torch.equal(weight, loaded.model.state_dict()[name]), name

@@ -25,9 +25,12 @@ With the identity reducer the answers equal ``model.generate`` on the processor'
 
 from __future__ import annotations
 
+import json
+
 import torch
 from torch import Tensor
 from transformers import AutoTokenizer, GenerationConfig, Qwen2_5_VLForConditionalGeneration
+from transformers.utils import cached_file
 
 from dyto.datamodules.preprocess import Preprocessing
 from dyto.datamodules.video import CLIP_MEAN, CLIP_STD
@@ -39,9 +42,18 @@ from dyto.models.qwen2_5_vl_inputs import (
 )
 from dyto.models.tiny_qwen2_5_vl import TINY_QWEN_NAME, build_tiny_qwen2_5_vl
 
-__all__ = ["Qwen2_5_VL", "reduction_positions"]
+__all__ = ["Qwen2_5_VL", "reduction_positions", "processor_chat_template"]
 
 TINY_SIZE = 84  # the tiny model's frames: 6x6 patches of 14 px, a 3x3 merged grid
+
+
+def processor_chat_template(checkpoint: str) -> str | None:
+    """The checkpoint's ``chat_template.json`` (the processor's template), if it ships one."""
+    path = cached_file(checkpoint, "chat_template.json", _raise_exceptions_for_missing_entries=False)
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)["chat_template"]
 
 
 def reduction_positions(reduction, grid: tuple[int, int]) -> Tensor:
@@ -107,6 +119,8 @@ class Qwen2_5_VL(Backbone):
             model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
                 checkpoint, dtype=torch_dtype, attn_implementation=attn, device_map=load_device_map())
             tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+            if getattr(tokenizer, "chat_template", None) is None:   # some exports keep it for the processor only
+                tokenizer.chat_template = processor_chat_template(checkpoint)
             random = getattr(model.config, "dyto_random_weights", False)
             name = f"{checkpoint} (random weights)" if random else checkpoint
         self.attach(model.eval(), tokenizer, name, image_size or (TINY_SIZE if checkpoint == "tiny" else 448))
