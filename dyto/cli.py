@@ -3,6 +3,7 @@
     dyto predict --config configs/demo.yaml                     # LightningCLI: run a benchmark
     dyto predict --config configs/trainer/gpu.yaml --config configs/models/llava_next_7b.yaml \
                  --config configs/reducers/dyto.yaml --config configs/benchmarks/nextqa.yaml
+    (configs/models/: llava_next_7b|34b, llava_onevision_7b, internvl3_8b, tiny_<family>)
     dyto prepare nextqa --qa-file NExT_QA.csv --out data/prepared/nextqa.jsonl --video-root DIR
     dyto judge --predictions outputs/<run> [--base-url URL] [--model NAME] [--concurrency N]
     dyto compare outputs/<run_a> outputs/<run_b> [--out DIR]   # token budget vs accuracy
@@ -83,14 +84,14 @@ def run_lightning(argv: list[str]) -> None:
     import warnings
 
     from dyto.datamodules import VideoQADataModule
-    from dyto.models.llava_next import DyToVideoQA
+    from dyto.models.videoqa import VideoQA
 
     with warnings.catch_warnings():
         # main(argv) from Python (tests, notebooks) passes its own argv on purpose; LightningCLI
         # would warn that sys.argv (the host's, e.g. pytest's or the kernel's) is also set.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         DyToCLI(
-            DyToVideoQA,
+            VideoQA,  # the backbone is chosen in YAML: model.backbone (class_path or registry name)
             VideoQADataModule,
             subclass_mode_data=True,
             save_config_callback=RunDirConfigSaver,
