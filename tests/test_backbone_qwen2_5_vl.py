@@ -220,3 +220,16 @@ def test_saved_checkpoint_loads_through_from_pretrained(tmp_path, backbone):
     assert loaded.prompt("open_ended", "why?", None) == backbone.prompt("open_ended", "why?", None)
     for name, weight in backbone.model.state_dict().items():
         assert torch.equal(weight, loaded.model.state_dict()[name]), name
+
+
+def test_full_size_config_and_from_parts(backbone):
+    """The 7B's real config (8.29 B parameters, counted on the meta device) and the benchmarks' entry point."""
+    from dyto.models.tiny_qwen2_5_vl import build_tiny_qwen2_5_vl, full_size_qwen2_5_vl
+
+    model, _, name = full_size_qwen2_5_vl("meta")
+    assert sum(p.numel() for p in model.parameters()) == 8_292_166_656 and "random weights" in name
+    assert sum(p.numel() for p in model.model.visual.parameters()) == 676_550_144
+    tiny, tokenizer = build_tiny_qwen2_5_vl()
+    parts = Qwen2_5_VL.from_parts(tiny, tokenizer, "tiny parts", image_size=84)
+    assert parts.grid == backbone.grid and parts.preprocessing == backbone.preprocessing
+    assert parts.fingerprint() == {**backbone.fingerprint(), "checkpoint": "tiny parts"}

@@ -23,7 +23,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
 __all__ = ["TINY_QWEN_NAME", "QWEN_SPECIAL_TOKENS", "QWEN_CHAT_TEMPLATE", "build_tiny_qwen_tokenizer",
-           "build_tiny_qwen2_5_vl"]
+           "build_tiny_qwen2_5_vl", "QWEN2_5_VL_7B", "full_size_qwen2_5_vl"]
 
 TINY_QWEN_NAME = "tiny-random-qwen2.5-vl (random weights)"
 QWEN_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>",
@@ -130,3 +130,44 @@ def build_tiny_qwen2_5_vl(
     model.generation_config.eos_token_id = [ids("<|im_end|>"), ids("<|endoftext|>")]
     model.generation_config.pad_token_id = ids("<|endoftext|>")
     return model.eval(), tokenizer
+
+
+# Qwen/Qwen2.5-VL-7B-Instruct's config.json (text + vision), for full-size random-weight benchmarks.
+QWEN2_5_VL_7B = dict(
+    text=dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+              num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=128000, rms_norm_eps=1e-6,
+              rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
+              bos_token_id=151643, eos_token_id=151645),
+    vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, patch_size=14, temporal_patch_size=2,
+                spatial_merge_size=2, window_size=112, fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2,
+                out_hidden_size=3584),
+    ids=dict(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652, vision_end_token_id=151653),
+)
+
+
+def full_size_qwen2_5_vl(device: str | torch.device = "cpu", dtype: torch.dtype = torch.bfloat16,
+                         num_layers: int | None = None) -> tuple[Qwen2_5_VLForConditionalGeneration,
+                                                                 PreTrainedTokenizerFast, str]:
+    """(model, tokenizer, name): Qwen2.5-VL-7B at its real config with RANDOM WEIGHTS, built on ``device``.
+
+    Nothing is downloaded. ``num_layers`` keeps the real widths with that many text layers (and vision
+    blocks, the last one full attention). The tiny tokenizer's ids (< 400) are valid embedding rows;
+    the model's own special-token ids are never used (the backbone embeds the text itself).
+    """
+    text, vision = dict(QWEN2_5_VL_7B["text"]), dict(QWEN2_5_VL_7B["vision"])
+    if num_layers:
+        text["num_hidden_layers"], vision["depth"] = num_layers, num_layers
+        vision["fullatt_block_indexes"] = [i for i in vision["fullatt_block_indexes"] if i < num_layers] or [num_layers - 1]
+    config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **QWEN2_5_VL_7B["ids"])
+    config._attn_implementation = "sdpa"
+    with torch.device(device):
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            model = Qwen2_5_VLForConditionalGeneration(config).eval()
+        finally:
+            torch.set_default_dtype(previous)
+    tokenizer = build_tiny_qwen_tokenizer()
+    model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id]
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer, "Qwen/Qwen2.5-VL-7B-Instruct config (random weights)"
