@@ -77,3 +77,66 @@ def load_llava_next(
     tokenizer = AutoTokenizer.from_pretrained(name)
     label = f"{name} (random weights)" if getattr(config, RANDOM_WEIGHTS_FLAG, False) else name
     return model, tokenizer, label
+
+
+def load_checkpoint(model_class, name: str, dtype: torch.dtype, attn_implementation: str):
+    """(model in eval mode, tokenizer, record name) for any ``*ForConditionalGeneration`` checkpoint."""
+    config = AutoConfig.from_pretrained(name)
+    model = model_class.from_pretrained(
+        name, config=config, dtype=dtype, attn_implementation=attn_implementation, device_map=load_device_map()
+    ).eval()
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    label = f"{name} (random weights)" if getattr(config, RANDOM_WEIGHTS_FLAG, False) else name
+    return model, tokenizer, label
+
+
+def _checkpoint_file(name: str, filename: str) -> str | None:
+    from transformers.utils import cached_file
+
+    try:
+        return cached_file(name, filename, _raise_exceptions_for_missing_entries=False)
+    except OSError:
+        return None
+
+
+def checkpoint_preprocessing(name: str) -> dict:
+    """``image_mean`` / ``image_std`` / ``size`` the checkpoint's processor config states ({} if none).
+
+    The video processor's config wins over the image processor's where both exist; a size is
+    returned as (height, width) when it is given as such or as ``shortest_edge``.
+    """
+    import json
+
+    found: dict = {}
+    for filename in ("preprocessor_config.json", "video_preprocessor_config.json"):
+        path = _checkpoint_file(name, filename)
+        if path is None:
+            continue
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+        for key in ("image_mean", "image_std"):
+            if raw.get(key) is not None:
+                found[key] = tuple(float(v) for v in raw[key])
+        size = raw.get("size")
+        if isinstance(size, dict) and "height" in size and "width" in size:
+            found["size"] = (int(size["height"]), int(size["width"]))
+        elif isinstance(size, dict) and "shortest_edge" in size:
+            found["size"] = (int(size["shortest_edge"]),) * 2
+    return found
+
+
+def checkpoint_chat_template(name: str, tokenizer) -> str | None:
+    """The chat template the checkpoint ships: the tokenizer's, else the processor's file."""
+    import json
+
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.chat_template
+    path = _checkpoint_file(name, "chat_template.jinja")
+    if path is not None:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    path = _checkpoint_file(name, "chat_template.json")
+    if path is not None:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f).get("chat_template")
+    return None

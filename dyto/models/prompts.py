@@ -14,6 +14,7 @@ whoever wants to show the full answer.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -92,3 +93,65 @@ def default_conv_mode(model_family: str, task: str) -> str:
 def model_family(model_name: str) -> str:
     """"34b" if the model name says so (llava-v1.6-34b), else "7b" (Vicuna-7B and the tiny model)."""
     return "34b" if "34b" in model_name.lower() else "7b"
+
+
+# -- chat-template backbones ---------------------------------------------------------------
+# Backbones whose checkpoints ship a chat template (LLaVA-OneVision, InternVL, Qwen2.5-VL) get the
+# reference's wording laid out as chat messages: the system sentence, the user turn (visual
+# tokens first, then the instruction, question and options) and the answer prefix after the
+# template's generation prompt. The wording is that of the reference's ChatML templates (the
+# *_34b_* modes above), stripped of the padding spaces those strings carry around the text.
+CHAT_MODES = ("chat_open_ended", "chat_multiple_choice")
+
+
+@dataclass(frozen=True)
+class ChatLayout:
+    """One question as chat messages; ``user`` is the text that follows the visual tokens."""
+
+    mode: str
+    system: str
+    user: str
+    answer_prefix: str
+
+
+def chat_layout(task: str, question: str, options: Sequence[str] | None = None) -> ChatLayout:
+    """The reference's wording for ``task`` as (system, user text, answer prefix)."""
+    if task == "multiple_choice":
+        if not options:
+            raise ValueError("a multiple-choice question needs options")
+        return ChatLayout(
+            "chat_multiple_choice",
+            "You are a helpful expert in video analysis. Select the best option to answer the question.",
+            f"The input consists of a sequence of key frames from a video. Question: {question}\nOptions:\n"
+            f"{options_block(options)}Only give the best option.",
+            ANSWER_PREFIX["multiple_choice_allvideo_34b_v4"],
+        )
+    if options:
+        raise ValueError(f"task {task!r} is open-ended but options were given")
+    return ChatLayout("chat_open_ended", "Answer the question.", f"{_INSTRUCTION} Question: {question}",
+                      ANSWER_PREFIX["image_seq_34b_v3"])
+
+
+def render_chat(tokenizer, layout: ChatLayout, visual_marker: str, chat_template: str | None = None,
+                system: bool = True) -> tuple[str, str]:
+    """(text before the visual tokens, text after them) through the tokenizer's chat template.
+
+    The user turn is given as the processors' typed content, ``[{"type": "video"}, {"type":
+    "text", ...}]``; the template writes ``visual_marker`` (the checkpoint's video token) where the
+    frames go. A template that only takes string content gets ``visual_marker + "\\n" + text``.
+    The answer prefix is appended after the generation prompt, so the model continues it.
+    """
+    template = chat_template or getattr(tokenizer, "chat_template", None)
+    if not template:
+        raise ValueError("the tokenizer has no chat template; pass chat_template=... to the backbone")
+    head = [{"role": "system", "content": [{"type": "text", "text": layout.system}]}] if system else []
+    typed = head + [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": layout.user}]}]
+    text = tokenizer.apply_chat_template(typed, chat_template=template, tokenize=False, add_generation_prompt=True)
+    if text.count(visual_marker) != 1:
+        head = [{"role": "system", "content": layout.system}] if system else []
+        plain = head + [{"role": "user", "content": f"{visual_marker}\n{layout.user}"}]
+        text = tokenizer.apply_chat_template(plain, chat_template=template, tokenize=False, add_generation_prompt=True)
+    if text.count(visual_marker) != 1:
+        raise ValueError(f"the chat template does not place exactly one {visual_marker!r}: {text!r}")
+    before, after = text.split(visual_marker)
+    return before, after + layout.answer_prefix

@@ -1,0 +1,153 @@
+"""Shared base of the chat-template backbones (LLaVA-OneVision, InternVL).
+
+What such a family shares: loading a checkpoint or the family's tiny random-weight model,
+its preprocessing (the family's defaults, overridden by what the checkpoint's processor config
+states), the prompt through the checkpoint's chat template with the reference's wording
+(:func:`dyto.models.prompts.chat_layout`), and the LLM input built the way the checkpoint's
+processor builds it: the prompt is tokenised whole with one marker token (a special token) per
+visual block, and each marker's embedding row is replaced by that block's tokens. Since special
+tokens split the text before BPE, the text around the visual tokens tokenises exactly as in the
+model's own path. Positions are 1-D (``LLMInput.positions`` None).
+
+A subclass sets the class attributes and implements ``encode`` and ``visual_layout``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, ClassVar
+
+import torch
+from torch import Tensor
+
+from dyto.datamodules.preprocess import Preprocessing
+from dyto.models.backbone import Backbone, LLMInput, Prompt
+from dyto.models.loading import (
+    checkpoint_chat_template,
+    checkpoint_preprocessing,
+    load_checkpoint,
+    resolve_attn_implementation,
+    resolve_dtype,
+)
+from dyto.models.prompts import chat_layout, render_chat
+
+
+class ChatBackbone(Backbone):
+    """Args (every subclass):
+        checkpoint: "tiny" (the family's in-memory RANDOM-WEIGHT model), a hub id or a local dir.
+        dtype: "auto" = fp16 with CUDA, fp32 without; or float16 | bfloat16 | float32.
+        attn_implementation: "sdpa" (default), "flash_attention_2", "eager", "auto".
+        vision_chunk_size: frames per vision-tower forward; bounds activation memory.
+        chat_template: a Jinja chat template to use instead of the checkpoint's.
+        system_prompt: send the reference's system sentence (True, default) or leave the system
+            turn to the template (False).
+        seed: seeds the tiny model's weights.
+    """
+
+    model_class: ClassVar[type]
+    tiny_builder: ClassVar[Callable]
+    tiny_name: ClassVar[str]
+    default_size: ClassVar[tuple[int, int]]
+    default_mean: ClassVar[tuple[float, float, float]]
+    default_std: ClassVar[tuple[float, float, float]]
+    template_marker: ClassVar[str] = "<video>"  # what the chat template writes where the video goes
+
+    def __init__(self, checkpoint: str = "tiny", dtype: str = "auto", attn_implementation: str = "sdpa",
+                 vision_chunk_size: int = 16, chat_template: str | None = None, system_prompt: bool = True,
+                 seed: int = 0):
+        super().__init__()
+        if vision_chunk_size < 1:
+            raise ValueError(f"vision_chunk_size must be >= 1, got {vision_chunk_size}")
+        self.checkpoint, self.vision_chunk_size, self.system_prompt = checkpoint, vision_chunk_size, system_prompt
+        torch_dtype, attn = resolve_dtype(dtype), resolve_attn_implementation(attn_implementation)
+        if checkpoint == "tiny":
+            model, tokenizer = type(self).tiny_builder(seed=seed)
+            model.set_attn_implementation(attn)
+            model, name, stated = model.to(torch_dtype).eval(), self.tiny_name, {}
+            self.run_label = f"tiny-{self.name}"
+        else:
+            model, tokenizer, name = load_checkpoint(self.model_class, checkpoint, torch_dtype, attn)
+            stated = checkpoint_preprocessing(checkpoint)
+            self.run_label = checkpoint
+        self.chat_template = chat_template or checkpoint_chat_template(checkpoint, tokenizer)
+        self.attach(model, tokenizer, name, stated)
+
+    @classmethod
+    def from_parts(cls, model, tokenizer, model_name: str, **options) -> "ChatBackbone":
+        """An already built model and tokenizer (benchmarks: full-size random weights)."""
+        self = cls.__new__(cls)
+        Backbone.__init__(self)
+        self.checkpoint, self.run_label = options.get("checkpoint", "tiny"), model_name
+        self.vision_chunk_size = options.get("vision_chunk_size", 16)
+        self.system_prompt = options.get("system_prompt", True)
+        self.chat_template = options.get("chat_template") or tokenizer.chat_template
+        self.attach(model, tokenizer, model_name, {})
+        return self
+
+    def attach(self, model, tokenizer, model_name: str, stated: dict) -> None:
+        """Use ``model`` / ``tokenizer``; ``stated`` is the checkpoint's processor settings."""
+        self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
+        size = stated.get("size") or self.tower_size()
+        self.preprocessing = Preprocessing(size=size, resize="squash_bicubic",
+                                           mean=stated.get("image_mean", self.default_mean),
+                                           std=stated.get("image_std", self.default_std))
+        self.grid = self.output_grid(size)
+
+    # -- family-specific -------------------------------------------------------------------
+    def tower_size(self) -> tuple[int, int]:
+        """The input size the vision tower is configured for."""
+        raise NotImplementedError
+
+    def output_grid(self, size: tuple[int, int]) -> tuple[int, int]:
+        """(h, w) of ``encode``'s tokens for frames of ``size``."""
+        raise NotImplementedError
+
+    def visual_layout(self, reduction) -> tuple[str, list[Tensor]]:
+        """(text that replaces the template's marker, with one marker token per block; the blocks)."""
+        raise NotImplementedError
+
+    marker_token: ClassVar[str]  # the special token each visual block replaces
+
+    # -- shared ----------------------------------------------------------------------------
+    def prompt(self, task: str, question: str, options: list[str] | None = None) -> Prompt:
+        layout = chat_layout(task, question, options)
+        before, after = render_chat(self.tokenizer, layout, self.template_marker, self.chat_template,
+                                    system=self.system_prompt)
+        return Prompt(before, after, layout.mode)
+
+    def build_input(self, prompt: Prompt, reduction) -> LLMInput:
+        visual_text, blocks = self.visual_layout(reduction)
+        ids = self.tokenizer(prompt.before + visual_text + prompt.after, add_special_tokens=False).input_ids
+        marker = self.tokenizer.convert_tokens_to_ids(self.marker_token)
+        at = [i for i, t in enumerate(ids) if t == marker]
+        if len(at) != len(blocks):
+            raise ValueError(f"the prompt holds {len(at)} {self.marker_token} tokens for {len(blocks)} visual blocks "
+                             "(does the question itself contain one?)")
+        embed = self.input_embeddings()
+        text = embed(torch.tensor(ids, dtype=torch.long, device=embed.weight.device))
+        pieces, start = [], 0
+        for i, block in zip(at, blocks):
+            pieces += [text[start:i], block.to(device=text.device, dtype=text.dtype)]
+            start = i + 1
+        pieces.append(text[start:])
+        visual = sum(b.shape[0] for b in blocks)
+        return LLMInput(torch.cat(pieces), None, visual)
+
+    def fingerprint(self) -> dict:
+        config = self.model.config
+        return {
+            "checkpoint": self.model_name,
+            "revision": getattr(config, "_commit_hash", None),
+            "dtype": str(self.model.dtype).removeprefix("torch."),
+            "attn_implementation": config._attn_implementation,
+            "vision_feature_layer": config.vision_feature_layer,
+            "vision_feature_select_strategy": config.vision_feature_select_strategy,
+            "chat_template_sha256": _sha256(self.chat_template),
+            "system_prompt": self.system_prompt,
+            "tokenization": "whole",
+        }
+
+
+def _sha256(text: str | None) -> str | None:
+    import hashlib
+
+    return None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()

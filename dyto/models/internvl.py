@@ -1,0 +1,126 @@
+"""InternVL as a backbone (``InternVLForConditionalGeneration``: InternViT + Qwen2/2.5, HF format).
+
+Frames ``[T,3,448,448]`` (one 448 tile per frame, as InternVL's video path uses: no dynamic
+tiling; bicubic squash, ImageNet mean/std unless the checkpoint's processor config says
+otherwise) -> InternViT-300M/14 -> 32x32 patch tokens (CLS dropped) -> pixel shuffle 0.5 ->
+16x16 x 4C -> MLP projector -> ``[T,256,D]`` on a 16x16 grid; that is the model's own
+``get_image_features`` (checked in tests/test_backbones.py), run in chunks of frames.
+
+In the prompt, each output block of the reducer (a kept frame, for DyTo) is written as the
+processor writes a video frame, ``Frame{k}: <img>...</img>\\n`` with k = 1, 2, ... over the
+blocks in order, replacing the chat template's ``<video>``; ``frame_labels: false`` writes one
+``<img>...</img>`` around all the visual tokens instead.
+
+Which weights run: only checkpoints in the Hugging Face format that transformers' InternVL
+classes read, i.e. the ``OpenGVLab/InternVL3-*-hf`` repos (1B, 2B, 8B, 9B, 14B, 38B, 78B) and the
+InternVL2.5 / 3 checkpoints converted with transformers' ``convert_internvl_weights_to_hf.py``.
+The paper's InternVL2-8B/26B (``OpenGVLab/InternVL2-8B``) ship as ``trust_remote_code`` models
+in their own layout; there is no official HF-format InternVL2 repo, so they run here only after
+converting them with that script (it targets InternVL2.5/3; InternVL2-8B shares their
+InternViT-300M + MLP-projector layout with an InternLM2 LLM, which the script supports, but this
+was not tried offline). The remote-code model itself is not loaded (no ``trust_remote_code``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from transformers import InternVLForConditionalGeneration
+
+from dyto.models.backbone import VisualFeatures, register_backbone
+from dyto.models.chat_backbone import ChatBackbone
+from dyto.models.tiny_families import TINY_INTERNVL_NAME, build_tiny_internvl
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@register_backbone("internvl")
+class InternVL(ChatBackbone):
+    """InternVL (HF format) behind the backbone interface (see the module docstring).
+
+    Args:
+        checkpoint: "tiny" (in-memory RANDOM-WEIGHT model), a hub id such as
+            ``OpenGVLab/InternVL3-8B-hf``, or a local dir in the HF format.
+        dtype: "auto" = fp16 with CUDA, fp32 without; or float16 | bfloat16 | float32.
+        attn_implementation: "sdpa" (default), "flash_attention_2", "eager", "auto".
+        vision_chunk_size: frames per vision-tower forward; bounds activation memory.
+        chat_template: a Jinja chat template to use instead of the checkpoint's.
+        system_prompt: send the reference's system sentence (default) or leave it to the template.
+        frame_labels: write each visual block as ``Frame{k}: <img>...</img>\\n`` (default, the
+            processor's video layout) or all tokens in one ``<img>...</img>``.
+        seed: seeds the tiny model's weights.
+    """
+
+    model_class = InternVLForConditionalGeneration
+    tiny_builder = staticmethod(build_tiny_internvl)
+    tiny_name = TINY_INTERNVL_NAME
+    default_mean, default_std = IMAGENET_MEAN, IMAGENET_STD
+    template_marker = "<video>"
+    frame_labels = True
+
+    def __init__(self, checkpoint: str = "tiny", dtype: str = "auto", attn_implementation: str = "sdpa",
+                 vision_chunk_size: int = 16, chat_template: str | None = None, system_prompt: bool = True,
+                 frame_labels: bool = True, seed: int = 0):
+        super().__init__(checkpoint, dtype, attn_implementation, vision_chunk_size, chat_template, system_prompt, seed)
+        self.frame_labels = frame_labels
+
+    @property
+    def marker_token(self) -> str:
+        return getattr(self.tokenizer, "context_image_token", None) or "<IMG_CONTEXT>"
+
+    def tower_size(self) -> tuple[int, int]:
+        size = self.model.config.vision_config.image_size
+        return tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+
+    def output_grid(self, size: tuple[int, int]) -> tuple[int, int]:
+        patch = self.model.config.vision_config.patch_size
+        patch = patch[0] if isinstance(patch, (list, tuple)) else patch
+        scale = self.model.config.downsample_ratio
+        return (int(size[0] // patch * scale), int(size[1] // patch * scale))
+
+    def feature_hidden(self, pixels: Tensor) -> Tensor:
+        """InternViT's output at ``vision_feature_layer`` ``[t,1+N,C]`` (-1: the tower's output, after
+        its final norm, as ``get_image_features`` takes it), running only the layers up to it."""
+        tower = self.model.model.vision_tower
+        layers, feature_layer = tower.encoder.layer, self.model.config.vision_feature_layer
+        hidden = tower.embeddings(pixels)
+        for block in layers[: feature_layer % (len(layers) + 1)]:
+            out = block(hidden)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return tower.layernorm(hidden) if feature_layer == -1 else hidden
+
+    @torch.no_grad()
+    def encode(self, pixels: Tensor, with_cls: bool = False) -> VisualFeatures:
+        """``[T,3,448,448]`` -> ``[T,256,D]``: CLS dropped, pixel shuffle, projector (per chunk)."""
+        if with_cls:
+            raise ValueError("InternVL's CLS token has no projection into the LLM's space (the projector "
+                             "reads pixel-shuffled 4C vectors); use a reducer descriptor that does not need it")
+        config, inner = self.model.config, self.model.model
+        if isinstance(config.vision_feature_layer, list):
+            raise ValueError("a list of vision_feature_layer values is not supported")
+        pixels = pixels.to(self.device, non_blocking=True)
+        feats = []
+        for chunk in pixels.split(self.vision_chunk_size):
+            hidden = self.feature_hidden(chunk.to(dtype=self.dtype))
+            if config.vision_feature_select_strategy == "default":
+                hidden = hidden[:, 1:]
+            t, n, c = hidden.shape
+            side = int(n**0.5)
+            shuffled = inner.pixel_shuffle(hidden.reshape(t, side, side, c), scale_factor=config.downsample_ratio)
+            feats.append(inner.multi_modal_projector(shuffled.reshape(t, -1, shuffled.shape[-1])))
+        return VisualFeatures(torch.cat(feats), self.grid, None)
+
+    def visual_layout(self, reduction) -> tuple[str, list[Tensor]]:
+        start = getattr(self.tokenizer, "start_image_token", None) or "<img>"
+        end = getattr(self.tokenizer, "end_image_token", None) or "</img>"
+        marker = self.marker_token
+        if not self.frame_labels:
+            return f"{start}{marker}{end}\n", [reduction.tokens]
+        blocks = list(reduction.tokens.split(list(reduction.tokens_per_frame)))
+        text = "".join(f"Frame{k + 1}: {start}{marker}{end}\n" for k in range(len(blocks)))
+        return text, blocks
+
+    def fingerprint(self) -> dict:
+        return {**super().fingerprint(), "downsample_ratio": self.model.config.downsample_ratio,
+                "frame_labels": self.frame_labels}
