@@ -14,7 +14,7 @@ import torch
 from dyto.datamodules.video import decode_video
 from dyto.models.backbone import LLMInput
 from dyto.models.qwen2_5_vl import Qwen2_5_VL, reduction_positions
-from dyto.models.qwen2_5_vl_inputs import VIDEO_ITEM, chat_prompt, grid_positions, mrope_positions, patchify
+from dyto.models.qwen2_5_vl_inputs import VIDEO_PAD, grid_positions, mrope_positions, patchify
 from dyto.reduction import ConcatReducer, DyToReducer, Reduction
 
 DEMO = Path(__file__).resolve().parents[1] / "dyto" / "assets" / "demo"
@@ -42,8 +42,8 @@ def model_video_path(backbone, px, task, question, options):
     flat, grid_thw = patchify(px)
     merge = backbone.model.config.vision_config.spatial_merge_size
     n_video = grid_thw[0] * grid_thw[1] * grid_thw[2] // merge**2
-    text = chat_prompt(backbone.tokenizer, task, question, options)
-    text = text.replace(VIDEO_ITEM, VIDEO_ITEM.replace("<|video_pad|>", "<|video_pad|>" * n_video))
+    prompt = backbone.prompt(task, question, options)
+    text = prompt.before + VIDEO_PAD * n_video + prompt.after          # the processor's expansion
     ids = torch.tensor([backbone.tokenizer(text).input_ids])
     types = (ids == backbone.model.config.video_token_id).int() * 2  # 2 = video, as the processor marks it
     out = backbone.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values_videos=flat,
@@ -76,7 +76,7 @@ def test_identity_reducer_matches_the_models_own_video_path(backbone, clip, fram
         reference = model_video_path(backbone, px, task, "what is in the video?", options)
     finally:
         backbone.text_after_video = "max_plus_one"
-    assert ours.shape[1] == NEW and ours.tolist() == reference.tolist()
+    assert ours.shape[1] >= 3 and ours.tolist() == reference.tolist()
     # the positions matter: plain 1-D positions give other answers
     flat = torch.arange(item.embeds.shape[0]).expand(3, -1)
     plain = backbone.generate_ids([LLMInput(item.embeds, flat, item.visual_tokens)], greedy(backbone))
@@ -146,6 +146,7 @@ def test_reduced_positions_are_a_subset_of_the_full_grid(backbone):
     item = backbone.build_input(prompt, reduction)
     full = backbone.build_input(prompt, ConcatReducer(8)(feats.features, feats.grid))
     n_before = len(backbone.tokenizer(prompt.before).input_ids)
+    assert prompt.before.endswith("<|vision_start|>")
     visual = item.positions[:, n_before : n_before + item.visual_tokens].T.tolist()
     grid_ids = set(map(tuple, full.positions[:, n_before : n_before + full.visual_tokens].T.tolist()))
     assert set(map(tuple, visual)) <= grid_ids
@@ -177,10 +178,10 @@ def test_golden_prompts(backbone):
     """The chat-template layout, character for character, for both tasks."""
     prompt = backbone.prompt("open_ended", "what animal is this?", None)
     before, after = prompt.before, prompt.after
-    assert prompt.mode == "chat_template_open_ended"
+    assert prompt.mode == "chat_open_ended"
     assert before == "<|im_start|>system\nAnswer the question.<|im_end|>\n<|im_start|>user\n<|vision_start|>"
     assert after == (
-        "<|vision_end|>\nThe input consists of a sequence of key frames from a video. Answer concisely with "
+        "<|vision_end|>The input consists of a sequence of key frames from a video. Answer concisely with "
         "overall content and context of the video, highlighting any significant events, characters, or "
         "objects that appear throughout the video. Question: what animal is this?<|im_end|>\n"
         "<|im_start|>assistant\nAnswer: In the video,")
@@ -188,17 +189,19 @@ def test_golden_prompts(backbone):
     before, after = prompt.before, prompt.after
     assert before == ("<|im_start|>system\nYou are a helpful expert in video analysis. Select the best option "
                       "to answer the question.<|im_end|>\n<|im_start|>user\n<|vision_start|>")
-    assert after == ("<|vision_end|>\nThe input consists of a sequence of key frames from a video. Question: "
+    assert prompt.mode == "chat_multiple_choice"
+    assert after == ("<|vision_end|>The input consists of a sequence of key frames from a video. Question: "
                      "where is it?\nOptions:\n(A) a street\n(B) a forest\nOnly give the best option.<|im_end|>\n"
                      "<|im_start|>assistant\nAnswer: Best option:(")
-    # the vision markers and turn markers are single tokens, so split tokenisation equals whole
-    ids = backbone.tokenizer(before + "<|video_pad|>" + after).input_ids
-    pad = backbone.model.config.video_token_id
-    assert ids.count(pad) == 1
-    split = backbone.tokenizer(before).input_ids + [pad] + backbone.tokenizer(after).input_ids
-    assert ids == split
+    # without the system sentence the template's own default system turn is used
+    plain = Qwen2_5_VL.from_parts(backbone.model, backbone.tokenizer, "t", image_size=84, system_prompt=False)
+    assert plain.prompt("open_ended", "q", None).before.startswith(
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<|vision_start|>")
     with pytest.raises(ValueError, match="needs options"):
         backbone.prompt("multiple_choice", "q", None)
+    with pytest.raises(ValueError, match="video_pad"):
+        backbone.build_input(backbone.prompt("open_ended", "is <|video_pad|> here?", None),
+                             ConcatReducer(2)(torch.zeros(1, 9, 64), (3, 3)))
 
 
 def test_saved_checkpoint_loads_through_from_pretrained(tmp_path, backbone):

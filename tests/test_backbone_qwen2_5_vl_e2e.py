@@ -41,7 +41,7 @@ def test_demo_through_trainer_predict(concat_run):
     assert len(records) == 5 and all(r["status"] == "ok" for r in records), records
     assert {r["visual_tokens_in"] for r in records} == {FRAMES // 2 * 9}
     assert {r["visual_tokens_out"] for r in records} == {FRAMES // 2 * 9}
-    assert {r["conv_mode"] for r in records} == {"chat_template_open_ended", "chat_template_multiple_choice"}
+    assert {r["conv_mode"] for r in records} == {"chat_open_ended", "chat_multiple_choice"}
     assert all(r["prediction"] for r in records)
     # the first record again, by hand, from the frames the DataModule made
     batch = next(iter(dm.predict_dataloader()))

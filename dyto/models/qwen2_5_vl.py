@@ -20,40 +20,33 @@ What differs from the model's own pipeline (``Qwen2_5_VLProcessor`` + ``generate
 With the identity reducer the answers equal ``model.generate`` on the processor's layout
 (tested on the tiny model).
 
-    pytest -q tests/test_backbone_qwen2_5_vl.py
+    dyto predict --config configs/models/qwen2_5_vl_7b.yaml --config configs/reducers/dyto_qwen2_5_vl.yaml \\
+                 --config configs/benchmarks/nextqa.yaml
+    pytest -q tests/test_backbone_qwen2_5_vl.py tests/test_backbone_qwen2_5_vl_e2e.py
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 
 import torch
 from torch import Tensor
-from transformers import AutoTokenizer, GenerationConfig, Qwen2_5_VLForConditionalGeneration
-from transformers.utils import cached_file
+from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
 from dyto.datamodules.preprocess import Preprocessing
 from dyto.datamodules.video import CLIP_MEAN, CLIP_STD
 from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, register_backbone
 from dyto.models.inputs import left_pad
-from dyto.models.loading import DTYPES, load_device_map, resolve_attn_implementation
-from dyto.models.qwen2_5_vl_inputs import (
-    TEXT_AFTER_VIDEO, chat_prompt, grid_positions, mrope_positions, patchify, split_at_video,
+from dyto.models.loading import (
+    DTYPES, checkpoint_chat_template, checkpoint_preprocessing, load_checkpoint, resolve_attn_implementation,
 )
+from dyto.models.prompts import chat_layout, render_chat
+from dyto.models.qwen2_5_vl_inputs import TEXT_AFTER_VIDEO, VIDEO_PAD, grid_positions, mrope_positions, patchify
 from dyto.models.tiny_qwen2_5_vl import TINY_QWEN_NAME, build_tiny_qwen2_5_vl
 
-__all__ = ["Qwen2_5_VL", "reduction_positions", "processor_chat_template"]
+__all__ = ["Qwen2_5_VL", "reduction_positions"]
 
 TINY_SIZE = 84  # the tiny model's frames: 6x6 patches of 14 px, a 3x3 merged grid
-
-
-def processor_chat_template(checkpoint: str) -> str | None:
-    """The checkpoint's ``chat_template.json`` (the processor's template), if it ships one."""
-    path = cached_file(checkpoint, "chat_template.json", _raise_exceptions_for_missing_entries=False)
-    if path is None:
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)["chat_template"]
 
 
 def reduction_positions(reduction, grid: tuple[int, int]) -> Tensor:
@@ -96,14 +89,18 @@ class Qwen2_5_VL(Backbone):
         vision_chunk_size: temporal patches per vision-tower call; None = the whole clip in one
             call, as the model's own path (the tower attends within a temporal patch only, so
             chunks change nothing but rounding).
+        chat_template: a Jinja chat template to use instead of the checkpoint's.
+        system_prompt: send the reference's system sentence (default) or leave it to the template
+            (Qwen's adds "You are a helpful assistant.").
         seed: seeds the tiny model's weights.
     """
 
     def __init__(self, checkpoint: str = "tiny", image_size: int | None = None, dtype: str = "auto",
                  attn_implementation: str = "sdpa", second_per_grid_t: float = 1.0,
-                 text_after_video: str = "max_plus_one", vision_chunk_size: int | None = None, seed: int = 0):
+                 text_after_video: str = "max_plus_one", vision_chunk_size: int | None = None,
+                 chat_template: str | None = None, system_prompt: bool = True, seed: int = 0):
         super().__init__()
-        self._options(checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, seed)
+        self._options(checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, system_prompt, seed)
         if dtype == "auto":
             torch_dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
         elif dtype in DTYPES:
@@ -114,29 +111,28 @@ class Qwen2_5_VL(Backbone):
         if checkpoint == "tiny":
             model, tokenizer = build_tiny_qwen2_5_vl(seed=seed)
             model.set_attn_implementation(attn)
-            model, name = model.to(torch_dtype), TINY_QWEN_NAME
+            model, name, stated = model.to(torch_dtype), TINY_QWEN_NAME, {}
         else:
-            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-                checkpoint, dtype=torch_dtype, attn_implementation=attn, device_map=load_device_map())
-            tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-            if getattr(tokenizer, "chat_template", None) is None:   # some exports keep it for the processor only
-                tokenizer.chat_template = processor_chat_template(checkpoint)
-            random = getattr(model.config, "dyto_random_weights", False)
-            name = f"{checkpoint} (random weights)" if random else checkpoint
-        self.attach(model.eval(), tokenizer, name, image_size or (TINY_SIZE if checkpoint == "tiny" else 448))
+            model, tokenizer, name = load_checkpoint(Qwen2_5_VLForConditionalGeneration, checkpoint, torch_dtype, attn)
+            stated = checkpoint_preprocessing(checkpoint)  # mean/std only: Qwen's "size" is a pixel budget
+        self.chat_template = chat_template or checkpoint_chat_template(checkpoint, tokenizer)
+        self.attach(model.eval(), tokenizer, name, image_size or (TINY_SIZE if checkpoint == "tiny" else 448),
+                    stated.get("image_mean", CLIP_MEAN), stated.get("image_std", CLIP_STD))
 
     @classmethod
     def from_parts(cls, model, tokenizer, model_name: str, image_size: int = 448, checkpoint: str = "tiny",
                    second_per_grid_t: float = 1.0, text_after_video: str = "max_plus_one",
-                   vision_chunk_size: int | None = None) -> "Qwen2_5_VL":
+                   vision_chunk_size: int | None = None, chat_template: str | None = None,
+                   system_prompt: bool = True) -> "Qwen2_5_VL":
         """An already built model and tokenizer (benchmarks: full-size random weights)."""
         self = cls.__new__(cls)
         Backbone.__init__(self)
-        self._options(checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, 0)
-        self.attach(model.eval(), tokenizer, model_name, image_size)
+        self._options(checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, system_prompt, 0)
+        self.chat_template = chat_template or tokenizer.chat_template
+        self.attach(model.eval(), tokenizer, model_name, image_size, CLIP_MEAN, CLIP_STD)
         return self
 
-    def _options(self, checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, seed) -> None:
+    def _options(self, checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, system_prompt, seed):
         if text_after_video not in TEXT_AFTER_VIDEO:
             raise ValueError(f"unknown text_after_video {text_after_video!r}; expected one of {TEXT_AFTER_VIDEO}")
         if vision_chunk_size is not None and vision_chunk_size < 1:
@@ -144,20 +140,21 @@ class Qwen2_5_VL(Backbone):
         if second_per_grid_t <= 0:
             raise ValueError(f"second_per_grid_t must be > 0, got {second_per_grid_t}")
         self.checkpoint, self.second_per_grid_t, self.text_after_video = checkpoint, second_per_grid_t, text_after_video
-        self.vision_chunk_size, self.seed = vision_chunk_size, seed
+        self.vision_chunk_size, self.system_prompt, self.seed = vision_chunk_size, system_prompt, seed
         # what run names are made of: a hub id or a path; the tiny model says its family, so its runs
         # never share a folder (and resume state) with another family's tiny model
         self.run_label = f"tiny-{self.name}" if checkpoint == "tiny" else checkpoint
 
-    def attach(self, model: Qwen2_5_VLForConditionalGeneration, tokenizer, model_name: str, image_size: int) -> None:
+    def attach(self, model: Qwen2_5_VLForConditionalGeneration, tokenizer, model_name: str, image_size: int,
+               mean: tuple[float, float, float], std: tuple[float, float, float]) -> None:
         vision = model.config.vision_config
         unit = vision.patch_size * vision.spatial_merge_size
         if image_size % unit:
             raise ValueError(f"image_size must be a multiple of {unit} (patch x merge), got {image_size}")
         self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
         self.grid = (image_size // unit, image_size // unit)
-        self.preprocessing = Preprocessing(size=(image_size, image_size), resize="squash_bicubic",
-                                           mean=CLIP_MEAN, std=CLIP_STD, frames_per_patch=vision.temporal_patch_size)
+        self.preprocessing = Preprocessing(size=(image_size, image_size), resize="squash_bicubic", mean=mean, std=std,
+                                           frames_per_patch=vision.temporal_patch_size)
 
     # -- the backbone interface --------------------------------------------------------------
     @torch.no_grad()
@@ -182,24 +179,31 @@ class Qwen2_5_VL(Backbone):
         return VisualFeatures(features=torch.cat(out).reshape(gt, h * w, -1), grid=(h, w), cls=None)
 
     def prompt(self, task: str, question: str, options: list[str] | None = None) -> Prompt:
-        """Text before the visual tokens and after them, from the checkpoint's chat template."""
-        before, after = split_at_video(chat_prompt(self.tokenizer, task, question, options))
-        kind = "multiple_choice" if task == "multiple_choice" else "open_ended"
-        return Prompt(before, after, f"chat_template_{kind}")
+        """The reference's wording through the checkpoint's chat template, split at ``<|video_pad|>``
+        (``before`` ends with ``<|vision_start|>``, ``after`` starts with ``<|vision_end|>``)."""
+        layout = chat_layout(task, question, options)
+        before, after = render_chat(self.tokenizer, layout, VIDEO_PAD, self.chat_template, system=self.system_prompt)
+        return Prompt(before, after, layout.mode)
 
     def build_input(self, prompt: Prompt, reduction) -> LLMInput:
-        """Text, visual, text embeddings ``[S, D]`` and their M-RoPE ids ``[3, S]``."""
+        """Text, visual, text embeddings ``[S, D]`` and their M-RoPE ids ``[3, S]``.
+
+        The prompt is tokenised whole with one ``<|video_pad|>`` where the video goes, as the
+        processor does (there the pad is repeated once per visual token); the visual tokens then
+        take that pad's place.
+        """
         embed = self.model.get_input_embeddings()
-        ids_before = self.tokenizer(prompt.before, add_special_tokens=False).input_ids
-        ids_after = self.tokenizer(prompt.after, add_special_tokens=False).input_ids
+        ids = self.tokenizer(prompt.before + VIDEO_PAD + prompt.after, add_special_tokens=False).input_ids
+        pad = self.tokenizer.convert_tokens_to_ids(VIDEO_PAD)
+        if ids.count(pad) != 1:
+            raise ValueError(f"the prompt holds {ids.count(pad)} {VIDEO_PAD} tokens, expected 1 "
+                             "(does the question itself contain one?)")
+        at = ids.index(pad)
         cells = reduction_positions(reduction, self.grid).to(self.device)
         tokens = reduction.tokens.to(device=self.device, dtype=embed.weight.dtype)
-
-        def text(ids: list[int]) -> Tensor:
-            return embed(torch.tensor(ids, dtype=torch.long, device=self.device))
-
-        embeds = torch.cat([text(ids_before), tokens, text(ids_after)])
-        positions = mrope_positions(self.model.model, len(ids_before), cells, self.grid, len(ids_after),
+        text = embed(torch.tensor(ids, dtype=torch.long, device=self.device))
+        embeds = torch.cat([text[:at], tokens, text[at + 1 :]])
+        positions = mrope_positions(self.model.model, at, cells, self.grid, len(ids) - at - 1,
                                     self.second_per_grid_t, self.text_after_video)
         return LLMInput(embeds=embeds, positions=positions, visual_tokens=tokens.shape[0])
 
@@ -234,5 +238,7 @@ class Qwen2_5_VL(Backbone):
             "preprocessing": self.preprocessing.config(),
             "tokens_per_second": config.vision_config.tokens_per_second,
             "second_per_grid_t": self.second_per_grid_t, "text_after_video": self.text_after_video,
-            "vision_chunk_size": self.vision_chunk_size, "prompt": "chat_template", "seed": self.seed,
+            "vision_chunk_size": self.vision_chunk_size, "system_prompt": self.system_prompt,
+            "chat_template_sha256": hashlib.sha256((self.chat_template or "").encode("utf-8")).hexdigest(),
+            "tokenization": "whole", "seed": self.seed,
         }

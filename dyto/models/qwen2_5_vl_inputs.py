@@ -1,4 +1,4 @@
-"""Qwen2.5-VL's pixel layout, its 3-D M-RoPE positions, and its chat prompt (no model weights here).
+"""Qwen2.5-VL's pixel layout and its 3-D M-RoPE positions (no model weights here).
 
 * :func:`patchify` lays frames out as ``Qwen2VLVideoProcessor.patchify`` does: pairs of frames
   (an odd count is padded by repeating the last frame, as the processor does), 14-px patches in
@@ -8,7 +8,6 @@
   ``(t, row, col)`` of the full video grid, using the model's own ``get_vision_position_ids``
   (temporal ids ``floor(t * tokens_per_second * second_per_grid_t)``); the text after it starts
   by one of two rules (see ``TEXT_AFTER_VIDEO``).
-* :func:`chat_prompt` renders the question with the checkpoint's chat template.
 
 Run its tests: ``pytest -q tests/test_backbone_qwen2_5_vl.py``.
 """
@@ -20,10 +19,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from dyto.models.prompts import _INSTRUCTION, options_block
-
-__all__ = ["TEXT_AFTER_VIDEO", "VIDEO_ITEM", "patchify", "grid_positions", "mrope_positions", "chat_prompt",
-           "split_at_video"]
+__all__ = ["TEXT_AFTER_VIDEO", "VIDEO_PAD", "patchify", "grid_positions", "mrope_positions"]
 
 # "max_plus_one": the text after the video starts one past the largest id of any visual token,
 #   over all three axes: Qwen's released get_rope_index (the code the checkpoints were trained
@@ -33,7 +29,7 @@ __all__ = ["TEXT_AFTER_VIDEO", "VIDEO_ITEM", "patchify", "grid_positions", "mrop
 #   below max(h, w), i.e. for short clips; past that, transformers 5.x makes the text positions
 #   overlap the video's temporal ids.
 TEXT_AFTER_VIDEO = ("max_plus_one", "transformers")
-VIDEO_ITEM = "<|vision_start|><|video_pad|><|vision_end|>"
+VIDEO_PAD = "<|video_pad|>"  # what the chat template writes (between the vision markers) where the video goes
 
 
 def patchify(pixels: Tensor, patch_size: int = 14, merge_size: int = 2,
@@ -98,39 +94,3 @@ def mrope_positions(model, n_before: int, visual: Tensor, grid: tuple[int, int],
         start = int(ids.max()) + 1
     after = torch.arange(n_after, device=device).expand(3, -1) + start
     return torch.cat([before, ids, after], dim=1)
-
-
-def chat_prompt(tokenizer, task: str, question: str, options: Sequence[str] | None = None) -> str:
-    """The whole prompt text, with one ``VIDEO_ITEM``, ending with the reference's answer prefix.
-
-    Laid out as the reference's ChatML templates (the 34B ones) without the stray spaces around
-    the turn markers: the reference's system sentence as the system turn; a user turn holding the
-    video, then "\\n" and the reference's instruction, question (and options block); the
-    generation prompt; then "Answer: In the video," or "Answer: Best option:(" for the model to
-    continue. The turn markers come from the tokenizer's ``apply_chat_template``.
-    """
-    if getattr(tokenizer, "chat_template", None) is None:
-        raise ValueError("the tokenizer ships no chat template; Qwen2.5-VL prompts need one")
-    if task == "multiple_choice":
-        if not options:
-            raise ValueError("a multiple-choice question needs options")
-        system = "You are a helpful expert in video analysis. Select the best option to answer the question."
-        text = ("\nThe input consists of a sequence of key frames from a video. Question: "
-                f"{question}\nOptions:\n{options_block(options)}Only give the best option.")
-        prefix = "Answer: Best option:("
-    else:
-        if options:
-            raise ValueError(f"task {task!r} is open-ended but options were given")
-        system, text, prefix = "Answer the question.", f"\n{_INSTRUCTION} Question: {question}", "Answer: In the video,"
-    messages = [{"role": "system", "content": system},
-                {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": text}]}]
-    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return rendered + prefix
-
-
-def split_at_video(prompt: str) -> tuple[str, str]:
-    """(text up to and including ``<|vision_start|>``, text from ``<|vision_end|>`` on)."""
-    if prompt.count(VIDEO_ITEM) != 1:
-        raise ValueError(f"the prompt must hold exactly one {VIDEO_ITEM}, got {prompt.count(VIDEO_ITEM)}")
-    before, after = prompt.split(VIDEO_ITEM)
-    return before + "<|vision_start|>", "<|vision_end|>" + after
