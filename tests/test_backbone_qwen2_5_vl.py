@@ -236,3 +236,17 @@ def test_full_size_config_and_from_parts(backbone):
     parts = Qwen2_5_VL.from_parts(tiny, tokenizer, "tiny parts", image_size=84)
     assert parts.grid == backbone.grid and parts.preprocessing == backbone.preprocessing
     assert parts.fingerprint() == {**backbone.fingerprint(), "checkpoint": "tiny parts"}
+
+
+def test_vision_chunks_change_only_rounding(backbone):
+    """The tower attends within a temporal patch, so encoding patch by patch gives the same tokens."""
+    px = pixels(backbone, "bigbuckbunny.mp4", 6)
+    whole = backbone.encode(px).features
+    backbone.vision_chunk_size = 1
+    try:
+        chunked = backbone.encode(px).features
+    finally:
+        backbone.vision_chunk_size = None
+    assert whole.shape == (3, 9, 64)
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(whole[0], whole[1])        # different frames, different tokens

@@ -165,8 +165,8 @@ class Qwen2_5_VL(Backbone):
                              "need one (e.g. DyTo with descriptor='patch0')")
         vision = self.model.config.vision_config
         visual = self.model.model.visual
-        flat, (gt, gh, gw) = patchify(pixels.to(self.device), vision.patch_size, vision.spatial_merge_size,
-                                      vision.temporal_patch_size)
+        pixels = pixels.to(self.device, non_blocking=True)             # pinned host memory: no stall
+        flat, (gt, gh, gw) = patchify(pixels, vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size)
         per_patch = gh * gw                                             # patches per temporal patch
         step = self.vision_chunk_size or gt
         out = []
