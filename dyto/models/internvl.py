@@ -12,13 +12,14 @@ blocks in order, replacing the chat template's ``<video>``; ``frame_labels: fals
 ``<img>...</img>`` around all the visual tokens instead.
 
 Which weights run: only checkpoints in the Hugging Face format that transformers' InternVL
-classes read, i.e. the ``OpenGVLab/InternVL3-*-hf`` repos (1B, 2B, 8B, 9B, 14B, 38B, 78B) and the
-InternVL2.5 / 3 checkpoints converted with transformers' ``convert_internvl_weights_to_hf.py``.
-The paper's InternVL2-8B/26B (``OpenGVLab/InternVL2-8B``) ship as ``trust_remote_code`` models
-in their own layout; there is no official HF-format InternVL2 repo, so they run here only after
-converting them with that script (it targets InternVL2.5/3; InternVL2-8B shares their
-InternViT-300M + MLP-projector layout with an InternLM2 LLM, which the script supports, but this
-was not tried offline). The remote-code model itself is not loaded (no ``trust_remote_code``).
+classes read: the ``OpenGVLab/InternVL3-{1B,2B,8B,9B,14B,38B,78B}-hf`` repos, or an original
+InternVL2.5 / 3 repo converted with ``convert_internvl_weights_to_hf.py`` from transformers'
+source tree (it is not in the wheel). The paper's InternVL2-8B / 26B (``OpenGVLab/InternVL2-8B``)
+ship only as ``trust_remote_code`` models in their own layout, which this backbone does not
+load; to run them here they must first be converted the same way (InternVL2-8B has the
+InternViT-300M + MLP-projector layout of InternVL2.5-8B with an InternLM2 LLM, which the
+converter rewrites as Llama). That conversion was not tried offline, so InternVL2 results
+through this backbone are unverified; InternVL3-8B-hf is the supported default.
 """
 
 from __future__ import annotations

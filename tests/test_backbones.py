@@ -1,0 +1,232 @@
+"""Every registered backbone through the interface, with its tiny RANDOM-WEIGHT model (real
+transformers classes, CPU): encode shapes, the model's own vision path, golden prompts, input
+building, the identity-reducer answer against the model's own ``generate``, determinism, and a
+demo run through ``trainer.predict`` on the real demo clips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+
+from dyto.datamodules import VideoQADataModule
+from dyto.models import VideoQA
+from dyto.models.backbone import BACKBONES, LLMInput, build_backbone, list_backbones
+from dyto.models.prompts import chat_layout, render_chat
+from dyto.records import read_jsonl
+from dyto.reduction import ConcatReducer, DyToReducer
+
+DEMO = Path(__file__).resolve().parents[1] / "dyto" / "assets" / "demo"
+FAMILIES = list_backbones()
+T = 4
+
+
+@pytest.fixture(scope="module")
+def backbones(one_thread):
+    return {name: build_backbone(name) for name in FAMILIES}
+
+
+def frames_for(backbone, t: int = T, seed: int = 0) -> torch.Tensor:
+    h, w = backbone.preprocessing.size
+    return torch.randn(t, 3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def test_the_registry_holds_every_family():
+    assert {"llava_next", "llava_onevision", "internvl"} <= set(FAMILIES)
+    assert all(BACKBONES[name].name == name for name in FAMILIES)
+    with pytest.raises(ValueError, match="unknown backbone 'nope'.*llava_next"):
+        build_backbone("nope")
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_encode_shape_grid_and_chunking(backbones, name):
+    b = backbones[name]
+    pixels = frames_for(b)
+    out = b.encode(pixels)
+    per_patch = b.preprocessing.frames_per_patch
+    h, w = b.grid
+    assert out.grid == b.grid
+    assert out.features.shape == (T // per_patch, h * w, b.input_embeddings().weight.shape[1])
+    assert out.features.dtype == b.dtype and torch.isfinite(out.features).all()
+    chunked = b.vision_chunk_size
+    b.vision_chunk_size = 1
+    try:
+        assert torch.allclose(b.encode(pixels).features, out.features, atol=1e-6)
+    finally:
+        b.vision_chunk_size = chunked
+
+
+def test_onevision_frames_are_the_models_own_video_features(backbones):
+    """SigLIP (no CLS) -> projector -> 2x bilinear pool: 7x7 -> 4x4 here, as 27x27 -> 14x14 at 384 px."""
+    b = backbones["llava_onevision"]
+    pixels = frames_for(b, 5)
+    config = b.model.config
+    own = b.model.model.get_video_features(pixels[None], vision_feature_layer=config.vision_feature_layer,
+                                           vision_feature_select_strategy=config.vision_feature_select_strategy)
+    own = own.pooler_output[0]  # [T*16 + 1, D]: the frames, then one image_newline
+    ours = b.encode(pixels)
+    assert ours.grid == (4, 4) and ours.cls is None
+    assert torch.equal(ours.features.reshape(-1, ours.features.shape[-1]), own[:-1])
+    assert torch.equal(b.model.model.image_newline, own[-1])
+    with pytest.raises(ValueError, match="no CLS"):
+        b.encode(pixels, with_cls=True)
+
+
+def test_internvl_frames_are_the_models_own_image_features(backbones):
+    """One tile per frame: InternViT, CLS dropped, pixel shuffle 0.5 (8x8 -> 4x4; 32x32 -> 16x16 at 448 px)."""
+    b = backbones["internvl"]
+    pixels = frames_for(b, 5)
+    config = b.model.config
+    own = b.model.model.get_image_features(pixels, vision_feature_layer=config.vision_feature_layer,
+                                           vision_feature_select_strategy=config.vision_feature_select_strategy)
+    ours = b.encode(pixels)
+    assert ours.grid == (4, 4) and torch.equal(ours.features, own.pooler_output)
+    with pytest.raises(ValueError, match="CLS"):
+        b.encode(pixels, with_cls=True)
+
+
+_SYS_OE = "<|im_start|>system\nAnswer the question.<|im_end|>\n<|im_start|>user\n"
+_SYS_MC = ("<|im_start|>system\nYou are a helpful expert in video analysis. Select the best option to answer the "
+           "question.<|im_end|>\n<|im_start|>user\n")
+_INSTR = ("The input consists of a sequence of key frames from a video. Answer concisely with overall content and "
+          "context of the video, highlighting any significant events, characters, or objects that appear throughout "
+          "the video.")
+_CHAT_OE = (_SYS_OE, f"\n{_INSTR} Question: what happens?<|im_end|>\n<|im_start|>assistant\nAnswer: In the video,")
+_CHAT_MC = (_SYS_MC, "\nThe input consists of a sequence of key frames from a video. Question: where is it?\nOptions:\n"
+            "(A) a street\n(B) a kitchen\nOnly give the best option.<|im_end|>\n<|im_start|>assistant\nAnswer: Best option:(")
+GOLDEN_PROMPTS = {
+    "llava_next": {
+        "open_ended": ("image_seq_v3", "USER: ", f"\n{_INSTR} Question: what happens? \nASSISTANT:\nAnswer: In the video,"),
+        "multiple_choice": (
+            "multiple_choice_allvideo_v4",
+            "You are a helpful expert in video analysis. Select the best option to answer the question. USER: ",
+            "\nThe input consists of a sequence of key frames from a video.\nQuestion: where is it?\nOptions:\n"
+            "(A) a street\n(B) a kitchen\nOnly give the best option. \nASSISTANT:\nAnswer: Best option:("),
+    },
+    "llava_onevision": {"open_ended": ("chat_open_ended", *_CHAT_OE), "multiple_choice": ("chat_multiple_choice", *_CHAT_MC)},
+    "internvl": {"open_ended": ("chat_open_ended", *_CHAT_OE), "multiple_choice": ("chat_multiple_choice", *_CHAT_MC)},
+}
+QUESTIONS = {"open_ended": ("what happens?", None), "multiple_choice": ("where is it?", ["a street", "a kitchen"])}
+
+
+@pytest.mark.parametrize("task", sorted(QUESTIONS))
+@pytest.mark.parametrize("name", sorted(GOLDEN_PROMPTS))
+def test_golden_prompts(backbones, name, task):
+    prompt = backbones[name].prompt(task, *QUESTIONS[task])
+    assert (prompt.mode, prompt.before, prompt.after) == GOLDEN_PROMPTS[name][task]
+
+
+def test_llava_next_prompt_family_is_explicit_or_guessed():
+    from dyto.models.llava_next import LlavaNext
+
+    assert LlavaNext(prompt_family="34b").prompt("open_ended", "q").mode == "image_seq_34b_v3"
+    assert LlavaNext().prompt("multiple_choice", "q", ["a"]).mode == "multiple_choice_allvideo_v4"  # "tiny": 7b
+    with pytest.raises(ValueError, match="prompt_family"):
+        LlavaNext(prompt_family="13b")
+
+
+class _TypedOnly:
+    """A processor-style template that only renders typed content; and a plain-string one."""
+
+    typed = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}"
+             "{% if c['type'] == 'video' %}<video>\n{% else %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+             "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    plain = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+             "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+@pytest.mark.parametrize("template", [_TypedOnly.typed, _TypedOnly.plain], ids=["typed", "string"])
+def test_render_chat_takes_typed_or_string_templates(backbones, template):
+    layout = chat_layout("open_ended", "what happens?")
+    before, after = render_chat(backbones["internvl"].tokenizer, layout, "<video>", template)
+    assert (before, after) == _CHAT_OE
+    with pytest.raises(ValueError, match="exactly one"):  # a template that drops the content
+        render_chat(backbones["internvl"].tokenizer, layout, "<video>", "{% for m in messages %}{{ m['role'] }}{% endfor %}")
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_build_input_places_the_visual_tokens_between_the_texts(backbones, name):
+    b = backbones[name]
+    features = b.encode(frames_for(b)).features
+    reduction = ConcatReducer(num_frames=T)(features, b.grid)
+    prompt = b.prompt("open_ended", "what happens?")
+    inp = b.build_input(prompt, reduction)
+    assert isinstance(inp, LLMInput) and inp.embeds.shape[1] == features.shape[-1]
+    rows = reduction.tokens.shape[0]
+    assert inp.visual_tokens >= rows
+    # every reduced token appears as one row of the input, in order
+    found = [(inp.embeds == tok).all(dim=1).nonzero().flatten().tolist() for tok in reduction.tokens]
+    assert all(len(f) >= 1 for f in found)
+    first = [f[0] for f in found]
+    assert first == sorted(first)
+    cut = inp.truncated(10)
+    assert cut.length == 10 and torch.equal(cut.embeds, inp.embeds[:10])
+
+
+def _own_path_answer(b, name, pixels, prompt, new_tokens):
+    """The model's own multimodal forward: expanded placeholder ids + pixels, HF generate."""
+    tok, t = b.tokenizer, pixels.shape[0]
+    n = b.grid[0] * b.grid[1]
+    if name == "llava_onevision":
+        text = prompt.before + "<video>" * (t * n + 1) + prompt.after
+        kwargs = {"pixel_values_videos": pixels[None]}
+    else:
+        text = prompt.before + "".join(f"Frame{k + 1}: <img>" + "<IMG_CONTEXT>" * n + "</img>\n" for k in range(t)) + prompt.after
+        kwargs = {"pixel_values": pixels}
+    ids = torch.tensor([tok(text, add_special_tokens=False).input_ids])
+    config = b.generation_defaults()
+    config.update(do_sample=False, max_new_tokens=new_tokens)
+    out = b.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config, **kwargs)
+    return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("name", ["llava_onevision", "internvl"])
+def test_identity_reducer_answers_as_the_models_own_video_path(backbones, name):
+    b = backbones[name]
+    pixels = frames_for(b, 3)
+    prompt = b.prompt("multiple_choice", "where is it?", ["a street", "a kitchen"])
+    reduction = ConcatReducer(num_frames=3)(b.encode(pixels).features, b.grid)
+    config = b.generation_defaults()
+    config.update(do_sample=False, max_new_tokens=8)
+    ours = b.generate([b.build_input(prompt, reduction)], config)[0]
+    assert ours == _own_path_answer(b, name, pixels, prompt, 8)
+    assert len(ours) > 0
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_same_seed_same_answers_other_seed_other_weights(name, one_thread):
+    first, again, other = build_backbone(name), build_backbone(name), build_backbone(name, seed=1)
+    for x, y in zip(first.model.parameters(), again.model.parameters()):
+        assert torch.equal(x, y)
+    assert any(not torch.equal(x, y) for x, y in zip(first.model.parameters(), other.model.parameters()))
+    pixels = frames_for(first)
+    module = [VideoQA(b, reducer=DyToReducer(budget=24, num_frames=T), max_new_tokens=6) for b in (first, again)]
+    batch = {"ids": ["a"], "records": [{"id": "a", "task": "open_ended", "question": "what happens?"}],
+             "pixel_values": [pixels], "frame_indices": [list(range(T))], "status": ["ok"], "error": [""],
+             "decode_ms": [0.0]}
+    answers = [m.predict_step(batch)[0] for m in module]
+    assert answers[0]["status"] == "ok", answers[0]["error"]
+    assert answers[0]["prediction"] == answers[1]["prediction"]
+    assert answers[0]["visual_tokens_out"] == answers[1]["visual_tokens_out"] < answers[0]["visual_tokens_in"]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_demo_runs_through_trainer_predict(name, tmp_path, one_thread):
+    module = VideoQA(name, reducer=DyToReducer(budget=48, num_frames=16), max_new_tokens=4)
+    dm = VideoQADataModule(str(DEMO / "questions.jsonl"), video_root=str(DEMO), batch_size=2, num_workers=0)
+    trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                      enable_checkpointing=False, enable_model_summary=False)
+    records = [r for batch in trainer.predict(module, datamodule=dm) for r in batch]
+    assert dm.image_size == module.image_size == module.preprocessing.size[0]
+    assert dm.image_mean == module.preprocessing.mean
+    ids = [r["id"] for r in read_jsonl(DEMO / "questions.jsonl")]
+    assert [r["id"] for r in records] == ids
+    for r in records:
+        assert r["status"] == "ok", r["error"]
+        assert r["visual_tokens_out"] < r["visual_tokens_in"] == 16 * module.grid[0] * module.grid[1]
+        assert r["prediction"] is not None and r["model"] == module.model_name
+    assert all(r["prediction2"] is not None for r in records if r["task"] == "vcg_consistency")
+    fp = module.fingerprint()
+    assert fp["backbone"] == name and fp["reducer"]["budget"] == 48 and fp["checkpoint"] == module.model_name
