@@ -22,8 +22,8 @@ from torch import Tensor
 __all__ = ["TEXT_AFTER_VIDEO", "VIDEO_PAD", "patchify", "grid_positions", "mrope_positions"]
 
 # "max_plus_one": the text after the video starts one past the largest id of any visual token,
-#   over all three axes: Qwen's released get_rope_index (the code the checkpoints were trained
-#   with; transformers <= 5.2 and vLLM do the same). The default.
+#   over all three axes: the get_rope_index Qwen2.5-VL was released with (transformers 4.49 up to
+#   5.2). The default. With a reduced sequence the largest id is over the tokens kept.
 # "transformers": start + max(h, w) of the merged grid, ignoring the temporal axis: what the
 #   installed transformers 5.x get_rope_index does. The two agree while the temporal ids stay
 #   below max(h, w), i.e. for short clips; past that, transformers 5.x makes the text positions
