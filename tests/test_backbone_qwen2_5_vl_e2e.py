@@ -70,3 +70,17 @@ def test_dyto_through_the_module(concat_run):
     else:
         assert all(r["status"] == "ok" for r in records), records
         assert all(r["visual_tokens_out"] < r["visual_tokens_in"] for r in records)
+
+
+@pytest.mark.parametrize("overflow", ["too_long", "truncate"])
+def test_overflow_keeps_positions_aligned(concat_run, overflow):
+    """A cut input keeps one M-RoPE id per embedding row; too long inputs get their status."""
+    backbone = concat_run[0].backbone
+    module = VideoQA(backbone=backbone, reducer=ConcatReducer(FRAMES), max_new_tokens=4, max_length=60,
+                     overflow=overflow)
+    batch = next(iter(concat_run[1].predict_dataloader()))
+    (record, _) = module.predict_step(batch)
+    if overflow == "too_long":
+        assert record["status"] == "too_long" and record["prompt_tokens"] > 56
+    else:
+        assert record["status"] == "ok" and record["prompt_tokens"] == 60 and "truncated" in record["error"]
