@@ -172,6 +172,8 @@ def test_positions_without_a_reducer_rule_are_refused(backbone):
         reduction_positions(bad, backbone.grid)
     with pytest.raises(ValueError, match="no CLS"):
         backbone.encode(torch.zeros(2, 3, 84, 84), with_cls=True)
+    with pytest.raises(ValueError, match="M-RoPE positions"):
+        backbone.generate([LLMInput(torch.zeros(4, 64), None, 0)], greedy(backbone))
 
 
 def test_golden_prompts(backbone):

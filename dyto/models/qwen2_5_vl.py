@@ -212,6 +212,8 @@ class Qwen2_5_VL(Backbone):
         """New token ids ``[B, n]`` for left-padded ``inputs``; positions go to ``generate`` as
         ``[4, B, S]`` (the text row the mask builder reads, then t, h, w), and each decoding step
         continues every row from the last prompt token's id + 1, as the model's own path does."""
+        if any(i.positions is None or i.positions.shape != (3, i.length) for i in inputs):
+            raise ValueError("Qwen2.5-VL inputs need M-RoPE positions [3, S] (build them with build_input)")
         pad = self.model.get_input_embeddings()(torch.tensor(self.pad_token_id, device=self.device))
         embeds, mask = left_pad([i.embeds for i in inputs], pad)
         length = embeds.shape[1]
