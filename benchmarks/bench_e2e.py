@@ -23,6 +23,13 @@ Models:
   Vicuna-7B or Yi-34B), RANDOM WEIGHTS, nothing downloaded; fp16 on CUDA. ``--num-layers N``
   keeps the real widths with N layers per tower (a CPU smoke test of the full-size shapes).
 
+Backbones (``--backbone``, default llava_next): any registered family. ``llava_onevision`` and
+``internvl`` run their tiny RANDOM-WEIGHT models at the real input size by default (384 px ->
+14x14 = 196 tokens per frame; 448 px -> 16x16 = 256), or with ``--full-size-random`` at the real
+LLaVA-OneVision-7B (SigLIP so400m + Qwen2-7B) / InternVL3-8B (InternViT-300M + Qwen2.5-7B)
+configs with random weights. DyTo's budget scales with the grid: round(3680 x N / 576) per
+100 frames (1252 on 14x14, 1636 on 16x16), as in configs/reducers/dyto_<family>.yaml.
+
 Reducers: ``dyto`` = DyToReducer() (100 frames, budget 3680); ``slowfast`` = SlowFastReducer()
 (50 frames, 10x288 + 50x16 = 3680 tokens, the baseline of the ratios); ``concat-6`` =
 ConcatReducer(num_frames=6): 6x576 = 3456 tokens. Concat at 50 or 100 frames (28,800 / 57,600
@@ -31,6 +38,7 @@ tokens) exceeds the 8192-token limit and would be marked too_long.
     python benchmarks/bench_e2e.py [--questions 5] [--max-new-tokens 32 128] [--repeats 2]
     python benchmarks/bench_e2e.py --full-size-random --size 7b --reducers dyto slowfast \
         --max-new-tokens 128 32 --json e2e.jsonl          # on a GPU; results/ holds H100 logs
+    python benchmarks/bench_e2e.py --backbone llava_onevision [--full-size-random] --encode-ahead off
 """
 
 from __future__ import annotations
@@ -52,8 +60,10 @@ from transformers import logging as hf_logging
 
 from dyto import api
 from dyto.datamodules.base import UpcomingBatch
+from dyto.models.backbone import BACKBONES, build_backbone, list_backbones
 from dyto.models.llava_next import DyToVideoQA
 from dyto.models.rope import apply_rope_scaling
+from dyto.models.videoqa import VideoQA
 from dyto.models.tiny import build_tiny_llava_next, build_tiny_tokenizer
 from dyto.records import QARecord
 from dyto.reduction import ConcatReducer, DyToReducer, SlowFastReducer
@@ -105,6 +115,61 @@ def full_size_random(size: str, device: str, dtype: torch.dtype, num_layers: int
             torch.set_default_dtype(previous)
     # The tiny tokenizer's ids (< 400) are valid rows of either embedding table.
     return model, build_tiny_tokenizer(), f"{name} config (random weights)"
+
+
+# Real configs of the other families (random weights; the tiny chat tokenizer's ids are valid rows).
+QWEN2_7B = dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=32768, rope_theta=1_000_000.0,
+                rms_norm_eps=1e-6)
+
+
+def full_size_family(family: str, device: str, dtype: torch.dtype, num_layers: int | None):
+    """(model, tokenizer, name): LLaVA-OneVision-7B or InternVL3-8B at the real config, RANDOM WEIGHTS."""
+    from transformers import (InternVLConfig, InternVLForConditionalGeneration, InternVLVisionConfig,
+                              LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, Qwen2Config,
+                              SiglipVisionConfig)
+
+    from dyto.models.tiny_families import (INTERNVL_CHAT_TEMPLATE, ONEVISION_CHAT_TEMPLATE,
+                                           build_chat_tokenizer)
+
+    text_args = dict(QWEN2_7B)
+    if num_layers:
+        text_args["num_hidden_layers"] = num_layers
+    if family == "llava_onevision":
+        tokenizer = build_chat_tokenizer(["<image>", "<video>"], ONEVISION_CHAT_TEMPLATE)
+        vision = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=num_layers or 26,
+                                    num_attention_heads=16, image_size=384, patch_size=14, vision_use_head=False)
+        config = LlavaOnevisionConfig(vision_config=vision, text_config=Qwen2Config(**text_args),
+                                      image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+                                      video_token_index=tokenizer.convert_tokens_to_ids("<video>"))
+        cls, name = LlavaOnevisionForConditionalGeneration, "llava-hf/llava-onevision-qwen2-7b-ov-hf"
+    elif family == "internvl":
+        tokenizer = build_chat_tokenizer(["<img>", "</img>", "<IMG_CONTEXT>", "<video>"], INTERNVL_CHAT_TEMPLATE)
+        text_args["vocab_size"] = 151674
+        vision = InternVLVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=num_layers or 24,
+                                      num_attention_heads=16, image_size=[448, 448], patch_size=[14, 14])
+        config = InternVLConfig(vision_config=vision, text_config=Qwen2Config(**text_args),
+                                image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"))
+        cls, name = InternVLForConditionalGeneration, "OpenGVLab/InternVL3-8B-hf"
+    else:
+        raise SystemExit(f"--full-size-random has no config for backbone {family!r}")
+    config._attn_implementation = "sdpa"
+    with torch.device(device):
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            model = cls(config).eval()
+        finally:
+            torch.set_default_dtype(previous)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model, tokenizer, f"{name} config (random weights)"
+
+
+def family_reducers(n: int, frames_per_patch: int = 1) -> dict:
+    """The reducers at a grid of ``n`` tokens per frame: DyTo's budget at 3680's share of the native count."""
+    budget = round(3680 * n / 576 / frames_per_patch)
+    return {"dyto": lambda: DyToReducer(budget=budget), "slowfast": SlowFastReducer,
+            "concat-6": lambda: ConcatReducer(num_frames=6)}
 
 
 def sample(module: DyToVideoQA, q: int) -> dict:
@@ -177,7 +242,9 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=5)
     parser.add_argument("--max-new-tokens", type=int, nargs="+", default=[32])
     parser.add_argument("--repeats", type=int, default=1, help="run every table this many times (the spread is the noise)")
-    parser.add_argument("--image-size", type=int, default=336, help="tiny model only")
+    parser.add_argument("--backbone", choices=list_backbones(), default="llava_next")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="tiny model only; default: the family's real input size (336 / 384 / 448)")
     parser.add_argument("--full-size-random", action="store_true")
     parser.add_argument("--size", choices=sorted(TEXT_CONFIGS), default="7b", help="with --full-size-random")
     parser.add_argument("--num-layers", type=int, default=None, help="full-size widths with fewer layers")
@@ -196,22 +263,41 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.float16 if device == "cuda" else torch.float32
     t0 = time.perf_counter()
-    if args.full_size_random:
-        backbone = full_size_random(args.size, device, dtype, args.num_layers)
+    if args.backbone == "llava_next":
+        if args.full_size_random:
+            backbone = full_size_random(args.size, device, dtype, args.num_layers)
+        else:
+            model, tokenizer = build_tiny_llava_next(image_size=args.image_size or 336, rope_scaling_factor=2.0)
+            backbone = (model.to(device=device, dtype=dtype), tokenizer, "tiny-random-llava-next (random weights)")
+    elif args.full_size_random:
+        backbone = full_size_family(args.backbone, device, dtype, args.num_layers)
     else:
-        model, tokenizer = build_tiny_llava_next(image_size=args.image_size, rope_scaling_factor=2.0)
-        backbone = (model.to(device=device, dtype=dtype), tokenizer, "tiny-random-llava-next (random weights)")
+        from dyto.models import tiny_families
+
+        real_size = {"llava_onevision": 384, "internvl": 448}
+        builder = getattr(tiny_families, f"build_tiny_{args.backbone}")
+        model, tokenizer = builder(image_size=args.image_size or real_size[args.backbone])
+        backbone = (model.to(device=device, dtype=dtype), tokenizer, BACKBONES[args.backbone].tiny_name)
     build_s = time.perf_counter() - t0
-    reducers = {name: REDUCERS[name] for name in args.reducers}
     settings = {"off": [False], "on": [True], "both": [False, True]}[args.encode_ahead]
     modules = {}
-    for ahead in settings:
-        for name, reducer in reducers.items():
-            module = DyToVideoQA(model="tiny", reducer=reducer(), vision_chunk_size=args.vision_chunk_size,
-                                 encode_ahead=ahead)
-            module.attach_backbone(*backbone)
-            modules[name + ("+ahead" if ahead and args.encode_ahead == "both" else "")] = module.to(device)
-            module.on_predict_epoch_start()  # what trainer.predict does first: makes the CUDA streams
+    if args.backbone == "llava_next":
+        reducers = {name: REDUCERS[name] for name in args.reducers}
+        for ahead in settings:
+            for name, reducer in reducers.items():
+                module = DyToVideoQA(model="tiny", reducer=reducer(), vision_chunk_size=args.vision_chunk_size,
+                                     encode_ahead=ahead)
+                module.attach_backbone(*backbone)
+                modules[name + ("+ahead" if ahead and args.encode_ahead == "both" else "")] = module.to(device)
+                module.on_predict_epoch_start()  # what trainer.predict does first: makes the CUDA streams
+    else:
+        shared = BACKBONES[args.backbone].from_parts(*backbone, vision_chunk_size=args.vision_chunk_size)
+        family = family_reducers(shared.grid[0] * shared.grid[1], shared.preprocessing.frames_per_patch)
+        for ahead in settings:
+            for name in args.reducers:
+                module = VideoQA(shared, reducer=family[name](), encode_ahead=ahead)
+                modules[name + ("+ahead" if ahead and args.encode_ahead == "both" else "")] = module.to(device)
+                module.on_predict_epoch_start()
     gpu = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     memory = f"; {torch.cuda.memory_allocated() / 2**30:.1f} GiB of weights" if device == "cuda" else ""
     print(f"model: {backbone[2]}; built in {build_s:.0f} s{memory}; device: {gpu}; {dtype}; "

@@ -56,13 +56,30 @@ def reduce(features: Tensor, reducer: str | TokenReducer = "dyto", **params: Any
     return red(features, (side, side))
 
 
-def load_model(model: str = "tiny", reducer: TokenReducer | None = None, **kwargs: Any):
-    """The DyToVideoQA LightningModule in eval mode ('tiny' = random weights, built in memory)."""
+def load_model(model: str = "tiny", reducer: TokenReducer | None = None, backbone: str = "llava_next", **kwargs: Any):
+    """The video-QA LightningModule in eval mode.
+
+    `backbone` is a registered family (llava_next, llava_onevision, internvl, ...) and `model` its
+    checkpoint ('tiny' = that family's random-weight model, built in memory). Keyword arguments
+    go to :class:`~dyto.models.videoqa.VideoQA` where it takes them and to the backbone otherwise;
+    for llava_next this is ``DyToVideoQA(model=..., **kwargs)`` as before.
+    """
+    import inspect
+
+    from dyto.models.backbone import build_backbone
     from dyto.models.llava_next import DyToVideoQA
+    from dyto.models.videoqa import VideoQA
 
     if reducer is not None:
         kwargs["reducer"] = reducer
-    return DyToVideoQA(model=model, **kwargs).eval()
+    if backbone == "llava_next":
+        return DyToVideoQA(model=model, **kwargs).eval()
+    own = set(inspect.signature(VideoQA.__init__).parameters) - {"self", "backbone"}
+    module_kwargs = {k: v for k, v in kwargs.items() if k in own}
+    backbone_kwargs = {k: v for k, v in kwargs.items() if k not in own}
+    if "seed" in module_kwargs:
+        backbone_kwargs.setdefault("seed", module_kwargs["seed"])
+    return VideoQA(build_backbone(backbone, checkpoint=model, **backbone_kwargs), **module_kwargs).eval()
 
 
 def question_batch(module, record: QARecord) -> dict[str, list[Any]]:
