@@ -252,3 +252,29 @@ def test_vision_chunks_change_only_rounding(backbone):
     assert whole.shape == (3, 9, 64)
     torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(whole[0], whole[1])        # different frames, different tokens
+
+
+def test_pruned_tokens_keep_the_ids_the_full_sequence_gives_them(backbone):
+    """Dropping visual tokens = deleting their columns from the full sequence's get_rope_index ids
+    (the installed rule, whose text ids do not depend on the video's length)."""
+    px = pixels(backbone, "bikes.mp4", 8)
+    feats = backbone.encode(px)
+    full = ConcatReducer(8)(feats.features, feats.grid)
+    keep = torch.tensor([i for i in range(full.tokens.shape[0]) if i % 3 != 1])   # drop a third, keep order
+    cells = grid_positions(range(4), feats.grid)[keep]
+    pruned = Reduction(full.tokens[keep], [0, 1, 2, 3], [], {})
+    pruned.positions = cells
+    backbone.text_after_video = "transformers"
+    try:
+        prompt = backbone.prompt("open_ended", "what happens?", None)
+        item = backbone.build_input(prompt, pruned)
+    finally:
+        backbone.text_after_video = "max_plus_one"
+    ids = backbone.tokenizer(prompt.before + VIDEO_PAD * full.tokens.shape[0] + prompt.after).input_ids
+    ids = torch.tensor([ids])
+    video = ids == backbone.model.config.video_token_id
+    reference, _ = backbone.model.model.get_rope_index(ids, video.int() * 2, video_grid_thw=torch.tensor([[4, 6, 6]]))
+    start = int(video[0].nonzero()[0])
+    columns = torch.cat([torch.arange(start), start + keep, torch.arange(start + len(video[0].nonzero()), ids.shape[1])])
+    assert torch.equal(item.positions, reference[:, 0, columns])
+    assert torch.equal(item.embeds[start : start + len(keep)], full.tokens[keep])
