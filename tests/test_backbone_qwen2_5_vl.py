@@ -262,7 +262,7 @@ def test_pruned_tokens_keep_the_ids_the_full_sequence_gives_them(backbone):
     full = ConcatReducer(8)(feats.features, feats.grid)
     keep = torch.tensor([i for i in range(full.tokens.shape[0]) if i % 3 != 1])   # drop a third, keep order
     cells = grid_positions(range(4), feats.grid)[keep]
-    pruned = Reduction(full.tokens[keep], [0, 1, 2, 3], [], {})
+    pruned = Reduction(full.tokens[keep], [0, 1, 2, 3], [int((cells[:, 0] == f).sum()) for f in range(4)], {})
     pruned.positions = cells
     backbone.text_after_video = "transformers"
     try:
