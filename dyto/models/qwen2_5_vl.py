@@ -1,0 +1,246 @@
+"""Qwen2.5-VL as a dyto backbone: ``Qwen2_5_VLForConditionalGeneration``'s own video path, split open.
+
+Per question: frames ``[T, 3, S, S]`` (S a multiple of 28; T even, else the last frame is
+repeated as the Qwen video processor does) -> patchified as the processor does -> the real
+vision tower (windowed + full attention blocks, 2-D rotary) -> the 2x2 patch merger -> tokens
+``[T/2, h*w, D]``, one block per temporal patch of two frames, grid ``(h, w) = (S/28, S/28)``
+-> reducer -> prompt from the checkpoint's chat template -> text, visual, text embeddings with
+3-D M-RoPE ids, every visual token at its own (temporal patch, row, col) from
+``Reduction.positions`` -> greedy generation, whose decoding steps continue the ids from there.
+
+What differs from the model's own pipeline (``Qwen2_5_VLProcessor`` + ``generate``):
+* frames are squashed to a fixed square size (the data side's ``squash_bicubic``: PIL bicubic,
+  aspect ratio ignored) instead of the processor's ``smart_resize`` (aspect-preserving, pixel
+  budget per frame); the mean/std are the processor's (OpenAI CLIP).
+* temporal ids use a fixed ``second_per_grid_t`` (default 1.0: what the processor reports for
+  its default 2 fps sampling; the data side samples a fixed frame count, not a rate).
+* text after the video starts at max id + 1 (Qwen's released rule); ``text_after_video=
+  "transformers"`` gives the installed transformers' rule instead (see
+  :data:`~dyto.models.qwen2_5_vl_inputs.TEXT_AFTER_VIDEO`).
+With the identity reducer the answers equal ``model.generate`` on the processor's layout
+(tested on the tiny model).
+
+    dyto predict --config configs/models/qwen2_5_vl_7b.yaml --config configs/reducers/dyto_qwen2_5_vl.yaml \\
+                 --config configs/benchmarks/nextqa.yaml
+    pytest -q tests/test_backbone_qwen2_5_vl.py tests/test_backbone_qwen2_5_vl_e2e.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch import Tensor
+from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
+
+from dyto.datamodules.preprocess import Preprocessing
+from dyto.datamodules.video import CLIP_MEAN, CLIP_STD
+from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, register_backbone
+from dyto.models.inputs import left_pad
+from dyto.models.loading import (
+    DTYPES, checkpoint_chat_template, checkpoint_preprocessing, load_checkpoint, resolve_attn_implementation,
+)
+from dyto.models.prompts import chat_layout, render_chat
+from dyto.models.qwen2_5_vl_inputs import TEXT_AFTER_VIDEO, VIDEO_PAD, grid_positions, mrope_positions, patchify
+from dyto.models.tiny_qwen2_5_vl import TINY_QWEN_NAME, build_tiny_qwen2_5_vl
+
+__all__ = ["Qwen2_5_VL", "reduction_positions"]
+
+TINY_SIZE = 84  # the tiny model's frames: 6x6 patches of 14 px, a 3x3 merged grid
+
+
+def reduction_positions(reduction, grid: tuple[int, int]) -> Tensor:
+    """``[L, 3]`` (temporal patch, row, col) of each reduced token, validated.
+
+    ``reduction.positions`` when the reducer provides it; otherwise derived only where that is
+    unambiguous: every output block is one whole frame (``concat``, ``uniform`` with pool 1).
+    """
+    h, w = grid
+    count = reduction.tokens.shape[0]
+    positions = getattr(reduction, "positions", None)
+    if positions is None:
+        blocks = reduction.tokens_per_frame
+        if len(blocks) != len(reduction.frames_kept) or any(n != h * w for n in blocks):
+            raise ValueError("the reduction carries no positions and its blocks are not whole frames "
+                             f"({blocks[:4]}... tokens per block, grid {h}x{w}); Qwen2.5-VL places every "
+                             "visual token by its (t, row, col): use a reducer that sets Reduction.positions")
+        positions = grid_positions(reduction.frames_kept, grid, device=reduction.tokens.device)
+    positions = torch.as_tensor(positions, dtype=torch.long)
+    if positions.shape != (count, 3):
+        raise ValueError(f"Reduction.positions must be [L, 3] with L={count}, got {tuple(positions.shape)}")
+    if count and (positions.min() < 0 or positions[:, 1].max() >= h or positions[:, 2].max() >= w):
+        raise ValueError(f"Reduction.positions fall outside the {h}x{w} grid")
+    return positions
+
+
+@register_backbone("qwen2_5_vl")
+class Qwen2_5_VL(Backbone):
+    """Qwen2.5-VL video QA backbone (``Qwen/Qwen2.5-VL-7B-Instruct`` and the same layout).
+
+    Args:
+        checkpoint: "tiny" (the in-memory RANDOM-WEIGHT model), a hub id or a local directory.
+        image_size: frame side in pixels, a multiple of 28 (patch 14 x merge 2); None = 448 for
+            a checkpoint (16x16 = 256 tokens per temporal patch), 84 for "tiny".
+        dtype: "auto" = bfloat16 with CUDA (the checkpoints' dtype; fp16 overflows in Qwen2.5-VL),
+            float32 without; or float16 | bfloat16 | float32.
+        attn_implementation: "sdpa" | "eager" | "flash_attention_2" | "auto", as for LLaVA-NeXT.
+        second_per_grid_t: seconds per temporal patch for the temporal ids (see module docstring).
+        text_after_video: "max_plus_one" (Qwen's rule, default) or "transformers".
+        vision_chunk_size: temporal patches per vision-tower call; None = the whole clip in one
+            call, as the model's own path (the tower attends within a temporal patch only, so
+            chunks change nothing but rounding).
+        chat_template: a Jinja chat template to use instead of the checkpoint's.
+        system_prompt: send the reference's system sentence (default) or leave it to the template
+            (Qwen's adds "You are a helpful assistant.").
+        seed: seeds the tiny model's weights.
+    """
+
+    def __init__(self, checkpoint: str = "tiny", image_size: int | None = None, dtype: str = "auto",
+                 attn_implementation: str = "sdpa", second_per_grid_t: float = 1.0,
+                 text_after_video: str = "max_plus_one", vision_chunk_size: int | None = None,
+                 chat_template: str | None = None, system_prompt: bool = True, seed: int = 0):
+        super().__init__()
+        self._options(checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, system_prompt, seed)
+        if dtype == "auto":
+            torch_dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        elif dtype in DTYPES:
+            torch_dtype = DTYPES[dtype]
+        else:
+            raise ValueError(f"unknown dtype {dtype!r}; expected 'auto' or one of {sorted(DTYPES)}")
+        attn = resolve_attn_implementation(attn_implementation)
+        if checkpoint == "tiny":
+            model, tokenizer = build_tiny_qwen2_5_vl(seed=seed)
+            model.set_attn_implementation(attn)
+            model, name, stated = model.to(torch_dtype), TINY_QWEN_NAME, {}
+        else:
+            model, tokenizer, name = load_checkpoint(Qwen2_5_VLForConditionalGeneration, checkpoint, torch_dtype, attn)
+            stated = checkpoint_preprocessing(checkpoint)  # mean/std only: Qwen's "size" is a pixel budget
+        self.chat_template = chat_template or checkpoint_chat_template(checkpoint, tokenizer)
+        self.attach(model.eval(), tokenizer, name, image_size or (TINY_SIZE if checkpoint == "tiny" else 448),
+                    stated.get("image_mean", CLIP_MEAN), stated.get("image_std", CLIP_STD))
+
+    @classmethod
+    def from_parts(cls, model, tokenizer, model_name: str, image_size: int = 448, checkpoint: str = "tiny",
+                   second_per_grid_t: float = 1.0, text_after_video: str = "max_plus_one",
+                   vision_chunk_size: int | None = None, chat_template: str | None = None,
+                   system_prompt: bool = True) -> "Qwen2_5_VL":
+        """An already built model and tokenizer (benchmarks: full-size random weights)."""
+        self = cls.__new__(cls)
+        Backbone.__init__(self)
+        self._options(checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, system_prompt, 0)
+        self.chat_template = chat_template or tokenizer.chat_template
+        self.attach(model.eval(), tokenizer, model_name, image_size, CLIP_MEAN, CLIP_STD)
+        return self
+
+    def _options(self, checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, system_prompt, seed):
+        if text_after_video not in TEXT_AFTER_VIDEO:
+            raise ValueError(f"unknown text_after_video {text_after_video!r}; expected one of {TEXT_AFTER_VIDEO}")
+        if vision_chunk_size is not None and vision_chunk_size < 1:
+            raise ValueError(f"vision_chunk_size must be >= 1 or None, got {vision_chunk_size}")
+        if second_per_grid_t <= 0:
+            raise ValueError(f"second_per_grid_t must be > 0, got {second_per_grid_t}")
+        self.checkpoint, self.second_per_grid_t, self.text_after_video = checkpoint, second_per_grid_t, text_after_video
+        self.vision_chunk_size, self.system_prompt, self.seed = vision_chunk_size, system_prompt, seed
+        # what run names are made of: a hub id or a path; the tiny model says its family, so its runs
+        # never share a folder (and resume state) with another family's tiny model
+        self.run_label = f"tiny-{self.name}" if checkpoint == "tiny" else checkpoint
+
+    def attach(self, model: Qwen2_5_VLForConditionalGeneration, tokenizer, model_name: str, image_size: int,
+               mean: tuple[float, float, float], std: tuple[float, float, float]) -> None:
+        vision = model.config.vision_config
+        unit = vision.patch_size * vision.spatial_merge_size
+        if image_size % unit:
+            raise ValueError(f"image_size must be a multiple of {unit} (patch x merge), got {image_size}")
+        self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
+        self.grid = (image_size // unit, image_size // unit)
+        self.preprocessing = Preprocessing(size=(image_size, image_size), resize="squash_bicubic", mean=mean, std=std,
+                                           frames_per_patch=vision.temporal_patch_size)
+
+    # -- the backbone interface --------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, pixels: Tensor, with_cls: bool = False) -> VisualFeatures:
+        """``[T, 3, S, S]`` -> features ``[ceil(T/2), h*w, D]``, grid ``(h, w)``; no CLS exists."""
+        if with_cls:
+            raise ValueError("Qwen2.5-VL's vision tower has no CLS token; use a reducer that does not "
+                             "need one (e.g. DyTo with descriptor='patch0')")
+        vision = self.model.config.vision_config
+        visual = self.model.model.visual
+        pixels = pixels.to(self.device, non_blocking=True)             # pinned host memory: no stall
+        flat, (gt, gh, gw) = patchify(pixels, vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size)
+        per_patch = gh * gw                                             # patches per temporal patch
+        step = self.vision_chunk_size or gt
+        out = []
+        for start in range(0, gt, step):                                # chunks of temporal patches
+            n = min(step, gt - start)
+            grid_thw = torch.tensor([[n, gh, gw]], device=self.device)
+            chunk = flat[start * per_patch : (start + n) * per_patch].type(visual.dtype)
+            out.append(visual(chunk, grid_thw=grid_thw).pooler_output)  # [n*h*w, D], raster per patch
+        h, w = gh // vision.spatial_merge_size, gw // vision.spatial_merge_size
+        return VisualFeatures(features=torch.cat(out).reshape(gt, h * w, -1), grid=(h, w), cls=None)
+
+    def prompt(self, task: str, question: str, options: list[str] | None = None) -> Prompt:
+        """The reference's wording through the checkpoint's chat template, split at ``<|video_pad|>``
+        (``before`` ends with ``<|vision_start|>``, ``after`` starts with ``<|vision_end|>``)."""
+        layout = chat_layout(task, question, options)
+        before, after = render_chat(self.tokenizer, layout, VIDEO_PAD, self.chat_template, system=self.system_prompt)
+        return Prompt(before, after, layout.mode)
+
+    def build_input(self, prompt: Prompt, reduction) -> LLMInput:
+        """Text, visual, text embeddings ``[S, D]`` and their M-RoPE ids ``[3, S]``.
+
+        The prompt is tokenised whole with one ``<|video_pad|>`` where the video goes, as the
+        processor does (there the pad is repeated once per visual token); the visual tokens then
+        take that pad's place.
+        """
+        embed = self.model.get_input_embeddings()
+        ids = self.tokenizer(prompt.before + VIDEO_PAD + prompt.after, add_special_tokens=False).input_ids
+        pad = self.tokenizer.convert_tokens_to_ids(VIDEO_PAD)
+        if ids.count(pad) != 1:
+            raise ValueError(f"the prompt holds {ids.count(pad)} {VIDEO_PAD} tokens, expected 1 "
+                             "(does the question itself contain one?)")
+        at = ids.index(pad)
+        cells = reduction_positions(reduction, self.grid).to(self.device)
+        tokens = reduction.tokens.to(device=self.device, dtype=embed.weight.dtype)
+        text = embed(torch.tensor(ids, dtype=torch.long, device=self.device))
+        embeds = torch.cat([text[:at], tokens, text[at + 1 :]])
+        positions = mrope_positions(self.model.model, at, cells, self.grid, len(ids) - at - 1,
+                                    self.second_per_grid_t, self.text_after_video)
+        return LLMInput(embeds=embeds, positions=positions, visual_tokens=tokens.shape[0])
+
+    @torch.no_grad()
+    def generate_ids(self, inputs: list[LLMInput], generation_config: GenerationConfig, **kwargs) -> Tensor:
+        """New token ids ``[B, n]`` for left-padded ``inputs``; positions go to ``generate`` as
+        ``[4, B, S]`` (the text row the mask builder reads, then t, h, w), and each decoding step
+        continues every row from the last prompt token's id + 1, as the model's own path does."""
+        if any(i.positions is None or i.positions.shape != (3, i.length) for i in inputs):
+            raise ValueError("Qwen2.5-VL inputs need M-RoPE positions [3, S] (build them with build_input)")
+        pad = self.model.get_input_embeddings()(torch.tensor(self.pad_token_id, device=self.device))
+        embeds, mask = left_pad([i.embeds for i in inputs], pad)
+        length = embeds.shape[1]
+        positions = torch.zeros(4, len(inputs), length, dtype=torch.long, device=self.device)
+        positions[0] = (mask.cumsum(-1) - 1).clamp(min=0)
+        for b, item in enumerate(inputs):
+            positions[1:, b, length - item.embeds.shape[0] :] = item.positions.to(self.device)
+        return self.model.generate(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                                  generation_config=generation_config, **kwargs)
+
+    def generate(self, inputs: list[LLMInput], generation_config: GenerationConfig,
+                 logits_processor=None) -> list[str]:
+        """Greedy continuations, decoded (not yet stripped), one per input."""
+        ids = self.generate_ids(inputs, generation_config, logits_processor=logits_processor)
+        return self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+
+    def fingerprint(self) -> dict:
+        config = self.model.config
+        return {
+            "checkpoint": self.model_name,
+            "revision": getattr(config, "_commit_hash", None),
+            "dtype": str(self.model.dtype).removeprefix("torch."),
+            "attn_implementation": config._attn_implementation,
+            "preprocessing": self.preprocessing.config(),
+            "tokens_per_second": config.vision_config.tokens_per_second,
+            "second_per_grid_t": self.second_per_grid_t, "text_after_video": self.text_after_video,
+            "vision_chunk_size": self.vision_chunk_size, "system_prompt": self.system_prompt,
+            "chat_template_sha256": hashlib.sha256((self.chat_template or "").encode("utf-8")).hexdigest(),
+            "tokenization": "whole", "seed": self.seed,
+        }
