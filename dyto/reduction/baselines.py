@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Reduction, TokenReducer, check_features, register_reducer
+from .base import Reduction, TokenReducer, cell_positions, check_features, register_reducer
 
 __all__ = ["SlowFastReducer", "UniformReducer", "ConcatReducer", "slow_frame_indices"]
 
@@ -24,6 +24,20 @@ def _grid_view(features: Tensor, grid: tuple[int, int]) -> Tensor:
 def _tokens(pooled: Tensor) -> Tensor:
     """[T, D, h', w'] -> [T, h'*w', D], raster order inside each frame."""
     return pooled.flatten(2).transpose(1, 2)
+
+
+def window_starts(size: int, out: int) -> Tensor:
+    """First input index of each of ``out`` adaptive-pooling windows over ``size`` (floor(i*size/out))."""
+    return torch.arange(out) * size // out
+
+
+def pooled_positions(frames: list[int], grid: tuple[int, int], out_grid: tuple[int, int],
+                     device) -> Tensor:
+    """[len(frames) * a * b, 3]: top-left cell of every adaptive window, frame-major, raster order."""
+    (h, w), (a, b) = grid, out_grid
+    cells = (window_starts(h, a)[:, None] * w + window_starts(w, b)[None, :]).reshape(-1)
+    return cell_positions(torch.tensor(frames)[:, None], cells[None, :].expand(len(frames), -1),
+                          w).to(device)
 
 
 def slow_frame_indices(num_frames: int, slow_frames: int) -> list[int]:
@@ -70,11 +84,17 @@ class SlowFastReducer(TokenReducer):
         slow = slow.unflatten(1, (pairs, self.slow_pool)).amax(dim=2)      # [S, N/p, D]
         fast = _tokens(F.adaptive_avg_pool2d(_grid_view(features, grid), self.fast_grid))
         tokens = torch.cat([slow.reshape(-1, d), fast.reshape(-1, d)])      # [S*N/p + T*g*g, D]
+        # a slow token takes the first cell of its raster run; a fast one its window's top-left
+        slow_cells = (torch.arange(pairs) * self.slow_pool)[None].expand(len(slow_idx), -1)
+        positions = torch.cat([
+            cell_positions(torch.tensor(slow_idx)[:, None], slow_cells, grid[1]).to(tokens.device),
+            pooled_positions(list(range(t)), grid, (self.fast_grid,) * 2, tokens.device)])
         return Reduction(
             tokens=tokens,
             frames_kept=list(range(t)),
             tokens_per_frame=[slow.shape[1]] * len(slow_idx) + [fast.shape[1]] * t,
             info={"slow_frames": slow_idx},
+            positions=positions,
         )
 
 
@@ -99,7 +119,14 @@ class UniformReducer(TokenReducer):
         pooled = features
         if self.pool > 1:
             pooled = _tokens(F.avg_pool2d(_grid_view(features, grid), self.pool))  # [T, n', D]
-        return Reduction(pooled.reshape(-1, d), list(range(t)), [pooled.shape[1]] * t)
+        # avg_pool2d(p) windows start at i*p, the same as adaptive windows over the h//p*p rows used
+        out_grid = (grid[0] // self.pool, grid[1] // self.pool)
+        positions = (torch.stack(torch.meshgrid(torch.arange(out_grid[0]), torch.arange(out_grid[1]),
+                                                indexing="ij"), -1).reshape(-1, 2) * self.pool)
+        positions = torch.cat([torch.arange(t).repeat_interleave(len(positions))[:, None],
+                               positions.repeat(t, 1)], 1).to(features.device)
+        return Reduction(pooled.reshape(-1, d), list(range(t)), [pooled.shape[1]] * t,
+                         positions=positions)
 
 
 @register_reducer("concat")
@@ -114,4 +141,6 @@ class ConcatReducer(TokenReducer):
     def __call__(self, features: Tensor, grid: tuple[int, int],
                  cls: Tensor | None = None) -> Reduction:
         t, n, d = check_features(features, grid)
-        return Reduction(features.reshape(t * n, d), list(range(t)), [n] * t)
+        cells = torch.arange(n, device=features.device)[None].expand(t, -1)
+        positions = cell_positions(torch.arange(t, device=features.device)[:, None], cells, grid[1])
+        return Reduction(features.reshape(t * n, d), list(range(t)), [n] * t, positions=positions)

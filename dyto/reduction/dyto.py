@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Reduction, TokenReducer, check_features, register_reducer
-from .merge import HEADS, REDUCE_MODES, effective_r, merge_frames
+from .base import Reduction, TokenReducer, cell_positions, check_features, register_reducer
+from .merge import HEADS, REDUCE_MODES, effective_r, merge_frames_tracked
 from .selection import VARIANTS, select_keyframes_detailed
 
 __all__ = ["DyToReducer", "merge_schedule", "DESCRIPTORS"]
@@ -97,7 +97,7 @@ class DyToReducer(TokenReducer):
                                               descriptor=self._descriptor(features, cls))
         r_list = merge_schedule(len(selection.frames), n, self.budget)
         # all kept frames at once, token 0 dropped (skip=1): [T', p', D]
-        merged = merge_frames(features, selection.frames, r_list, self.reduce, skip=1)
+        merged, cells = merge_frames_tracked(features, selection.frames, r_list, self.reduce, skip=1)
         # one reduction pass instead of isfinite's several full-size temporaries (~6x faster on
         # CPU): any NaN or inf makes the sum non-finite; fp16/bf16 are summed in fp32 so that
         # finite values cannot overflow into a false alarm.
@@ -111,4 +111,6 @@ class DyToReducer(TokenReducer):
             tokens_per_frame=[per_frame] * len(selection.frames),
             info={"selection": selection, "r_list": r_list,
                   "r_effective": effective_r(n - 1, r_list)},
+            positions=cell_positions(torch.tensor(selection.frames, device=cells.device)[:, None],
+                                     cells, grid[1]),
         )
