@@ -14,6 +14,8 @@ from .baselines import ConcatReducer, SlowFastReducer, UniformReducer
 from .dycoke import DyCokeReducer
 from .dyto import DyToReducer, merge_schedule
 from .fastvid import FastVIDReducer
+from .holitom import HoliTomReducer
+from .prunevid import PruneVidReducer
 from .features import pixel_patch_features
 from .merge import bipartite_merge, merge_frames, merge_with_assignment
 from .selection import KeyframeSelection, select_keyframes, select_keyframes_detailed
@@ -22,7 +24,7 @@ from .twfinch import tw_finch
 __all__ = [
     "Reduction", "TokenReducer", "REDUCERS", "register_reducer", "build_reducer", "list_reducers",
     "DyToReducer", "SlowFastReducer", "UniformReducer", "ConcatReducer", "merge_schedule",
-    "DyCokeReducer", "FastVIDReducer",
+    "DyCokeReducer", "FastVIDReducer", "PruneVidReducer", "HoliTomReducer",
     "tw_finch", "select_keyframes", "select_keyframes_detailed", "KeyframeSelection",
     "bipartite_merge", "merge_frames", "merge_with_assignment", "pixel_patch_features",
 ]
