@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["pairwise_distances", "density_scores", "dpc_centres", "assign_to_centres",
-           "merge_clusters", "saliency_proxy", "allocate"]
+           "merge_clusters", "saliency_proxy", "allocate", "cell_cosine"]
 
 
 def pairwise_distances(x: Tensor) -> Tensor:
@@ -61,6 +61,21 @@ def merge_clusters(x: Tensor, labels: Tensor, num: int) -> Tensor:
     counts = torch.zeros(b, num, device=x.device).scatter_add_(
         1, labels, torch.ones(labels.shape, device=x.device))
     return (sums / counts.clamp(min=1)[..., None]).to(x.dtype)
+
+
+def cell_cosine(features: Tensor, frames_a: list[int], frames_b: list[int]) -> Tensor:
+    """Cosine similarity of the tokens at the same cell of frames a and b -> [P, N] float32.
+
+    One frame pair at a time, so no [P, N, D] temporary is made (at [100, 576, 4096] a
+    batched ``cosine_similarity`` copies ~1 GB and is several times slower on the CPU).
+    """
+    if not len(frames_a):
+        return features.new_zeros(0, features.shape[1], dtype=torch.float32)
+    wide = torch.float64 if features.dtype == torch.float64 else torch.float32
+    norms = torch.linalg.vector_norm(features, dim=-1, dtype=wide)                   # [T, N]
+    dots = torch.stack([torch.einsum("nd,nd->n", features[a].to(wide), features[b].to(wide))
+                        for a, b in zip(frames_a, frames_b)])                          # [P, N]
+    return (dots / (norms[list(frames_a)] * norms[list(frames_b)]).clamp(min=1e-8)).float()
 
 
 def saliency_proxy(x: Tensor) -> Tensor:

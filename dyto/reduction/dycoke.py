@@ -22,11 +22,11 @@ Run: ``build_reducer("dycoke")(features [T, N, D], grid)``.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .base import (Reduction, TokenReducer, cell_positions, check_budget, check_features,
                    register_reducer)
+from .density import cell_cosine
 
 __all__ = ["DyCokeReducer", "dycoke_references"]
 
@@ -98,22 +98,19 @@ class DyCokeReducer(TokenReducer):
         refs, shares = self._shares(t, n)
         compared = [f for f, r in enumerate(refs) if r is not None]
         keep: dict[int, Tensor] = {}
-        if compared:
-            others = torch.tensor([refs[f] for f in compared], device=features.device)
-            frames = torch.tensor(compared, device=features.device)
-            sim = F.cosine_similarity(features[frames].float(), features[others].float(), dim=-1)
-            for row, (f, k) in enumerate(zip(compared, shares)):       # [N] -> k least similar
-                keep[f] = sim[row].topk(k, largest=False).indices
-        tokens, positions, per_frame = [], [], []
+        sim = cell_cosine(features, compared, [refs[f] for f in compared])      # [P, N]
+        for row, (f, k) in enumerate(zip(compared, shares)):           # [N] -> k least similar
+            keep[f] = sim[row].topk(k, largest=False).indices
+        rows, positions, per_frame = [], [], []
         all_cells = torch.arange(n, device=features.device)
         for f in range(t):
             cells = keep.get(f, all_cells)
-            tokens.append(features[f, cells])
+            rows.append(f * n + cells)
             positions.append(cell_positions(torch.tensor(f, device=features.device), cells, grid[1]))
             per_frame.append(len(cells))
         kept = [f for f in range(t) if per_frame[f] > 0]
         return Reduction(
-            tokens=torch.cat(tokens),
+            tokens=features.reshape(t * n, d).index_select(0, torch.cat(rows)),  # one copy
             frames_kept=kept,
             tokens_per_frame=[per_frame[f] for f in kept],
             info={"references": refs},

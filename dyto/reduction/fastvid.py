@@ -105,6 +105,27 @@ class FastVIDReducer(TokenReducer):
     def output_tokens(self, num_frames: int, grid: tuple[int, int]) -> int | None:
         return None                      # the segments depend on the content
 
+    def _dtm(self, features: Tensor, start: int, length: int, anchor_frames: list[int],
+             shares: list[int], rest_cells: Tensor, is_salient: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """DTM on one segment -> per anchor frame (contextual tokens [m, D], their cells [m])."""
+        t, n, d = features.shape
+        rest = features[anchor_frames].gather(1, rest_cells[anchor_frames, :, None].expand(-1, -1, d))
+        scores = density_scores(pairwise_distances(rest), self.k)                 # [A, N-s]
+        picks = [rest_cells[f, scores[i].topk(m).indices.sort().values]
+                 for i, (f, m) in enumerate(zip(anchor_frames, shares))]
+        anchors = torch.cat([features[f, cells] for f, cells in zip(anchor_frames, picks)])  # [M, D]
+        # every non-salient token of the segment joins its most cosine-similar anchor; the
+        # member's own norm does not change the argmax, so only the anchors are normalised
+        members = features[start:start + length].reshape(-1, d)                  # [L*N, D] view
+        label = (members.float() @ F.normalize(anchors.float(), dim=-1).T).argmax(dim=-1)
+        label[is_salient[start:start + length].reshape(-1)] = len(anchors)       # salient: no vote
+        sums = torch.zeros(len(anchors) + 1, d, device=features.device)
+        sums.index_add_(0, label, members.float())
+        counts = torch.bincount(label, minlength=len(anchors) + 1)[:-1, None].clamp(min=1)
+        weight = (1.0 / (counts + 1)).clamp(min=self.alpha)
+        merged = (weight * anchors.float() + (1 - weight) * sums[:-1] / counts).to(features.dtype)
+        return list(zip(merged.split([len(c) for c in picks]), picks))
+
     def __call__(self, features: Tensor, grid: tuple[int, int],
                  cls: Tensor | None = None) -> Reduction:
         t, n, d = check_features(features, grid)
@@ -115,29 +136,18 @@ class FastVIDReducer(TokenReducer):
         order = saliency_proxy(features).argsort(dim=-1, descending=True, stable=True)   # [T, N]
         salient_cells = order[:, :salient].sort(dim=-1).values                 # [T, s]
         rest_cells = order[:, salient:].sort(dim=-1).values                     # [T, N-s]
-        rest = features.gather(1, rest_cells[..., None].expand(-1, -1, d))     # [T, N-s, D]
-        per_frame: dict[int, list[tuple[Tensor, Tensor]]] = {f: [] for f in range(t)}
-        for f in range(t):
-            per_frame[f].append((features[f, salient_cells[f]], salient_cells[f]))
+        is_salient = torch.zeros(t, n, dtype=torch.bool, device=device)
+        is_salient.scatter_(1, salient_cells, True)
+        per_frame: dict[int, list[tuple[Tensor, Tensor]]] = {
+            f: [(features[f, salient_cells[f]], salient_cells[f])] for f in range(t)}
         start = 0
         for length, shares in zip(segments, plan):
-            frames = list(range(start, start + length))
-            anchor_frames = frames[:: self.p]
-            if sum(shares) > 0 and rest.shape[1] > 0:
-                scores = density_scores(pairwise_distances(rest[anchor_frames]), self.k)  # [A, N-s]
-                picks = [scores[i].topk(m).indices.sort().values for i, m in enumerate(shares)]
-                anchors = torch.cat([rest[f, idx] for f, idx in zip(anchor_frames, picks)])  # [M, D]
-                members = rest[start:start + length].reshape(-1, d)                 # [L*(N-s), D]
-                sim = F.normalize(members.float(), dim=-1) @ F.normalize(anchors.float(), dim=-1).T
-                label = sim.argmax(dim=-1)                                          # [L*(N-s)]
-                counts = torch.bincount(label, minlength=len(anchors)).clamp(min=1)[:, None]
-                means = torch.zeros(len(anchors), d, device=device).index_add_(0, label, members.float())
-                weight = (1.0 / (counts + 1)).clamp(min=self.alpha)
-                merged = (weight * anchors.float() + (1 - weight) * means / counts).to(features.dtype)
-                offset = 0
-                for f, idx in zip(anchor_frames, picks):
-                    per_frame[f].append((merged[offset:offset + len(idx)], rest_cells[f, idx]))
-                    offset += len(idx)
+            anchor_frames = list(range(start, start + length, self.p))
+            if sum(shares) > 0 and rest_cells.shape[1] > 0:
+                per_frame_anchor = self._dtm(features, start, length, anchor_frames, shares,
+                                             rest_cells, is_salient)
+                for f, item in zip(anchor_frames, per_frame_anchor):
+                    per_frame[f].append(item)
             start += length
         tokens, positions, counts_out, kept = [], [], [], []
         for f in range(t):

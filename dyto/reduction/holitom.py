@@ -26,13 +26,12 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .base import (Reduction, TokenReducer, cell_positions, check_budget, check_features,
                    register_reducer)
-from .density import (allocate, assign_to_centres, dpc_centres, pairwise_distances,
-                      saliency_proxy)
+from .density import (allocate, assign_to_centres, cell_cosine, dpc_centres,
+                      pairwise_distances, saliency_proxy)
 
 __all__ = ["HoliTomReducer", "static_windows"]
 
@@ -136,8 +135,7 @@ class HoliTomReducer(TokenReducer):
                  cls: Tensor | None = None) -> Reduction:
         t, n, d = check_features(features, grid)
         device = features.device
-        unit = F.normalize(features.float(), dim=-1)
-        sim = (unit[:-1] * unit[1:]).sum(-1)                                    # [T-1, N]
+        sim = cell_cosine(features, list(range(t - 1)), list(range(1, t)))    # [T-1, N]
         windows, redundant = static_windows(sim, self.tau, self.max_window)
         cells = torch.arange(n, device=device)
         groups = []                          # (kind, frame, cells [n_g], tokens [n_g, D])
