@@ -92,7 +92,8 @@ class FastVIDReducer(TokenReducer):
         if target is None:
             retained = int(n * DEFAULT_RETENTION)
             salient = int(self.d * retained)
-            per_anchor = [(length * (retained - salient)) // a for length, a in zip(segments, anchors)]
+            per_anchor = [min(n - salient, (length * (retained - salient)) // a)
+                          for length, a in zip(segments, anchors)]
             return salient, [[m] * a for m, a in zip(per_anchor, anchors)]
         salient = min(n, int(self.d * target / t))
         per_segment = allocate(max(0, target - salient * t), segments, minimum=0)
