@@ -1,6 +1,11 @@
 """Token-reduction speed on the CPU: every registered reducer vs a naive DyTo in the same process.
 
 Run:  .venv/bin/python benchmarks/bench_reduction.py [--repeats 5]
+      .venv/bin/python benchmarks/bench_reduction.py --reducers [--frames 100] [--repeats 1]
+
+``--reducers`` times every registered reducer on the same seeded [frames, 576, 4096] float32
+input (each built with ``num_frames=frames`` and its defaults) and prints each one's median
+time as a multiple of DyTo's, measured in the same process.
 
 Input: seeded float32 features [100, 576, 4096] (the reference 7B shape; [50, 576, 4096] for
 SlowFast, [8, ...] for uniform). The baseline ("naive") is the reference token path written the
@@ -118,10 +123,32 @@ def median_ms(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def compare_reducers(frames: int, repeats: int) -> None:
+    """Every registered reducer on one [frames, 576, 4096] input, time relative to DyTo."""
+    features = torch.randn(frames, 576, 4096, generator=torch.Generator().manual_seed(0))
+    rows = []
+    for name in sorted(REDUCERS):
+        reducer = build_reducer(name, num_frames=frames)
+        length = reducer(features, (24, 24)).tokens.shape[0]
+        rows.append((name, length, median_ms(lambda: reducer(features, (24, 24)), repeats)))
+    dyto_ms = dict((name, ms) for name, _, ms in rows)["dyto"]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, features "
+          f"[{frames}, 576, 4096] float32, median of {repeats} after a warm-up")
+    print(f"{'reducer':<10} {'L out':>6} {'median ms':>10} {'x DyTo':>7}")
+    for name, length, ms in rows:
+        print(f"{name:<10} {length:>6} {ms:>10.1f} {ms / dyto_ms:>7.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--reducers", action="store_true",
+                        help="time every registered reducer on the same input, relative to DyTo")
+    parser.add_argument("--frames", type=int, default=100, help="T for --reducers")
     args = parser.parse_args()
+    if args.reducers:
+        compare_reducers(args.frames, args.repeats)
+        return
     features = torch.randn(100, 576, 4096, generator=torch.Generator().manual_seed(0))
     grid = (24, 24)
 

@@ -12,26 +12,70 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import torch
 from torch import Tensor
 
 __all__ = ["Reduction", "TokenReducer", "REDUCERS", "register_reducer", "build_reducer",
-           "list_reducers", "check_features"]
+           "list_reducers", "check_features", "check_budget", "cell_positions"]
 
 
 @dataclass
 class Reduction:
+    """What a reducer returns.
+
+    ``positions`` [L, 3] (LongTensor, same device as ``tokens``) is the (frame, row, col) of every
+    output token in the input grid, in output order (docs/internals.md, "Seams"): a kept token
+    keeps its own cell, a merged token takes its destination's cell, a pooled token the top-left
+    cell of its window. Backbones with 3-D positions (M-RoPE) place the tokens with it.
+    """
+
     tokens: Tensor               # [L, D], the visual tokens in LLM order
     frames_kept: list[int]       # ascending indices into the T input frames whose tokens survive
     tokens_per_frame: list[int]  # one entry per output block, in output order; sum == L
     info: dict = field(default_factory=dict)  # reducer-specific introspection
+    positions: Tensor | None = None  # [L, 3] long: (frame, row, col) in the input grid
+
+
+def cell_positions(frames: Tensor, cells: Tensor, width: int) -> Tensor:
+    """(frame, raster cell) ids -> [L, 3] (frame, row, col); ``frames`` broadcasts to ``cells``.
+
+    frames, cells: integer tensors of the same (or broadcastable) shape; flattened in C order.
+    """
+    cells = torch.as_tensor(cells).long()
+    frames = torch.as_tensor(frames, device=cells.device).long().expand_as(cells)
+    return torch.stack([frames.reshape(-1), cells.reshape(-1) // width,
+                        cells.reshape(-1) % width], dim=1)
 
 
 class TokenReducer:
-    """Base class: subclasses set ``num_frames`` in ``__init__`` and implement ``__call__``."""
+    """Base class: subclasses set ``num_frames`` in ``__init__`` and implement ``__call__``.
+
+    Matched budgets: every reducer takes the same two knobs, ``target_tokens`` (a visual-token
+    count) and ``retention`` (a fraction of the T*N input tokens, ``round(retention*T*N)``, at
+    least 1); at most one is set, and None for both keeps the method's own default. Each
+    reducer's docstring says whether it meets the target exactly or at most/approximately.
+    ``output_tokens(T, grid)`` says how many tokens a reducer will emit when that is known
+    before the features are seen (None when it depends on the content).
+    """
 
     name: str = ""               # registry name, set by ``register_reducer``
     num_frames: int              # frames the data side samples (the one source of truth)
     needs_cls: bool = False      # True if ``__call__`` needs the ``cls`` argument
+    target_tokens: int | None = None  # matched-budget knob: a visual-token count
+    retention: float | None = None    # matched-budget knob: a fraction of the T*N input tokens
+    exact_budget: bool = False   # True: meets a target exactly (in its documented range); else <=
+
+    def target_for(self, num_frames: int, num_cells: int) -> int | None:
+        """The token target for ``num_frames`` frames of ``num_cells`` cells, None if no knob is set."""
+        if self.target_tokens is not None:
+            return int(self.target_tokens)
+        if self.retention is not None:
+            return max(1, round(self.retention * num_frames * num_cells))
+        return None
+
+    def output_tokens(self, num_frames: int, grid: tuple[int, int]) -> int | None:
+        """Tokens emitted for ``num_frames`` frames on ``grid`` if known in advance, else None."""
+        return None
 
     def __call__(self, features: Tensor, grid: tuple[int, int],
                  cls: Tensor | None = None) -> Reduction:
@@ -45,6 +89,17 @@ class TokenReducer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
         return f"{type(self).__name__}({args})"
+
+
+def check_budget(target_tokens: int | None, retention: float | None) -> None:
+    """Validate the matched-budget knobs (ValueError naming the bad one)."""
+    if target_tokens is not None and retention is not None:
+        raise ValueError(f"set target_tokens ({target_tokens}) or retention ({retention}), not both")
+    if target_tokens is not None and (isinstance(target_tokens, bool) or int(target_tokens) != target_tokens
+                                      or target_tokens < 1):
+        raise ValueError(f"target_tokens must be an integer >= 1, got {target_tokens!r}")
+    if retention is not None and not 0.0 < retention <= 1.0:
+        raise ValueError(f"retention must be in (0, 1], got {retention!r}")
 
 
 def check_features(features: Tensor, grid: tuple[int, int]) -> tuple[int, int, int]:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Reduction, TokenReducer, check_features, register_reducer
-from .merge import HEADS, REDUCE_MODES, effective_r, merge_frames
-from .selection import VARIANTS, select_keyframes_detailed
+from .base import (Reduction, TokenReducer, cell_positions, check_budget, check_features,
+                   register_reducer)
+from .merge import HEADS, REDUCE_MODES, effective_r, merge_frames_tracked
+from .selection import VARIANTS, linspace_int, select_keyframes_detailed
 
-__all__ = ["DyToReducer", "merge_schedule", "DESCRIPTORS"]
+__all__ = ["DyToReducer", "merge_schedule", "exact_schedule", "target_groups", "DESCRIPTORS"]
 
 DESCRIPTORS = ("patch0", "cls")
 SINGLE_STEP_MAX_FRAMES = 12  # up to 12 kept frames: one merge step; more: two
@@ -32,6 +33,37 @@ def merge_schedule(num_kept: int, num_tokens: int = 576, budget: int = 3680) -> 
     return [num_tokens // 2, min(num_tokens // 2 - budget // num_kept, num_tokens // 4)]
 
 
+def exact_schedule(num_tokens: int, keep: int) -> list[int]:
+    """r list taking ``num_tokens`` tokens to exactly ``keep`` (each step merges at most half).
+
+    575 -> 147 gives [287, 141], the reference's two steps for 25 frames; 575 -> 368 gives [207].
+    """
+    if not 1 <= keep <= num_tokens:
+        raise ValueError(f"cannot keep {keep} of {num_tokens} tokens")
+    steps = []
+    while num_tokens > keep:
+        r = min(num_tokens - keep, num_tokens // 2)
+        steps.append(r)
+        num_tokens -= r
+    return steps or [0]
+
+
+def target_groups(frames: list[int], tokens: int, target: int) -> list[tuple[list[int], int]]:
+    """Split ``target`` tokens over ``frames`` (each with ``tokens`` tokens) -> [(frames, keep)].
+
+    Frames get ``target // T'`` or one more (the earliest ones), capped at ``tokens``; with fewer
+    tokens than frames, ``target`` frames are kept (``np.linspace`` subsample), one token each.
+    The groups are in time order, so their outputs concatenate in time order.
+    """
+    if target < len(frames):
+        return [([frames[i] for i in linspace_int(len(frames) - 1, target)], 1)]
+    per, extra = divmod(target, len(frames))
+    if per >= tokens:
+        return [(frames, tokens)]
+    groups = [(frames[:extra], per + 1), (frames[extra:], per)]
+    return [(group, keep) for group, keep in groups if group]
+
+
 @register_reducer("dyto")
 class DyToReducer(TokenReducer):
     """DyTo: cluster frames hierarchically, keep a few per cluster, merge tokens within each.
@@ -46,10 +78,23 @@ class DyToReducer(TokenReducer):
             ``cls`` (the ``cls`` argument of ``__call__``, what the paper describes).
         num_frames: frames to sample from the video before selection (reference: 100).
         reduce: merge reduction, ``amax`` (reference), ``mean`` or ``sum`` (ToMe's average).
+        target_tokens / retention: matched-budget mode (``TokenReducer``); None (default) keeps
+            the reference schedule.
+
+    Budgets. The reference schedule (``budget`` = Z) is not an exact count: L = T' * p' <= Z,
+    e.g. 3675 for 25 kept frames, 3660 for 12 (``merge_schedule``). With ``target_tokens`` or
+    ``retention`` the keyframes are selected as usual, ``budget`` is ignored, and each kept
+    frame is merged to ``target // T'`` tokens (the earliest ``target % T'`` frames to one more)
+    with ``exact_schedule``; L == target exactly whenever target <= T' * (N - 1). Above that the
+    kept frames are emitted whole (T' * (N - 1) tokens): keyframe selection bounds the count.
+    Below T' tokens, ``target`` frames (linspace subsample) keep one token each.
     """
 
+    exact_budget = True
+
     def __init__(self, variant: str = "release", budget: int = 3680, max_frames: int = 25,
-                 descriptor: str = "patch0", num_frames: int = 100, reduce: str = "amax"):
+                 descriptor: str = "patch0", num_frames: int = 100, reduce: str = "amax",
+                 target_tokens: int | None = None, retention: float | None = None):
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
         if descriptor not in DESCRIPTORS:
@@ -63,6 +108,17 @@ class DyToReducer(TokenReducer):
         self.variant, self.budget, self.max_frames = variant, budget, max_frames
         self.descriptor, self.num_frames, self.reduce = descriptor, num_frames, reduce
         self.needs_cls = descriptor == "cls"
+        check_budget(target_tokens, retention)
+        self.target_tokens, self.retention = target_tokens, retention
+
+    def output_tokens(self, num_frames: int, grid: tuple[int, int]) -> int | None:
+        """Known in advance only in target mode and when even the fewest keyframes that the
+        selection can return (min(T, 6, max_frames)) hold the target; else None."""
+        n = grid[0] * grid[1]
+        target = self.target_for(num_frames, n)
+        if target is not None and target <= (n - 1) * min(num_frames, 6, self.max_frames):
+            return target
+        return None
 
     def _descriptor(self, features: Tensor, cls: Tensor | None) -> Tensor:
         """[T, D'] per-frame descriptor for clustering, checked for shape and finiteness."""
@@ -95,20 +151,35 @@ class DyToReducer(TokenReducer):
             raise ValueError(f"DyTo drops token 0 of every frame, so it needs N >= 2, got N={n}")
         selection = select_keyframes_detailed(features, self.variant, self.max_frames,
                                               descriptor=self._descriptor(features, cls))
-        r_list = merge_schedule(len(selection.frames), n, self.budget)
-        # all kept frames at once, token 0 dropped (skip=1): [T', p', D]
-        merged = merge_frames(features, selection.frames, r_list, self.reduce, skip=1)
-        # one reduction pass instead of isfinite's several full-size temporaries (~6x faster on
-        # CPU): any NaN or inf makes the sum non-finite; fp16/bf16 are summed in fp32 so that
-        # finite values cannot overflow into a false alarm.
-        wide = torch.float32 if merged.dtype in (torch.float16, torch.bfloat16) else merged.dtype
-        if not bool(torch.isfinite(merged.sum(dtype=wide))):
-            raise ValueError("the kept frames' features contain NaN or inf")
-        per_frame = merged.shape[1]
+        target = self.target_for(t, n)
+        if target is None:
+            r_list = merge_schedule(len(selection.frames), n, self.budget)
+            groups = [(selection.frames, r_list)]
+        else:
+            groups = [(frames, exact_schedule(n - 1, keep))
+                      for frames, keep in target_groups(selection.frames, n - 1, target)]
+            r_list = groups[0][1]
+        tokens, positions, per_frame, kept = [], [], [], []
+        for frames, steps in groups:
+            # all frames of a group at once, token 0 dropped (skip=1): [T', p', D]
+            merged, cells = merge_frames_tracked(features, frames, steps, self.reduce, skip=1)
+            # one reduction pass instead of isfinite's several full-size temporaries (~6x faster
+            # on CPU): any NaN or inf makes the sum non-finite; fp16/bf16 are summed in fp32 so
+            # that finite values cannot overflow into a false alarm.
+            wide = torch.float32 if merged.dtype in (torch.float16, torch.bfloat16) else merged.dtype
+            if not bool(torch.isfinite(merged.sum(dtype=wide))):
+                raise ValueError("the kept frames' features contain NaN or inf")
+            tokens.append(merged.reshape(-1, d))                 # frames in time order
+            positions.append(cell_positions(torch.tensor(frames, device=cells.device)[:, None],
+                                            cells, grid[1]))
+            per_frame += [merged.shape[1]] * len(frames)
+            kept += frames
         return Reduction(
-            tokens=merged.reshape(-1, d),                        # frames in time order
-            frames_kept=selection.frames,
-            tokens_per_frame=[per_frame] * len(selection.frames),
+            tokens=tokens[0] if len(tokens) == 1 else torch.cat(tokens),
+            frames_kept=kept,
+            tokens_per_frame=per_frame,
             info={"selection": selection, "r_list": r_list,
-                  "r_effective": effective_r(n - 1, r_list)},
+                  "r_effective": effective_r(n - 1, r_list),
+                  "groups": [(frames, steps) for frames, steps in groups]},
+            positions=torch.cat(positions),
         )

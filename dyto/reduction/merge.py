@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["REDUCE_MODES", "HEADS", "bipartite_merge", "merge_frames", "merge_with_assignment",
-           "effective_r"]
+__all__ = ["REDUCE_MODES", "HEADS", "bipartite_merge", "merge_frames", "merge_frames_tracked",
+           "merge_with_assignment", "effective_r"]
 
 REDUCE_MODES = ("amax", "mean", "sum")
 HEADS = 16  # channel chunks averaged into the similarity metric (DyTo's ``head``)
@@ -154,6 +154,17 @@ def merge_frames(features: Tensor, frames: Sequence[int], r: int | Sequence[int]
 
     features [T, N, C]; returns [len(frames), t', C] with t' counted from N - skip tokens.
     """
+    return merge_frames_tracked(features, frames, r, reduce, skip)[0]
+
+
+def merge_frames_tracked(features: Tensor, frames: Sequence[int], r: int | Sequence[int],
+                         reduce: str = "amax", skip: int = 1) -> tuple[Tensor, Tensor]:
+    """``merge_frames`` that also says where each output token sits on the input grid.
+
+    Returns (tokens [T', t', C], cells LongTensor [T', t']): the raster cell (0..N-1) of every
+    output token. A surviving A token keeps its cell; a B token keeps its own cell whatever was
+    merged into it (B is the destination side), so the cells follow ``_step``'s output order.
+    """
     if features.ndim != 3:
         raise ValueError(f"merge_frames expects [T, N, C], got {tuple(features.shape)}")
     t_all, n, c = features.shape
@@ -161,8 +172,13 @@ def merge_frames(features: Tensor, frames: Sequence[int], r: int | Sequence[int]
     frame_ids = torch.as_tensor(list(frames), dtype=torch.long, device=device)
     index = frame_ids[:, None] * n + torch.arange(skip, n, device=device)      # [T', N-skip]
     rows = features.reshape(t_all * n, c).contiguous()              # a view when features is contiguous
-    out, _ = _merge(rows, index, r, reduce)
-    return out if out is not None else rows.index_select(0, index.view(-1)).view(*index.shape, c)
+    out, steps = _merge(rows, index, r, reduce)
+    cells = torch.arange(skip, n, device=device).expand(len(frame_ids), -1)   # [T', N-skip]
+    for t, unm, _, _ in steps:        # output = [unmerged A (by score)] ++ [all of B, in order]
+        cells = torch.cat([cells[:, : t // 2].gather(1, unm), cells[:, t // 2:]], dim=1)
+    if out is None:
+        out = rows.index_select(0, index.view(-1)).view(*index.shape, c)
+    return out, cells
 
 
 def merge_with_assignment(x: Tensor, r: int | Sequence[int], reduce: str = "amax"):
