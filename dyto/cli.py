@@ -52,7 +52,8 @@ class DyToCLI(LightningCLI):
         """Stop in one line, before any weights load, when the config cannot run here."""
         from dyto.preflight import preflight
 
-        preflight(self.config[self.subcommand].as_dict())
+        config = self.config[self.subcommand] if self.subcommand else self.config  # run=False: not nested
+        preflight(config.as_dict())
 
     def after_predict(self) -> None:
         """Finish a rank whose predict loop never ran.

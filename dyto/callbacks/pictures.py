@@ -56,11 +56,16 @@ class PicturesCallback(pl.Callback):
         features, cls = module.encode_frames(pixels, with_cls=module.reducer.needs_cls)
         red = module.reducer(features, module.grid, cls)
         frames = to_uint8_frames(pixels, module.image_mean, module.image_std)
+        # a reducer's frame is a temporal patch of `frames_per_patch` sampled frames (2 for
+        # Qwen2.5-VL): show the first frame of each patch, so frame k of the strip is patch k
+        per_patch = getattr(getattr(module, "preprocessing", None), "frames_per_patch", 1)
+        frames = frames[::per_patch][: features.shape[0]]
+        unit = "sampled frames" if per_patch == 1 else f"temporal patches of {per_patch} frames"
         selection = red.info.get("selection")
         labels = selection.labels.tolist() if selection is not None else [0] * len(frames)
         name = module.reducer.name
         viz.save_figure(viz.keyframe_strip(frames, labels, red.frames_kept,
-                                           title=f"{name}: {len(frames)} sampled frames, {len(red.frames_kept)} kept"),
+                                           title=f"{name}: {len(frames)} {unit}, {len(red.frames_kept)} kept"),
                         logs / "keyframes.png")
         if "r_list" in red.info and red.frames_kept:
             k = red.frames_kept[len(red.frames_kept) // 2]

@@ -56,7 +56,8 @@ def default_run_name(trainer: pl.Trainer, fingerprint: dict[str, Any]) -> str:
     dm, module = trainer.datamodule, trainer.lightning_module
     records = getattr(dm, "records", None) or []
     bench = getattr(dm, "benchmark", None) or (records[0].benchmark if records else "custom")
-    model = getattr(module, "hparams", {}).get("model", "model")  # "tiny", a hub id or a path
+    # the backbone's short label ("tiny-qwen2_5_vl", a hub id, a path); DyToVideoQA's hparams name it too
+    model = getattr(getattr(module, "backbone", None), "run_label", None) or getattr(module, "hparams", {}).get("model", "model")
     reducer = getattr(getattr(module, "reducer", None), "name", "reducer")
     name = f"{bench}_{Path(str(model)).name}_{reducer}-{fingerprint_digest(fingerprint)}"
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
