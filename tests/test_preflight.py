@@ -54,14 +54,16 @@ def test_gpu_config_on_a_machine_without_one():
 def test_checkpoint_neither_local_nor_cached_while_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    msg = stop_line(["--config", "configs/demo.yaml", "--model.model", "llava-hf/llava-v1.6-vicuna-7b-hf"])
-    assert "checkpoint llava-hf/llava-v1.6-vicuna-7b-hf (model.model) is not in the Hugging Face cache" in msg
+    msg = stop_line(["--config", "configs/demo.yaml", "--model.backbone.init_args.checkpoint",
+                     "llava-hf/llava-v1.6-vicuna-7b-hf"])
+    assert ("checkpoint llava-hf/llava-v1.6-vicuna-7b-hf (model.backbone.init_args.checkpoint) is not in the "
+            "Hugging Face cache") in msg
     assert "hf download llava-hf/llava-v1.6-vicuna-7b-hf" in msg
 
 
 def test_checkpoint_folder_that_does_not_exist(tmp_path):
-    msg = stop_line(["--config", "configs/demo.yaml", "--model.model", str(tmp_path / "my-llava")])
-    assert f"checkpoint folder {tmp_path / 'my-llava'} does not exist (model.model)" in msg
+    msg = stop_line(["--config", "configs/demo.yaml", "--model.backbone.init_args.checkpoint", str(tmp_path / "my-llava")])
+    assert f"checkpoint folder {tmp_path / 'my-llava'} does not exist (model.backbone.init_args.checkpoint)" in msg
 
 
 def test_several_problems_are_listed_together(tmp_path):

@@ -52,7 +52,8 @@ def test_rerun_with_another_budget_into_the_same_folder_stops_and_keeps_the_reco
     assert rank_lines(run_dir) == before  # nothing predicted, nothing mixed in
 
     for change in (["--model.max_new_tokens", "5"], ["--model.reducer.init_args.num_frames", "50"],
-                   ["--model.dtype", "bfloat16"], ["--model.conv_mode", "multiple_choice_allvideo_v4"]):
+                   ["--model.backbone.init_args.dtype", "bfloat16"],
+                   ["--model.backbone.init_args.conv_mode", "multiple_choice_allvideo_v4"]):
         with pytest.raises(SystemExit, match="predicted with other settings"):
             main(["predict", "--config", "configs/demo.yaml", "--data.limit", "2", "--data.num_workers", "0",
                   "--model.max_new_tokens", "3", "--output.output_dir", str(tmp_path),
