@@ -2,6 +2,7 @@
 
     dyto demo --video dyto/assets/demo/bikes.mp4 --question "what are the people riding?"
     dyto demo --video clip.mp4 --question "..." --model llava-hf/llava-v1.6-vicuna-7b-hf
+    dyto demo --video clip.mp4 --question "..." --backbone internvl --model OpenGVLab/InternVL3-8B-hf
     dyto reduce-demo --video dyto/assets/demo/bigbuckbunny.mp4
 
 `demo` is the reference's `run_demo.py`, working: it prints the answer, which frames DyTo kept
@@ -41,6 +42,8 @@ def demo_main(argv: list[str]) -> int:
     p.add_argument("--question", required=True)
     p.add_argument("--options", nargs="+", help="answer options: makes it a multiple-choice question")
     p.add_argument("--model", default="tiny", help="'tiny' (random weights), a hub id or a local path")
+    p.add_argument("--backbone", default="llava_next",
+                   help="registered backbone family: llava_next, llava_onevision, internvl, ... (see docs/backbones.md)")
     p.add_argument("--reducer", default="dyto", help="registered reducer name (dyto, slowfast, uniform, concat)")
     p.add_argument("--reducer-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="reducer parameter, e.g. budget=96 (repeatable)")
@@ -50,7 +53,7 @@ def demo_main(argv: list[str]) -> int:
     from dyto import api
 
     reducer = api.build_reducer(args.reducer, **_parse_reducer_args(args.reducer_arg))
-    module = api.load_model(args.model, reducer=reducer, max_new_tokens=args.max_new_tokens)
+    module = api.load_model(args.model, reducer=reducer, backbone=args.backbone, max_new_tokens=args.max_new_tokens)
     out = api.ask(module, args.video, args.question, options=args.options)
     if out["status"] != "ok":
         print(f"{args.video}: {out['status']}: {out['error']}")

@@ -230,3 +230,18 @@ def test_demo_runs_through_trainer_predict(name, tmp_path, one_thread):
     assert all(r["prediction2"] is not None for r in records if r["task"] == "vcg_consistency")
     fp = module.fingerprint()
     assert fp["backbone"] == name and fp["reducer"]["budget"] == 48 and fp["checkpoint"] == module.model_name
+
+
+def test_fingerprint_keeps_the_pre_backbone_entries_and_adds_the_backbones(one_thread):
+    from dyto.models.llava_next import DyToVideoQA
+
+    module = DyToVideoQA(reducer=DyToReducer(num_frames=T), max_new_tokens=3)
+    fp = module.fingerprint()
+    old = {"checkpoint", "revision", "dtype", "attn_implementation", "vision_feature_layer", "rope_scaling",
+           "reducer", "conv_mode", "tokenization", "generation", "max_length", "overflow", "encode_ahead", "seed"}
+    assert old <= set(fp) and fp["backbone"] == "llava_next" and fp["prompt_family"] == "7b"
+    assert fp["dtype"] == "float32" and fp["attn_implementation"] == "sdpa" and fp["encode_ahead"] is False
+    assert DyToVideoQA(reducer=DyToReducer(num_frames=T), max_new_tokens=3, prompt_family="34b").fingerprint() != fp
+    chat = VideoQA("internvl", reducer=DyToReducer(num_frames=T)).fingerprint()
+    assert chat["backbone"] == "internvl" and chat["frame_labels"] is True and len(chat["chat_template_sha256"]) == 64
+    assert VideoQA("internvl", reducer=DyToReducer(num_frames=T)).hparams["model"] == "tiny-internvl"
