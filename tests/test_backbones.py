@@ -5,6 +5,7 @@ demo run through ``trainer.predict`` on the real demo clips."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -225,7 +226,8 @@ def test_demo_runs_through_trainer_predict(name, tmp_path, one_thread):
     assert [r["id"] for r in records] == ids
     for r in records:
         assert r["status"] == "ok", r["error"]
-        assert r["visual_tokens_out"] < r["visual_tokens_in"] == 16 * module.grid[0] * module.grid[1]
+        per_patch = module.preprocessing.frames_per_patch
+        assert r["visual_tokens_out"] < r["visual_tokens_in"] == 16 // per_patch * module.grid[0] * module.grid[1]
         assert r["prediction"] is not None and r["model"] == module.model_name
     assert all(r["prediction2"] is not None for r in records if r["task"] == "vcg_consistency")
     fp = module.fingerprint()
@@ -245,3 +247,19 @@ def test_fingerprint_keeps_the_pre_backbone_entries_and_adds_the_backbones(one_t
     chat = VideoQA("internvl", reducer=DyToReducer(num_frames=T)).fingerprint()
     assert chat["backbone"] == "internvl" and chat["frame_labels"] is True and len(chat["chat_template_sha256"]) == 64
     assert VideoQA("internvl", reducer=DyToReducer(num_frames=T)).hparams["model"] == "tiny-internvl"
+
+
+@pytest.mark.parametrize("name", ["llava_onevision", "internvl"])
+def test_dyto_demo_with_another_backbone(capsys, name, one_thread):
+    from dyto.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--backbone", name, "--video", str(DEMO / "bikes.mp4"), "--question", "what is this?",
+              "--options", "a street", "a kitchen", "--reducer-arg", "budget=96", "--reducer-arg", "num_frames=20",
+              "--max-new-tokens", "4"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert f"tiny-random-{name.replace('_', '-')} (random weights)" in out
+    kept = re.search(r"kept (\d+): \[([\d, ]*)\] \(video frame numbers\)", out)
+    assert kept and int(kept.group(1)) == len(kept.group(2).split(","))
+    assert re.search(r"^answer:", out, re.M)
