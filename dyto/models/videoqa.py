@@ -114,38 +114,15 @@ class VideoQA(LightningModule):
             min_new_tokens=None, bad_words_ids=None, suppress_tokens=None, begin_suppress_tokens=None,
         )
 
-    # what the DataModule and the pictures read; the backbone owns them
-    @property
-    def preprocessing(self):
-        return self.backbone.preprocessing
-
-    @property
-    def image_size(self) -> int:
-        return self.backbone.preprocessing.size[0]
-
-    @property
-    def image_mean(self) -> tuple[float, float, float]:
-        return self.backbone.preprocessing.mean
-
-    @property
-    def image_std(self) -> tuple[float, float, float]:
-        return self.backbone.preprocessing.std
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        return self.backbone.grid
-
-    @property
-    def model_name(self) -> str:
-        return self.backbone.model_name
-
-    @property
-    def tokenizer(self):
-        return self.backbone.tokenizer
-
-    @property
-    def pad_token_id(self) -> int:
-        return self.backbone.pad_token_id
+    # what the DataModule, the pictures and the benchmarks read; the backbone owns them
+    preprocessing = property(lambda self: self.backbone.preprocessing)
+    image_size = property(lambda self: self.backbone.preprocessing.size[0])
+    image_mean = property(lambda self: self.backbone.preprocessing.mean)
+    image_std = property(lambda self: self.backbone.preprocessing.std)
+    grid = property(lambda self: self.backbone.grid)
+    model_name = property(lambda self: self.backbone.model_name)
+    tokenizer = property(lambda self: self.backbone.tokenizer)
+    pad_token_id = property(lambda self: self.backbone.pad_token_id)
 
     def fingerprint(self) -> dict:
         """Every model-side setting that can change an answer, as plain values (the run fingerprint).
