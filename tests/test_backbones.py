@@ -263,3 +263,27 @@ def test_dyto_demo_with_another_backbone(capsys, name, one_thread):
     kept = re.search(r"kept (\d+): \[([\d, ]*)\] \(video frame numbers\)", out)
     assert kept and int(kept.group(1)) == len(kept.group(2).split(","))
     assert re.search(r"^answer:", out, re.M)
+
+
+@pytest.mark.parametrize("name", ["llava_onevision", "internvl"])
+def test_a_saved_checkpoint_loads_with_its_template_and_processor_settings(backbones, name, tmp_path):
+    """The from_pretrained path: weights, tokenizer + chat template, and the processor config's mean/std."""
+    import json
+
+    tiny = backbones[name]
+    tiny.model.save_pretrained(tmp_path)
+    tiny.tokenizer.save_pretrained(tmp_path)
+    size = tiny.preprocessing.size
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(
+        {"image_mean": [0.25, 0.5, 0.75], "image_std": [0.5, 0.5, 0.5], "size": {"height": size[0], "width": size[1]}}))
+    loaded = build_backbone(name, checkpoint=str(tmp_path))
+    assert loaded.model_name == f"{tmp_path} (random weights)" and loaded.run_label == str(tmp_path)
+    assert loaded.preprocessing.mean == (0.25, 0.5, 0.75) and loaded.preprocessing.size == size
+    assert loaded.chat_template == tiny.chat_template
+    prompt = tiny.prompt("open_ended", "what happens?")
+    assert loaded.prompt("open_ended", "what happens?") == prompt
+    reduction = ConcatReducer(num_frames=2)(tiny.encode(frames_for(tiny, 2)).features, tiny.grid)
+    config = tiny.generation_defaults()
+    config.update(do_sample=False, max_new_tokens=5)
+    assert loaded.generate([loaded.build_input(prompt, reduction)], config) == \
+        tiny.generate([tiny.build_input(prompt, reduction)], config)
