@@ -287,3 +287,17 @@ def test_a_saved_checkpoint_loads_with_its_template_and_processor_settings(backb
     config.update(do_sample=False, max_new_tokens=5)
     assert loaded.generate([loaded.build_input(prompt, reduction)], config) == \
         tiny.generate([tiny.build_input(prompt, reduction)], config)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_batched_generation_equals_one_at_a_time(backbones, name):
+    """Left padding with the mask: a short and a long prompt answer as they do alone."""
+    b = backbones[name]
+    reduction = ConcatReducer(num_frames=T)(b.encode(frames_for(b)).features, b.grid)
+    inputs = [b.build_input(b.prompt("open_ended", "what?"), reduction),
+              b.build_input(b.prompt("multiple_choice", "where is it, and what happens later?", ["a", "b", "c"]),
+                            reduction)]
+    assert inputs[0].length != inputs[1].length
+    config = b.generation_defaults()
+    config.update(do_sample=False, max_new_tokens=6)
+    assert b.generate(inputs, config) == [b.generate([i], config)[0] for i in inputs]
