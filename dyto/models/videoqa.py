@@ -90,8 +90,8 @@ class VideoQA(LightningModule):
         self.reducer = reducer if reducer is not None else DyToReducer()
         self.max_new_tokens, self.max_length, self.overflow = max_new_tokens, max_length, overflow
         self.generation_batch_size, self.seed, self.encode_ahead = generation_batch_size, seed, encode_ahead
-        # id -> (VisualFeatures, CUDA event | None), for the next batch only
-        self._encoded_ahead: dict[str, tuple[VisualFeatures, torch.cuda.Event | None]] = {}
+        # id -> (features [T',N,D], cls [T',D] | None, CUDA event | None), for the next batch only
+        self._encoded_ahead: dict[str, tuple[Tensor, Tensor | None, torch.cuda.Event | None]] = {}
         self._streams: tuple[torch.cuda.Stream, torch.cuda.Stream] | None = None  # (generation, encode-ahead)
         self.num_frames = self.reducer.num_frames
         self.set_backbone(build_backbone(backbone, seed=seed) if isinstance(backbone, str) else backbone)
