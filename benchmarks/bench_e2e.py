@@ -269,6 +269,15 @@ def main() -> None:
         else:
             model, tokenizer = build_tiny_llava_next(image_size=args.image_size or 336, rope_scaling_factor=2.0)
             backbone = (model.to(device=device, dtype=dtype), tokenizer, "tiny-random-llava-next (random weights)")
+    elif args.backbone == "qwen2_5_vl":
+        from dyto.models.tiny_qwen2_5_vl import TINY_QWEN_NAME, build_tiny_qwen2_5_vl, full_size_qwen2_5_vl
+
+        dtype = torch.bfloat16 if device == "cuda" else dtype  # Qwen2.5-VL's activations overflow fp16
+        if args.full_size_random:
+            backbone = full_size_qwen2_5_vl(device, dtype, args.num_layers)
+        else:
+            model, tokenizer = build_tiny_qwen2_5_vl()
+            backbone = (model.to(device=device, dtype=dtype), tokenizer, TINY_QWEN_NAME)
     elif args.full_size_random:
         backbone = full_size_family(args.backbone, device, dtype, args.num_layers)
     else:
@@ -291,7 +300,10 @@ def main() -> None:
                 modules[name + ("+ahead" if ahead and args.encode_ahead == "both" else "")] = module.to(device)
                 module.on_predict_epoch_start()  # what trainer.predict does first: makes the CUDA streams
     else:
-        shared = BACKBONES[args.backbone].from_parts(*backbone, vision_chunk_size=args.vision_chunk_size)
+        options = {"vision_chunk_size": args.vision_chunk_size}
+        if args.backbone == "qwen2_5_vl":  # its input size is an option (any multiple of 28), not the tower's
+            options["image_size"] = args.image_size or 448
+        shared = BACKBONES[args.backbone].from_parts(*backbone, **options)
         family = family_reducers(shared.grid[0] * shared.grid[1], shared.preprocessing.frames_per_patch)
         for ahead in settings:
             for name in args.reducers:

@@ -106,7 +106,10 @@ def ask(module, video: str | Path, question: str, options: Sequence[str] | None 
                       options=list(options) if options else None, question2=question2, split="test")
     sample = question_batch(module, record)
     out = module.predict_step(sample, 0)[0]
-    out["video_frames_kept"] = [sample["frame_indices"][0][i] for i in (out["frames_kept"] or [])]
+    # frames_kept counts the backbone's temporal patches (frames_per_patch sampled frames each)
+    per_patch, indices = module.preprocessing.frames_per_patch, sample["frame_indices"][0]
+    out["video_frames_kept"] = [indices[j] for i in (out["frames_kept"] or [])
+                                for j in range(i * per_patch, min((i + 1) * per_patch, len(indices)))]
     return out
 
 

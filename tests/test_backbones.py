@@ -5,6 +5,7 @@ demo run through ``trainer.predict`` on the real demo clips."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -246,3 +247,57 @@ def test_fingerprint_keeps_the_pre_backbone_entries_and_adds_the_backbones(one_t
     chat = VideoQA("internvl", reducer=DyToReducer(num_frames=T)).fingerprint()
     assert chat["backbone"] == "internvl" and chat["frame_labels"] is True and len(chat["chat_template_sha256"]) == 64
     assert VideoQA("internvl", reducer=DyToReducer(num_frames=T)).hparams["model"] == "tiny-internvl"
+
+
+@pytest.mark.parametrize("name", ["llava_onevision", "internvl"])
+def test_dyto_demo_with_another_backbone(capsys, name, one_thread):
+    from dyto.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--backbone", name, "--video", str(DEMO / "bikes.mp4"), "--question", "what is this?",
+              "--options", "a street", "a kitchen", "--reducer-arg", "budget=96", "--reducer-arg", "num_frames=20",
+              "--max-new-tokens", "4"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert f"tiny-random-{name.replace('_', '-')} (random weights)" in out
+    kept = re.search(r"kept (\d+): \[([\d, ]*)\] \(video frame numbers\)", out)
+    assert kept and int(kept.group(1)) == len(kept.group(2).split(","))
+    assert re.search(r"^answer:", out, re.M)
+
+
+@pytest.mark.parametrize("name", ["llava_onevision", "internvl"])
+def test_a_saved_checkpoint_loads_with_its_template_and_processor_settings(backbones, name, tmp_path):
+    """The from_pretrained path: weights, tokenizer + chat template, and the processor config's mean/std."""
+    import json
+
+    tiny = backbones[name]
+    tiny.model.save_pretrained(tmp_path)
+    tiny.tokenizer.save_pretrained(tmp_path)
+    size = tiny.preprocessing.size
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(
+        {"image_mean": [0.25, 0.5, 0.75], "image_std": [0.5, 0.5, 0.5], "size": {"height": size[0], "width": size[1]}}))
+    loaded = build_backbone(name, checkpoint=str(tmp_path))
+    assert loaded.model_name == f"{tmp_path} (random weights)" and loaded.run_label == str(tmp_path)
+    assert loaded.preprocessing.mean == (0.25, 0.5, 0.75) and loaded.preprocessing.size == size
+    assert loaded.chat_template == tiny.chat_template
+    prompt = tiny.prompt("open_ended", "what happens?")
+    assert loaded.prompt("open_ended", "what happens?") == prompt
+    reduction = ConcatReducer(num_frames=2)(tiny.encode(frames_for(tiny, 2)).features, tiny.grid)
+    config = tiny.generation_defaults()
+    config.update(do_sample=False, max_new_tokens=5)
+    assert loaded.generate([loaded.build_input(prompt, reduction)], config) == \
+        tiny.generate([tiny.build_input(prompt, reduction)], config)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_batched_generation_equals_one_at_a_time(backbones, name):
+    """Left padding with the mask: a short and a long prompt answer as they do alone."""
+    b = backbones[name]
+    reduction = ConcatReducer(num_frames=T)(b.encode(frames_for(b)).features, b.grid)
+    inputs = [b.build_input(b.prompt("open_ended", "what?"), reduction),
+              b.build_input(b.prompt("multiple_choice", "where is it, and what happens later?", ["a", "b", "c"]),
+                            reduction)]
+    assert inputs[0].length != inputs[1].length
+    config = b.generation_defaults()
+    config.update(do_sample=False, max_new_tokens=6)
+    assert b.generate(inputs, config) == [b.generate([i], config)[0] for i in inputs]

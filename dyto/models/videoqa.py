@@ -90,8 +90,8 @@ class VideoQA(LightningModule):
         self.reducer = reducer if reducer is not None else DyToReducer()
         self.max_new_tokens, self.max_length, self.overflow = max_new_tokens, max_length, overflow
         self.generation_batch_size, self.seed, self.encode_ahead = generation_batch_size, seed, encode_ahead
-        # id -> (VisualFeatures, CUDA event | None), for the next batch only
-        self._encoded_ahead: dict[str, tuple[VisualFeatures, torch.cuda.Event | None]] = {}
+        # id -> (features [T',N,D], cls [T',D] | None, CUDA event | None), for the next batch only
+        self._encoded_ahead: dict[str, tuple[Tensor, Tensor | None, torch.cuda.Event | None]] = {}
         self._streams: tuple[torch.cuda.Stream, torch.cuda.Stream] | None = None  # (generation, encode-ahead)
         self.num_frames = self.reducer.num_frames
         self.set_backbone(build_backbone(backbone, seed=seed) if isinstance(backbone, str) else backbone)
@@ -114,38 +114,15 @@ class VideoQA(LightningModule):
             min_new_tokens=None, bad_words_ids=None, suppress_tokens=None, begin_suppress_tokens=None,
         )
 
-    # what the DataModule and the pictures read; the backbone owns them
-    @property
-    def preprocessing(self):
-        return self.backbone.preprocessing
-
-    @property
-    def image_size(self) -> int:
-        return self.backbone.preprocessing.size[0]
-
-    @property
-    def image_mean(self) -> tuple[float, float, float]:
-        return self.backbone.preprocessing.mean
-
-    @property
-    def image_std(self) -> tuple[float, float, float]:
-        return self.backbone.preprocessing.std
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        return self.backbone.grid
-
-    @property
-    def model_name(self) -> str:
-        return self.backbone.model_name
-
-    @property
-    def tokenizer(self):
-        return self.backbone.tokenizer
-
-    @property
-    def pad_token_id(self) -> int:
-        return self.backbone.pad_token_id
+    # what the DataModule, the pictures and the benchmarks read; the backbone owns them
+    preprocessing = property(lambda self: self.backbone.preprocessing)
+    image_size = property(lambda self: self.backbone.preprocessing.size[0])
+    image_mean = property(lambda self: self.backbone.preprocessing.mean)
+    image_std = property(lambda self: self.backbone.preprocessing.std)
+    grid = property(lambda self: self.backbone.grid)
+    model_name = property(lambda self: self.backbone.model_name)
+    tokenizer = property(lambda self: self.backbone.tokenizer)
+    pad_token_id = property(lambda self: self.backbone.pad_token_id)
 
     def fingerprint(self) -> dict:
         """Every model-side setting that can change an answer, as plain values (the run fingerprint).
