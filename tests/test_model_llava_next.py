@@ -17,7 +17,7 @@ from dyto.models.tiny import save_tiny
 from dyto.records import PREDICTION_FIELDS
 from dyto.reduction import (ConcatReducer, DyCokeReducer, DyToReducer, FastVIDReducer,
                             HoliTomReducer, PruneVidReducer, Reduction, SlowFastReducer,
-                            TokenReducer, UniformReducer)
+                            TokenReducer, UniformReducer, VidCom2Reducer)
 
 BIKES = Path(__file__).resolve().parents[1] / "dyto" / "assets" / "demo" / "bikes.mp4"
 T = 8  # frames per test video
@@ -291,6 +291,7 @@ def test_splice_shapes(module):
         FastVIDReducer(num_frames=T, retention=0.5),
         PruneVidReducer(num_frames=T),
         HoliTomReducer(num_frames=T, target_tokens=30),
+        VidCom2Reducer(num_frames=T),
         DyToReducer(num_frames=T, target_tokens=30),
     ],
     ids=lambda r: r.config()["name"] + ("-target" if r.target_for(T, 16) else ""),

@@ -1,4 +1,4 @@
-"""The 2025 reducers (DyCoke TTM, FastVID, PruneVid, HoliTom): tests that know the right answer.
+"""The 2025 reducers (DyCoke TTM, FastVID, PruneVid, HoliTom, VidCom²): tests that know the answer.
 
 Identical frames collapse where the method promises it, a hard scene cut keeps tokens on each
 side, defaults give the count the papers' arithmetic gives, and the YAML configs build them.
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dyto.reduction import (REDUCERS, DyCokeReducer, FastVIDReducer, HoliTomReducer,
-                            PruneVidReducer, build_reducer)
+                            PruneVidReducer, VidCom2Reducer, build_reducer)
 from dyto.reduction.density import allocate
 from dyto.reduction.dycoke import dycoke_references
 from dyto.reduction.fastvid import dyseg
@@ -135,7 +135,27 @@ def test_allocate_and_segments_helpers():
     assert contiguous_segments([0, 1, 0, 1]) == [4]
 
 
-@pytest.mark.parametrize("name", ["dycoke", "fastvid", "prunevid", "holitom"])
+def test_vidcom2_frame_budgets_follow_uniqueness():
+    base = torch.randn(1, N, 64, generator=gen(9))
+    same = base.expand(8, -1, -1).contiguous()
+    out = VidCom2Reducer(num_frames=8)(same, GRID)             # equal frames: round(0.25 * 196)
+    assert out.tokens_per_frame == [49] * 8
+    odd = same.clone()
+    odd[5] = torch.randn(N, 64, generator=gen(10))              # one unique frame
+    out = VidCom2Reducer(num_frames=8)(odd, GRID)
+    assert out.tokens_per_frame[5] > 49 and max(out.tokens_per_frame[:5]) <= 49
+    exact = VidCom2Reducer(num_frames=8, target_tokens=500)(odd, GRID)
+    assert exact.tokens.shape[0] == 500 and exact.tokens_per_frame[5] == max(exact.tokens_per_frame)
+
+
+def test_vidcom2_keeps_the_outlier_tokens():
+    x = torch.randn(1, 1, 64, generator=gen(11)).expand(1, N, -1).clone()
+    x[0, [5, 77]] = -x[0, 0]                                    # two cells point the other way
+    out = VidCom2Reducer(num_frames=1, target_tokens=2)(x, GRID)
+    assert out.positions.tolist() == [[0, 0, 5], [0, 5, 7]]
+
+
+@pytest.mark.parametrize("name", ["dycoke", "fastvid", "prunevid", "holitom", "vidcom2"])
 def test_yaml_config_builds_the_paper_defaults(name):
     jsonargparse = pytest.importorskip("jsonargparse")
     yaml = pytest.importorskip("yaml")
@@ -147,9 +167,9 @@ def test_yaml_config_builds_the_paper_defaults(name):
     assert reducer.config() == build_reducer(name).config()
 
 
-@pytest.mark.parametrize("name", ["dycoke", "fastvid", "prunevid", "holitom"])
+@pytest.mark.parametrize("name", ["dycoke", "fastvid", "prunevid", "holitom", "vidcom2"])
 def test_bad_parameters_are_rejected(name):
-    bad = {"dycoke": {"prune_ratio": 1.0}, "fastvid": {"d": 1.5}, "prunevid": {"tau": 0.8, "cluster_ratio": 0},
-           "holitom": {"beta": -0.1}}[name]
+    bad = {"dycoke": {"prune_ratio": 1.0}, "fastvid": {"d": 1.5}, "prunevid": {"cluster_ratio": 0},
+           "holitom": {"beta": -0.1}, "vidcom2": {"temperature": 0.0}}[name]
     with pytest.raises(ValueError):
         build_reducer(name, **bad)
