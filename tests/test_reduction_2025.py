@@ -16,6 +16,7 @@ from dyto.reduction.dycoke import dycoke_references
 from dyto.reduction.fastvid import dyseg
 from dyto.reduction.holitom import static_windows
 from dyto.reduction.prunevid import contiguous_segments
+from dyto.reduction.vidcom2 import vidcom2_scores
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -146,6 +147,22 @@ def test_vidcom2_frame_budgets_follow_uniqueness():
     assert out.tokens_per_frame[5] > 49 and max(out.tokens_per_frame[:5]) <= 49
     exact = VidCom2Reducer(num_frames=8, target_tokens=500)(odd, GRID)
     assert exact.tokens.shape[0] == 500 and exact.tokens_per_frame[5] == max(exact.tokens_per_frame)
+
+
+def test_vidcom2_scores_match_the_direct_formula():
+    x = torch.randn(6, 20, 32, generator=gen(12), dtype=torch.float64)
+    flat = x.reshape(-1, 32)
+    channels = flat.var(dim=0, unbiased=False).topk(16, largest=False).indices
+    unit = torch.nn.functional.normalize(flat[:, channels], dim=-1).view(6, 20, 16)
+
+    def kernel(centre):
+        dist_sq = ((unit - centre) ** 2).sum(-1)
+        return sum(torch.exp(-dist_sq / (2 * a)) for a in (0.125, 0.25, 0.5, 1.0, 2.0))
+
+    video, frame = vidcom2_scores(x)
+    torch.testing.assert_close(video.double(), kernel(unit.mean(dim=(0, 1))), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(frame.double(), kernel(unit.mean(dim=1, keepdim=True)),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_vidcom2_keeps_the_outlier_tokens():
