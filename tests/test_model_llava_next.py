@@ -15,7 +15,9 @@ from dyto.models.llava_next import CLIP_MEAN, CLIP_STD, DyToVideoQA
 from dyto.models.prompts import render_prompt
 from dyto.models.tiny import save_tiny
 from dyto.records import PREDICTION_FIELDS
-from dyto.reduction import ConcatReducer, DyToReducer, Reduction, SlowFastReducer, TokenReducer, UniformReducer
+from dyto.reduction import (ConcatReducer, DyCokeReducer, DyToReducer, FastVIDReducer,
+                            HoliTomReducer, PruneVidReducer, Reduction, SlowFastReducer,
+                            TokenReducer, UniformReducer, VidCom2Reducer)
 
 BIKES = Path(__file__).resolve().parents[1] / "dyto" / "assets" / "demo" / "bikes.mp4"
 T = 8  # frames per test video
@@ -285,14 +287,22 @@ def test_splice_shapes(module):
         SlowFastReducer(num_frames=T, slow_frames=2, fast_grid=2),
         ConcatReducer(num_frames=T),
         UniformReducer(num_frames=T, pool=2),
+        DyCokeReducer(num_frames=T),
+        FastVIDReducer(num_frames=T, retention=0.5),
+        PruneVidReducer(num_frames=T),
+        HoliTomReducer(num_frames=T, target_tokens=30),
+        VidCom2Reducer(num_frames=T),
+        DyToReducer(num_frames=T, target_tokens=30),
     ],
-    ids=lambda r: r.config()["name"],
+    ids=lambda r: r.config()["name"] + ("-target" if r.target_for(T, 16) else ""),
 )
 def test_real_reducers_end_to_end(reducer, frames):
     module = DyToVideoQA(reducer=reducer, max_new_tokens=2)
     (r,) = module.predict_step(_batch([(_qa(0), frames[0], "ok")]), 0)
     assert r["status"] == "ok", r["error"]
     assert r["reducer"] == reducer.config() and r["visual_tokens_in"] == T * 16
+    if reducer.target_for(T, 16) is not None and reducer.exact_budget:
+        assert r["visual_tokens_out"] == reducer.target_for(T, 16)
 
 
 def test_typed_init_builds_from_a_cli_config():

@@ -1,4 +1,4 @@
-"""The 2025 reducers (DyCoke TTM, FastVID, PruneVid, HoliTom): tests that know the right answer.
+"""The 2025 reducers (DyCoke TTM, FastVID, PruneVid, HoliTom, VidCom²): tests that know the answer.
 
 Identical frames collapse where the method promises it, a hard scene cut keeps tokens on each
 side, defaults give the count the papers' arithmetic gives, and the YAML configs build them.
@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from dyto.reduction import (REDUCERS, DyCokeReducer, FastVIDReducer, HoliTomReducer,
-                            PruneVidReducer, build_reducer)
+                            PruneVidReducer, VidCom2Reducer, build_reducer)
 from dyto.reduction.density import allocate
 from dyto.reduction.dycoke import dycoke_references
 from dyto.reduction.fastvid import dyseg
 from dyto.reduction.holitom import static_windows
 from dyto.reduction.prunevid import contiguous_segments
+from dyto.reduction.vidcom2 import vidcom2_scores
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -135,7 +136,43 @@ def test_allocate_and_segments_helpers():
     assert contiguous_segments([0, 1, 0, 1]) == [4]
 
 
-@pytest.mark.parametrize("name", ["dycoke", "fastvid", "prunevid", "holitom"])
+def test_vidcom2_frame_budgets_follow_uniqueness():
+    base = torch.randn(1, N, 64, generator=gen(9))
+    same = base.expand(8, -1, -1).contiguous()
+    out = VidCom2Reducer(num_frames=8)(same, GRID)             # equal frames: round(0.25 * 196)
+    assert out.tokens_per_frame == [49] * 8
+    odd = same.clone()
+    odd[5] = torch.randn(N, 64, generator=gen(10))              # one unique frame
+    out = VidCom2Reducer(num_frames=8)(odd, GRID)
+    assert out.tokens_per_frame[5] > 49 and max(out.tokens_per_frame[:5]) <= 49
+    exact = VidCom2Reducer(num_frames=8, target_tokens=500)(odd, GRID)
+    assert exact.tokens.shape[0] == 500 and exact.tokens_per_frame[5] == max(exact.tokens_per_frame)
+
+
+def test_vidcom2_scores_match_the_direct_formula():
+    x = torch.randn(6, 20, 32, generator=gen(12), dtype=torch.float64)
+    flat = x.reshape(-1, 32)
+    channels = flat.var(dim=0, unbiased=False).topk(16, largest=False).indices
+    unit = torch.nn.functional.normalize(flat[:, channels], dim=-1).view(6, 20, 16)
+
+    def kernel(centre):
+        dist_sq = ((unit - centre) ** 2).sum(-1)
+        return sum(torch.exp(-dist_sq / (2 * a)) for a in (0.125, 0.25, 0.5, 1.0, 2.0))
+
+    video, frame = vidcom2_scores(x)
+    torch.testing.assert_close(video.double(), kernel(unit.mean(dim=(0, 1))), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(frame.double(), kernel(unit.mean(dim=1, keepdim=True)),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_vidcom2_keeps_the_outlier_tokens():
+    x = torch.randn(1, 1, 64, generator=gen(11)).expand(1, N, -1).clone()
+    x[0, [5, 77]] = -x[0, 0]                                    # two cells point the other way
+    out = VidCom2Reducer(num_frames=1, target_tokens=2)(x, GRID)
+    assert out.positions.tolist() == [[0, 0, 5], [0, 5, 7]]
+
+
+@pytest.mark.parametrize("name", ["dycoke", "fastvid", "prunevid", "holitom", "vidcom2"])
 def test_yaml_config_builds_the_paper_defaults(name):
     jsonargparse = pytest.importorskip("jsonargparse")
     yaml = pytest.importorskip("yaml")
@@ -147,9 +184,9 @@ def test_yaml_config_builds_the_paper_defaults(name):
     assert reducer.config() == build_reducer(name).config()
 
 
-@pytest.mark.parametrize("name", ["dycoke", "fastvid", "prunevid", "holitom"])
+@pytest.mark.parametrize("name", ["dycoke", "fastvid", "prunevid", "holitom", "vidcom2"])
 def test_bad_parameters_are_rejected(name):
-    bad = {"dycoke": {"prune_ratio": 1.0}, "fastvid": {"d": 1.5}, "prunevid": {"tau": 0.8, "cluster_ratio": 0},
-           "holitom": {"beta": -0.1}}[name]
+    bad = {"dycoke": {"prune_ratio": 1.0}, "fastvid": {"d": 1.5}, "prunevid": {"cluster_ratio": 0},
+           "holitom": {"beta": -0.1}, "vidcom2": {"temperature": 0.0}}[name]
     with pytest.raises(ValueError):
         build_reducer(name, **bad)

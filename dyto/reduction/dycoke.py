@@ -76,12 +76,12 @@ class DyCokeReducer(TokenReducer):
             return refs, [int((1 - self.prune_ratio) * n)] * compared
         whole = (t - compared) * n
         rest = target - whole
-        if compared == 0:
-            return refs, []
         if rest < compared:
             raise ValueError(f"dycoke: a target of {target} tokens is below TTM's floor of "
                              f"{whole + compared} ({t - compared} whole frames of {n} tokens "
                              "plus one per compared frame); TTM alone cannot reach it")
+        if compared == 0:                    # a single frame: nothing to compare, kept whole
+            return refs, []
         per, extra = divmod(rest, compared)
         if per >= n:
             return refs, [n] * compared
