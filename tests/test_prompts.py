@@ -1,4 +1,4 @@
-"""Golden snapshots of the four reference prompt templates (spec §7; SF-LLaVA prompt.py)."""
+"""Golden snapshots of the four reference prompt templates (docs/method.md §7; SF-LLaVA prompt.py)."""
 
 import pytest
 
@@ -14,7 +14,7 @@ from dyto.models.prompts import (
 Q = "What is the man doing?"
 OPTS = ["riding a bike", "cooking", "swimming"]
 
-# Copied character for character from spec §7 (and SF-LLaVA's prompt.py), %s filled by hand.
+# Copied character for character from docs/method.md §7 (and SF-LLaVA's prompt.py), %s filled by hand.
 GOLDEN = {
     "image_seq_v3": (
         "USER: <image>\nThe input consists of a sequence of key frames from a video. Answer concisely "

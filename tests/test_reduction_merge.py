@@ -1,4 +1,4 @@
-"""Bipartite merging (spec §5.2) on hand-checkable inputs, plus its invariants.
+"""Bipartite merging (docs/method.md §5.2) on hand-checkable inputs, plus its invariants.
 
 Hand cases use C = 32 with every token a 2-vector v tiled 16 times: the 16-chunk metric of such a
 token is exactly v / |v|, and the reductions act on v, so the results can be worked out on paper.

@@ -1,4 +1,4 @@
-"""Reducers: the DyTo schedule table (spec §5.1), edge cases (spec §11), the baselines (spec §10)
+"""Reducers: the DyTo schedule table (docs/method.md §5.1), edge cases (docs/method.md §11), the baselines (docs/method.md §10)
 and contract tests that every registered reducer gets for free."""
 
 import pytest
@@ -21,7 +21,7 @@ def feats(t, n=576, d=64, seed=0, dtype=torch.float32):
     return torch.randn(t, n, d, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
-# ------------------------------------------------------------------ spec §5.1, row by row
+# ------------------------------------------------------------------ docs/method.md §5.1, row by row
 
 SCHEDULE_TABLE = {  # T': (effective r list, tokens per frame, L)
     **{t: ([0], 575, 575 * t) for t in range(1, 7)},
@@ -49,7 +49,7 @@ def test_schedule_closed_form():
     assert merge_schedule(25, num_tokens=64, budget=400) == [32, 16]
 
 
-# ------------------------------------------------------------------ spec §11 edge cases
+# ------------------------------------------------------------------ docs/method.md §11 edge cases
 
 
 @pytest.mark.parametrize("t,per_frame", [(1, 575), (2, 575), (3, 575), (7, 524)])
@@ -70,7 +70,7 @@ def test_static_video_keeps_early_frames_of_each_cluster():
     clusters = {}
     for i, label in enumerate(sel.labels.tolist()):
         clusters.setdefault(label, []).append(i)
-    if len(clusters) <= 6:  # the usual outcome (spec: [15, 2] -> the earliest 6 of each)
+    if len(clusters) <= 6:  # the usual outcome (docs/method.md §4.4: [15, 2] -> the earliest 6 of each)
         expected = sorted(i for m in clusters.values() for i in m[: 12 // len(clusters)])
         assert out.frames_kept == expected
 
@@ -144,7 +144,7 @@ def test_dyto_rejects_bad_params(params):
         DyToReducer(**params)
 
 
-# ------------------------------------------------------------------ baselines (spec §10)
+# ------------------------------------------------------------------ baselines (docs/method.md §10)
 
 
 def test_slowfast_reference_layout():

@@ -1,9 +1,9 @@
 """Golden tests: the torch library against an independent, plain NumPy/torch port of the reference
 token path (TW-FINCH ``FINCH(tw_finch=True)``, ``finch_cluster`` and ``merge.py``), written here
-from spec §4-§5 with the reference's own data flow: dense ``(P+I)(P+I)^T`` graph, BFS components,
+from docs/method.md §4-§5 with the reference's own data flow: dense ``(P+I)(P+I)^T`` graph, BFS components,
 per-frame merging with ``x * size`` bookkeeping and the hard-coded 576/3680 schedule.
 
-Inputs are random floats without exact or near ties (spec §11): ``argsort`` of near-equal scores
+Inputs are random floats without exact or near ties (docs/method.md §11): ``argsort`` of near-equal scores
 is decided by the last bit, and the library computes the metric with a fused gather-and-sum
 whose rounding equals torch's ``mean`` at these widths (D = 512: 32-dim metric) but is not
 guaranteed to everywhere. Near-ties aside, order and values must match.

@@ -1,4 +1,4 @@
-"""TW-FINCH (spec §4.2) and keyframe selection (spec §4.3-4.4) on hand-built inputs."""
+"""TW-FINCH (docs/method.md §4.2) and keyframe selection (docs/method.md §4.3-4.4) on hand-built inputs."""
 
 import math
 
@@ -84,7 +84,7 @@ def test_tiny_inputs_are_one_cluster(t):
 def test_typical_counts_on_100_random_frames(seed):
     x = torch.randn(100, 1024, generator=torch.Generator().manual_seed(seed))
     labels, counts = tw_finch(x)
-    # spec §4.2 measured [29-35, 8-11, 2-4]; allow a little room on either side
+    # docs/method.md §4.2 measured [29-35, 8-11, 2-4]; allow a little room on either side
     assert len(counts) == 3
     assert 27 <= counts[0] <= 37 and 7 <= counts[1] <= 12 and 2 <= counts[2] <= 4
     assert labels.shape == (100, 3)
@@ -96,7 +96,7 @@ def test_typical_counts_on_100_random_frames(seed):
 def test_duplicate_frames_share_a_cluster():
     g = torch.Generator().manual_seed(3)
     x = torch.randn(60, 64, generator=g)
-    x[31] = x[30]                                   # the repeated index of spec §2
+    x[31] = x[30]                                   # the repeated index of docs/method.md §2
     labels, _ = tw_finch(x)
     assert labels[30, 0] == labels[31, 0]
 

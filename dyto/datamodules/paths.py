@@ -1,7 +1,7 @@
 """Where a QA record's video lives: one resolution routine shared by `dyto prepare`'s coverage
 report and the DataModules, so a video counted as found before a run is the one decoded in it.
 
-The reference runners differ per benchmark (spec datasets.md §1.3): open-ended runners probe
+The reference runners differ per benchmark (docs/datasets.md §1, item 3): open-ended runners probe
 `.mp4 .avi .mov .mkv` and add `v_` for ActivityNet, multiple-choice runners join the stored name,
 and NExT-QA's raw release is nested `<folder>/<video>.mp4`. We accept a superset of those layouts
 so that a video on disk is found, and a miss says everything that was tried. Which rule a

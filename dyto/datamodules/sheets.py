@@ -1,7 +1,7 @@
 """Reading raw QA sheets row by row, with every bad row reported instead of crashing or vanishing.
 
 The IG-VLM CSVs mix CRLF and LF, one has no final newline and ActivityNet's has quoted cells with
-embedded newlines (spec datasets.md §5.9), so they are read with the `csv` module on a file opened
+embedded newlines (docs/datasets.md §5, item 9), so they are read with the `csv` module on a file opened
 with newline='' — never line by line. A row that cannot become a record turns into a `RowError`
 (file, line, message) and is counted in the report.
 

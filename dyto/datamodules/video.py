@@ -1,4 +1,4 @@
-"""Frame sampling, video decoding and frame preprocessing (spec dyto-algorithm.md §2).
+"""Frame sampling, video decoding and frame preprocessing (docs/method.md §2).
 
 Decoding reads only the sampled frames: decord through `get_batch`, PyAV by seeking to the
 keyframe before each wanted frame and decoding forward only as far as needed. Every failure

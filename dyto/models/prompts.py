@@ -1,4 +1,4 @@
-"""The reference prompt templates (spec §7), character for character.
+"""The reference prompt templates (docs/method.md §7), character for character.
 
 DyTo keeps SlowFast-LLaVA's ``prompt.py``: four "conv modes", each a fixed string with ``%s``
 slots. They do not go through LLaVA's ``conv_templates``; the 7B open-ended template has no
@@ -81,7 +81,7 @@ def render_prompt(conv_mode: str, question: str, options: Sequence[str] | None =
 
 
 def default_conv_mode(model_family: str, task: str) -> str:
-    """The reference's conv mode for a model family ("7b" | "34b") and a record task (spec §3)."""
+    """The reference's conv mode for a model family ("7b" | "34b") and a record task (docs/method.md §3)."""
     if model_family not in ("7b", "34b"):
         raise ValueError(f"unknown model family {model_family!r}; expected '7b' or '34b'")
     suffix = "_34b" if model_family == "34b" else ""

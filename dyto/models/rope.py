@@ -1,4 +1,4 @@
-"""Dynamic NTK RoPE scaling as the reference configures it (spec §3, ROPE_SCALING_FACTOR)."""
+"""Dynamic NTK RoPE scaling as the reference configures it (docs/method.md §3, ROPE_SCALING_FACTOR)."""
 
 from __future__ import annotations
 

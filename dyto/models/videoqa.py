@@ -1,6 +1,6 @@
 """``VideoQA``: training-free video QA over any backbone, with a visual-token reducer.
 
-Per question (spec §1): frames ``[T,3,H,W]`` -> ``backbone.encode`` -> features ``[T',N,D]``
+Per question (docs/method.md §1): frames ``[T,3,H,W]`` -> ``backbone.encode`` -> features ``[T',N,D]``
 (+ CLS) -> reducer -> tokens ``[L,D]`` -> ``backbone.build_input`` (prompt text embeddings with
 the tokens spliced in, positions) -> greedy ``backbone.generate``. This module owns what every
 backbone shares: timings per stage, statuses, ``max_length`` overflow, batching of generation,

@@ -1,6 +1,6 @@
 """Baseline reducers to compare DyTo against on equal terms.
 
-* ``SlowFastReducer``: SF-LLaVA's two pathways (spec §10), 3680 tokens for 50 frames of 24x24;
+* ``SlowFastReducer``: SF-LLaVA's two pathways (docs/method.md §10), 3680 tokens for 50 frames of 24x24;
 * ``UniformReducer``: every sampled frame, optionally average-pooled on the patch grid;
 * ``ConcatReducer``: every token of every frame (the reference's ``concat``).
 

@@ -1,4 +1,4 @@
-"""The DyTo reducer: keyframe selection (spec §4), then per-frame bipartite merging (spec §5).
+"""The DyTo reducer: keyframe selection (docs/method.md §4), then per-frame bipartite merging (docs/method.md §5).
 
 Default parameters reproduce the released ``spatial_tome_finch_dynamic_all_frms`` path exactly:
 TW-FINCH on token 0, the second-finest partition, at most 25 frames, token 0 dropped from every

@@ -1,4 +1,4 @@
-"""Bipartite token merging inside each frame, as DyTo's ``merge.py`` (spec §5.2).
+"""Bipartite token merging inside each frame, as DyTo's ``merge.py`` (docs/method.md §5.2).
 
 Same family as ToMe (Bolya et al., 2023), with these differences, all taken from DyTo:
 

@@ -1,4 +1,4 @@
-"""Hierarchical keyframe selection (spec §4.3-4.4): TW-FINCH on one descriptor per frame, pick a
+"""Hierarchical keyframe selection (docs/method.md §4.3-4.4): TW-FINCH on one descriptor per frame, pick a
 partition, keep a few frames per cluster, cap the total.
 
 ``release`` (default) uses the partition with the second-largest cluster count, as the shipped
@@ -53,7 +53,7 @@ def linspace_int(stop: int, num: int) -> list[int]:
 
 
 def pick_frames(labels: list[int], max_frames: int = 25) -> list[int]:
-    """Frames to keep given one cluster label per frame (spec §4.4) -> ascending indices.
+    """Frames to keep given one cluster label per frame (docs/method.md §4.4) -> ascending indices.
 
     K <= 6 clusters: the first ``min(|C|, 12 // K)`` members of each cluster (the earliest frames,
     not a spread); otherwise one frame per cluster, ``member[|C| // 2]`` if |C| > 2 else the last
@@ -83,7 +83,7 @@ def select_keyframes_detailed(features: Tensor, variant: str = "release", max_fr
     """Run the whole selection on ``features`` [T, N, D] and return every intermediate.
 
     ``descriptor`` [T, D'] defaults to ``features[:, 0, :]``: token 0, the top-left patch, which is
-    what the reference code clusters (spec §4.1); pass a CLS state to follow the paper's text.
+    what the reference code clusters (docs/method.md §4.1); pass a CLS state to follow the paper's text.
     """
     if descriptor is None:
         if features.ndim != 3 or features.shape[0] == 0 or features.shape[1] == 0:

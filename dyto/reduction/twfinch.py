@@ -1,4 +1,4 @@
-"""Temporally weighted FINCH (TW-FINCH) in torch: spec §4.2, the clustering DyTo runs on frames.
+"""Temporally weighted FINCH (TW-FINCH) in torch: docs/method.md §4.2, the clustering DyTo runs on frames.
 
 Reproduces ``FINCH(data, tw_finch=True)`` of TW-FINCH's ``twfinch.py`` (the call DyTo makes) without
 numpy/scipy/sklearn, on whatever device ``x`` lives on:
