@@ -50,10 +50,10 @@ def _check_data(data: dict[str, Any]) -> list[str]:
     problems = []
     init = data.get("init_args") or data
     bench = _benchmark(data)
-    from dyto.datamodules.preparers import PREPARERS
+    from dyto.datamodules.benchmarks import BENCHMARKS
 
-    if bench is not None and bench not in PREPARERS:
-        problems.append(f"unknown benchmark {bench!r} (data.benchmark); known: {', '.join(sorted(PREPARERS))}")
+    if bench is not None and (data.get("init_args") or {}).get("benchmark") and bench not in BENCHMARKS:
+        problems.append(f"unknown benchmark {bench!r} (data.init_args.benchmark); known: {', '.join(sorted(BENCHMARKS))}")
     records = init.get("records")
     if records and not Path(records).is_file():
         how = (f"dyto prepare {bench} --qa-file <its QA sheet> --out {records}"
@@ -66,13 +66,17 @@ def _check_data(data: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _check_reducers(model: dict[str, Any]) -> list[str]:
-    from dyto.reduction import REDUCERS
+def _check_names(model: dict[str, Any]) -> list[str]:
+    """Reducers and backbones given by registry name must be registered."""
+    from dyto.models.backbone import list_backbones
+    from dyto.reduction import list_reducers
 
+    known = {"reducer": list_reducers(), "backbone": list_backbones()}
     problems = []
     for path, value in _walk(model, "model"):
-        if path.endswith(".reducer") and isinstance(value, str) and value not in REDUCERS:
-            problems.append(f"unknown reducer {value!r} ({path}); known: {', '.join(sorted(REDUCERS))}")
+        kind = path.rsplit(".", 1)[-1]
+        if kind in known and isinstance(value, str) and value not in known[kind]:
+            problems.append(f"unknown {kind} {value!r} ({path}); known: {', '.join(known[kind])}")
     return problems
 
 
@@ -120,6 +124,6 @@ def preflight(config: dict[str, Any]) -> None:
     if isinstance(config.get("data"), dict):
         problems += _check_data(config["data"])
     model = config.get("model") or {}
-    problems += _check_reducers(model) + _check_checkpoints(model)
+    problems += _check_names(model) + _check_checkpoints(model)
     if problems:
         raise PreflightError(problems)

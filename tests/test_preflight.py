@@ -72,3 +72,13 @@ def test_several_problems_are_listed_together(tmp_path):
               "--data.init_args.video_root", str(tmp_path / "v")])
     lines = str(stop.value.code).splitlines()
     assert len(lines) == 2 and all(line.startswith("dyto: ") for line in lines)
+
+
+def test_unknown_benchmark_name(tmp_path):
+    msg = stop_line(["--config", "configs/demo.yaml", "--data.init_args.benchmark", "nextqa_v9"])
+    assert "unknown benchmark 'nextqa_v9' (data.init_args.benchmark); known: " in msg and "nextqa," in msg
+
+
+def test_unknown_backbone_name():
+    msg = stop_line(["--config", "configs/demo.yaml", "--model.backbone", "llava_nxt"])
+    assert "unknown backbone 'llava_nxt' (model.backbone); known: " in msg and "llava_next" in msg
