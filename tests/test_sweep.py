@@ -157,3 +157,43 @@ def test_grid_parsing_and_bad_input():
         build_grid(["nope"], [0.5], [], 8)
     with pytest.raises(ValueError, match="twice"):
         build_grid(["dyto", "dyto"], [0.5], [], 8)
+
+
+def test_a_missing_video_fails_its_questions_in_every_cell_and_the_sweep_goes_on(tmp_path):
+    demo = [json.loads(line) for line in (ROOT / "dyto" / "assets" / "demo" / "questions.jsonl").read_text().splitlines()]
+    lost = dict(demo[1], id="lost-1", video="no_such_clip.mp4")
+    records = tmp_path / "questions.jsonl"
+    records.write_text("".join(json.dumps(r) + "\n" for r in [demo[1], lost]))
+    out = tmp_path / "sweep"
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", *COMMON, "--data.init_args.records", str(records), "--reducers", "uniform", "concat",
+              "--retention", "0.5", "--num-frames", "8", "--out", str(out), "--resamples", "200"])
+    assert exit_.value.code == 0
+    for cell in ("uniform-retention0.5", "concat-retention0.5", "concat-unreduced"):
+        preds = {p["id"]: p for p in read_jsonl(out / cell / "artifacts" / "predictions.jsonl")}
+        assert preds["demo-bikes-2"]["status"] == "ok" and preds["demo-bikes-2"]["frames_sampled"] == 8
+        assert preds["lost-1"]["status"] == "video_missing" and "no_such_clip" in preds["lost-1"]["error"]
+    assert "| uniform-retention0.5 | uniform | retention = 0.5 | 64.0 [64, 64] | 1 / 1 |" in (out / "sweep.md").read_text()
+
+
+def test_percent_of_the_unreduced_cell(tmp_path):
+    from dyto.evaluation.report import evaluate_run
+    from dyto.evaluation.sweep import build_grid
+    from dyto.evaluation.sweep_report import sweep_rows
+    from dyto.records import write_jsonl
+
+    def mc(qid, right, tokens):
+        return {"id": qid, "benchmark": "nextqa", "task": "multiple_choice", "question": "q?", "answer": "x",
+                "options": ["x", "y"], "answer_index": 0, "status": "ok", "prediction": "A" if right else "B",
+                "visual_tokens_out": tokens, "frames_kept": [0], "reducer": {"name": "r"}, "timings": {}}
+
+    grid = build_grid(["concat"], [0.25], [], num_frames=8)   # concat-retention0.25, concat-unreduced
+    for cell, right, tokens in ((grid[0], [1, 0, 0, 0], 32), (grid[1], [1, 1, 0, 0], 128)):
+        write_jsonl(tmp_path / cell.name / "artifacts" / "predictions.jsonl",
+                    [mc(f"q{i}", r, tokens) for i, r in enumerate(right)])
+        evaluate_run(tmp_path / cell.name, scorer="match")
+    reduced, unreduced = sweep_rows(grid, tmp_path, "concat-unreduced", resamples=500)
+    assert reduced["accuracy"]["estimate"] == 25.0 and unreduced["accuracy"]["estimate"] == 50.0
+    assert reduced["percent_of_baseline"] == 50.0 and unreduced["percent_of_baseline"] == 100.0
+    assert reduced["visual_tokens"] == {"mean": 32, "min": 32, "max": 32}
+    assert 0.0 <= reduced["accuracy"]["low"] <= 25.0 <= reduced["accuracy"]["high"] <= 100.0
