@@ -184,8 +184,13 @@ class FeatureCache:
 def run_sweep(module, datamodule, cells: list[Cell], out: str | Path, config: dict | None = None,
               device: torch.device | str = "cpu") -> dict[str, Any]:
     """Predict every cell's pending questions (each video decoded and encoded once) and merge each
-    cell's predictions. Returns {"decoded": videos decoded, "encoded": encoder calls, "cells": states}."""
+    cell's predictions. ``datamodule`` must be set up for ``module`` (its preprocessing and frame
+    count resolved, as ``sweep_main`` does); every cell's reducer samples its ``num_frames``.
+    Returns {"decoded": videos decoded, "encoded": encoder calls, "cells": per-cell states}."""
     out = Path(out)
+    wrong = [c.name for c in cells if c.reducer.num_frames != datamodule.num_frames]
+    if wrong:
+        raise ValueError(f"cells {wrong} sample other than the data's {datamodule.num_frames} frames")
     original, states = module.reducer, []
     module.eval().to(device)
     try:
@@ -202,8 +207,12 @@ def run_sweep(module, datamodule, cells: list[Cell], out: str | Path, config: di
         for sample in loader:
             decoded += 1
             group = heads[sample["ids"][0]]
-            ok = sample["status"][0] == "ok"
-            features = cache.get(group, sample["frame_indices"][0], sample["pixel_values"][0]) if ok else None
+            features = None
+            if sample["status"][0] == "ok":
+                try:
+                    features = cache.get(group, sample["frame_indices"][0], sample["pixel_values"][0])
+                except Exception as e:  # as in a run: the video's questions get an error record, the sweep goes on
+                    sample = dict(sample, status=["error"], error=[f"encode failed: {type(e).__name__}: {e}"])
             for state in states:
                 todo = [r for r in groups[group] if r.id in state.pending]
                 for start in range(0, len(todo), max(1, datamodule.batch_size)):
