@@ -6,7 +6,9 @@
     (configs/models/: llava_next_7b|34b, llava_onevision_7b, internvl3_8b, tiny_<family>)
     dyto prepare nextqa --qa-file NExT_QA.csv --out data/prepared/nextqa.jsonl --video-root DIR
     dyto judge --predictions outputs/<run> [--base-url URL] [--model NAME] [--temperature T] [--max-cost USD]
-    dyto compare outputs/<run_a> outputs/<run_b> [--out DIR]   # token budget vs accuracy
+    dyto compare outputs/<run_a> outputs/<run_b> [--out DIR] [--baseline RUN]   # + paired tests
+    dyto sweep --config configs/demo.yaml --reducers dyto slowfast:fast_grid=1 uniform fastvid holitom concat \
+               --retention 0.1 0.25 0.5 --num-frames 16 --out outputs/sweep_demo   # reducer x budget grid
     dyto demo --video clip.mp4 --question "what is happening?" [--model PATH]
     dyto reduce-demo [--video clip.mp4]
 
@@ -109,6 +111,23 @@ def run_lightning(argv: list[str]) -> None:
         )
 
 
+def build_for_sweep(argv: list[str]):
+    """`dyto predict`'s options (--config, --model.*, --data.*, ...) -> (module, datamodule, trainer,
+    config dict, EvaluateCallback), built by the same parser and preflight, for `dyto sweep`."""
+    import warnings
+
+    from dyto.callbacks.evaluate import find_evaluator
+    from dyto.datamodules import VideoQADataModule
+    from dyto.models.videoqa import VideoQA
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        cli = DyToCLI(VideoQA, VideoQADataModule, subclass_mode_data=True, run=False, save_config_callback=None,
+                      seed_everything_default=0, trainer_defaults={"logger": False, "enable_checkpointing": False},
+                      args=argv, auto_configure_optimizers=False)
+    return cli.model, cli.datamodule, cli.trainer, cli.config.as_dict(), find_evaluator(cli.trainer)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -136,6 +155,15 @@ def main(argv: list[str] | None = None) -> None:
         from dyto.evaluation.compare import compare_main
 
         sys.exit(compare_main(rest))
+    elif cmd == "sweep":
+        from dyto.evaluation.judge import JudgeFatalError
+        from dyto.evaluation.sweep import sweep_main
+        from dyto.runs import MixedSettingsError, SettingsChanged
+
+        try:
+            sys.exit(sweep_main(rest, build_for_sweep))
+        except (SettingsChanged, MixedSettingsError, JudgeFatalError, ValueError) as e:
+            sys.exit(f"dyto sweep: {e}")
     elif cmd == "demo":
         from dyto.demo import demo_main
 

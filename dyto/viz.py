@@ -9,6 +9,8 @@ state (callbacks draw from worker code); in a notebook a returned Figure display
   were merged into which (merged groups share a colour; the dropped token 0 is hatched grey).
 * `budget_plot`: visual tokens per question (histogram) per reducer, and accuracy against mean
   tokens per reducer, from finished runs.
+* `sweep_plot`: `dyto sweep`'s accuracy against mean visual tokens, one line per reducer, with
+  the 95% bootstrap intervals as error bars.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from matplotlib.patches import Rectangle
 
 from dyto.reduction.merge import merge_with_assignment
 
-__all__ = ["budget_plot", "headline_metric", "keyframe_strip", "merge_map", "save_figure"]
+__all__ = ["budget_plot", "headline_metric", "keyframe_strip", "merge_map", "save_figure", "sweep_plot"]
 
 
 def _palette(n: int) -> np.ndarray:
@@ -134,6 +136,30 @@ def budget_plot(runs: dict[str, Any]) -> Figure:
     right.set_xlabel("mean visual tokens"), right.set_ylabel("accuracy (%)")
     right.set_title("accuracy vs token budget", fontsize=10)
     left.set_title("token budget per question", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def sweep_plot(rows: Sequence[dict[str, Any]], title: str = "accuracy vs visual tokens") -> Figure:
+    """rows: `dyto sweep` cells (`label`, `visual_tokens`: {mean}, `accuracy`: {estimate, low, high}).
+
+    One line per reducer through its cells in token order, the 95% bootstrap intervals as error
+    bars; a cell without tokens or accuracy is left out (its row in the table says why).
+    """
+    fig = Figure(figsize=(6.5, 4.2))
+    ax = fig.subplots()
+    lines: dict[str, list[tuple[float, float, float, float]]] = {}
+    for r in rows:
+        if r.get("visual_tokens") and r.get("accuracy"):
+            a = r["accuracy"]
+            lines.setdefault(r["label"], []).append((r["visual_tokens"]["mean"], a["estimate"], a["low"], a["high"]))
+    for colour, (label, points) in zip(_palette(len(lines)), lines.items()):
+        x, y, low, high = (np.array(v) for v in zip(*sorted(points)))
+        ax.errorbar(x, y, yerr=[y - low, high - y], color=colour, marker="o", capsize=3, label=label)
+    ax.set_xlabel("mean visual tokens per question"), ax.set_ylabel("accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    if lines:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

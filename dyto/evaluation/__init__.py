@@ -9,7 +9,11 @@ Modules, by what each part is (imported on demand; nothing here touches the netw
 * scoring: ``choice`` (multiple-choice parsing), ``match`` (offline string-match stand-in),
   ``metrics`` (accuracy / scores, reference and all-items denominators), ``paper`` (published numbers);
 * reports: ``report`` (``evaluate_run``: run folder -> logs/results.json + report.md) and
-  ``compare`` (``dyto compare``).
+  ``compare`` (``dyto compare``);
+* comparing reducers: ``stats`` (exact McNemar, bootstrap intervals), ``outcomes`` (a run's
+  per-question right/wrong as its results scored it), ``paired`` (``dyto compare``'s paired
+  tests), ``sweep`` + ``sweep_report`` (``dyto sweep``: a reducer x budget grid, each video
+  decoded and encoded once).
 
 The prediction writer lives on the predict side (``dyto.predict``), the Lightning callbacks in
 ``dyto.callbacks``, the run-folder layout in ``dyto.runs``.

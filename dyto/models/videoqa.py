@@ -190,6 +190,12 @@ class VideoQA(LightningModule):
                     done.record(side)
                 self._encoded_ahead[sample_id] = (features, cls, done)
 
+    def use_features(self, encoded: dict[str, tuple[Tensor, Tensor | None]]) -> None:
+        """Features already computed, ``id -> (features [T',N,D], cls [T',D] | None)``, for the next
+        ``predict_step`` only: its entries with these ids skip the encoder (``dyto sweep`` encodes a
+        video once for a whole reducer grid). The encode-ahead hand-over, without a stream."""
+        self._encoded_ahead.update({k: (f, c, None) for k, (f, c) in encoded.items()})
+
     def _features(self, pixel_values: Tensor, ahead) -> tuple[Tensor, Tensor | None]:
         """This question's features: encoded now, or taken over from the previous step's side stream."""
         if ahead is None or ahead[0].shape[0] * self.preprocessing.frames_per_patch != pixel_values.shape[0]:

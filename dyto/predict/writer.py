@@ -86,6 +86,40 @@ def latest_per_id(attempts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return best
 
 
+def merge_rank_logs(folder: RunFolder) -> Path:
+    """Merge ``folder``'s rank logs into ``predictions.jsonl`` (input order, one record per id, the
+    latest attempt wins, an ``ok`` attempt always wins) and write ``summary.json``; returns the
+    merged file. Raises IncompleteRunError, after writing both, when an input id has no record.
+    (The writer's ``finalize`` on rank 0; ``dyto sweep`` for each of its cells.)"""
+    input_ids = json.loads(folder.inputs.read_text(encoding="utf-8"))
+    attempts = load_attempts(folder)
+    best = latest_per_id(attempts)
+    missing = [i for i in input_ids if i not in best]
+    merged = [best[i] for i in input_ids if i in best]
+    path = folder.predictions
+    write_jsonl(path, merged)
+    ok_attempts = Counter(r["id"] for r in attempts if r["status"] == "ok")
+    statuses = Counter(r["status"] for r in merged)
+    summary = {
+        "inputs": len(input_ids),
+        "records": len(merged),
+        "by_status": dict(sorted(statuses.items())),
+        "failed": {s: [r["id"] for r in merged if r["status"] == s] for s in statuses if s != "ok"},
+        "missing": missing,
+        "predicted_ok_more_than_once": sorted(i for i, c in ok_attempts.items() if c > 1),
+        "not_in_inputs": sorted(set(best) - set(input_ids)),
+    }
+    write_text_atomic(folder.summary, json.dumps(summary, indent=2))
+    status_line = ", ".join(f"{k}={v}" for k, v in summary["by_status"].items())
+    print(f"[dyto] predictions: {path} ({len(merged)}/{len(input_ids)} records; {status_line})")
+    if missing:
+        raise IncompleteRunError(
+            f"{len(missing)} of {len(input_ids)} questions have no prediction record (e.g. {missing[:5]}); "
+            f"rerun the same command to finish them. See {folder.summary}"
+        )
+    return path
+
+
 class PredictionWriter(BasePredictionWriter):
     """Append predictions per rank per batch; resume from them; merge and verify at the end.
 
@@ -207,32 +241,6 @@ class PredictionWriter(BasePredictionWriter):
             return self._finalized
         if not self.ranks_done:
             raise RuntimeError("PredictionWriter.finalize() called before every rank finished predicting")
-        folder = self.folder
-        input_ids = json.loads(folder.inputs.read_text(encoding="utf-8"))
-        attempts = load_attempts(folder)
-        best = latest_per_id(attempts)
-        missing = [i for i in input_ids if i not in best]
-        merged = [best[i] for i in input_ids if i in best]
-        path = folder.predictions
-        write_jsonl(path, merged)
-        ok_attempts = Counter(r["id"] for r in attempts if r["status"] == "ok")
-        statuses = Counter(r["status"] for r in merged)
-        summary = {
-            "inputs": len(input_ids),
-            "records": len(merged),
-            "by_status": dict(sorted(statuses.items())),
-            "failed": {s: [r["id"] for r in merged if r["status"] == s] for s in statuses if s != "ok"},
-            "missing": missing,
-            "predicted_ok_more_than_once": sorted(i for i, c in ok_attempts.items() if c > 1),
-            "not_in_inputs": sorted(set(best) - set(input_ids)),
-        }
-        write_text_atomic(folder.summary, json.dumps(summary, indent=2))
-        status_line = ", ".join(f"{k}={v}" for k, v in summary["by_status"].items())
-        print(f"[dyto] predictions: {path} ({len(merged)}/{len(input_ids)} records; {status_line})")
-        if missing:
-            raise IncompleteRunError(
-                f"{len(missing)} of {len(input_ids)} questions have no prediction record (e.g. {missing[:5]}); "
-                f"rerun the same command to finish them. See {folder.summary}"
-            )
+        path = merge_rank_logs(self.folder)
         self._finalized = path
         return path
