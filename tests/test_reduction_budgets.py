@@ -41,6 +41,22 @@ def test_budget_is_met(name, retention):
         assert build_reducer(**reducer.config())(x, GRID).tokens.shape[0] == length
 
 
+@pytest.mark.parametrize("target", [1, 5, 13, 100])
+@pytest.mark.parametrize("name", sorted(REDUCERS))
+def test_a_target_below_a_methods_floor_is_an_error_never_an_overshoot(name, target):
+    """Tiny targets (below one token per frame, below one frame): a reducer meets them (exactly or
+    at most) or raises ValueError naming its floor; it never emits more than it was asked for."""
+    x = feats(T, seed=3)
+    reducer = build_reducer(name, num_frames=T, target_tokens=target)
+    try:
+        out = reducer(x, GRID)
+    except ValueError as e:
+        assert str(target) in str(e), e  # the message names the target it cannot meet
+        return
+    length = out.tokens.shape[0]
+    assert (length == target) if reducer.exact_budget else (0 < length <= target), (name, length, target)
+
+
 @pytest.mark.parametrize("name", sorted(REDUCERS))
 def test_budget_knobs_are_validated(name):
     with pytest.raises(ValueError, match="not both"):

@@ -191,7 +191,8 @@ class UniformReducer(TokenReducer):
     Budgets (``target_tokens`` / ``retention``): ``pool`` is ignored and every frame is
     ``AdaptiveAvgPool2d``-ed to the largest grid (a, b) with a*b <= target // T
     (``pooled_grid_for``), so L = T*a*b <= target: at most, not exact (a grid has a*b cells).
-    With target < T each frame still keeps one token (L = T).
+    A target below T (one token per frame) cannot be met: ValueError, as for every reducer
+    whose floor a target falls under.
     """
 
     def __init__(self, num_frames: int = 8, pool: int = 1, target_tokens: int | None = None,
@@ -202,8 +203,14 @@ class UniformReducer(TokenReducer):
         self.num_frames, self.pool = num_frames, pool
         self.target_tokens, self.retention = target_tokens, retention
 
+    def _target(self, t: int, n: int) -> int | None:
+        target = self.target_for(t, n)
+        if target is not None and target < t:
+            raise ValueError(f"uniform: a target of {target} tokens is below one token for each of the {t} frames")
+        return target
+
     def output_tokens(self, num_frames: int, grid: tuple[int, int]) -> int | None:
-        target = self.target_for(num_frames, grid[0] * grid[1])
+        target = self._target(num_frames, grid[0] * grid[1])
         if target is not None:
             a, b = pooled_grid_for(grid, target // num_frames)
             return num_frames * a * b
@@ -212,7 +219,7 @@ class UniformReducer(TokenReducer):
     def __call__(self, features: Tensor, grid: tuple[int, int],
                  cls: Tensor | None = None) -> Reduction:
         t, n, d = check_features(features, grid)
-        target = self.target_for(t, n)
+        target = self._target(t, n)
         if target is not None:
             out_grid = pooled_grid_for(grid, target // t)
             pooled = _tokens(F.adaptive_avg_pool2d(_grid_view(features, grid), out_grid))
@@ -239,8 +246,9 @@ class ConcatReducer(TokenReducer):
     """Every token of every frame, frames in time order (the reference's ``concat``).
 
     Budgets (``target_tokens`` / ``retention``): whole frames, as many as fit,
-    ``f = clamp(target // N, 1, T)`` of them spread like ``np.linspace`` (uniform frame sampling
-    at full resolution), so L = f*N <= target when target >= N: at most, in steps of N.
+    ``f = min(target // N, T)`` of them spread like ``np.linspace`` (uniform frame sampling
+    at full resolution), so L = f*N <= target: at most, in steps of N. A target below one frame
+    (N tokens) cannot be met: ValueError.
     """
 
     def __init__(self, num_frames: int = 100, target_tokens: int | None = None,
@@ -255,7 +263,9 @@ class ConcatReducer(TokenReducer):
         target = self.target_for(t, n)
         if target is None:
             return list(range(t))
-        return linspace_int(t - 1, min(t, max(1, target // n)))
+        if target < n:
+            raise ValueError(f"concat: a target of {target} tokens is below one whole frame of {n} tokens")
+        return linspace_int(t - 1, min(t, target // n))
 
     def output_tokens(self, num_frames: int, grid: tuple[int, int]) -> int | None:
         n = grid[0] * grid[1]

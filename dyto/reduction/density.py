@@ -90,17 +90,23 @@ def saliency_proxy(x: Tensor) -> Tensor:
 
 
 def allocate(total: int, weights: list[int], caps: list[int] | None = None,
-             minimum: int = 1) -> list[int]:
+             minimum: int = 1, budget_of: str | None = None) -> list[int]:
     """Split ``total`` tokens over groups in proportion to ``weights`` (largest remainder).
 
     Group g gets a share in [min(minimum, cap_g), cap_g] (``caps`` None: no upper bound); the
     shares sum to ``total`` exactly when that is reachable inside those bounds (otherwise to the
     nearest bound). Groups whose proportional share exceeds their cap are filled first and the
     rest is re-split (water filling). Ties go to the earlier group: deterministic.
+
+    ``budget_of`` (a reducer's name): ``total`` is a budget that must not be exceeded, so a total
+    below the groups' floor raises ValueError naming it, instead of returning the floor.
     """
     groups = range(len(weights))
     caps = list(caps) if caps is not None else [max(total, 0)] * len(weights)
     floor = [min(minimum, cap) for cap in caps]
+    if budget_of is not None and total < sum(floor):
+        raise ValueError(f"{budget_of}: a target of {total} tokens is below its floor of {sum(floor)} "
+                         f"({len(floor)} groups of at least {minimum} token{'s' if minimum != 1 else ''} each)")
     if total >= sum(caps):
         return caps
     if total <= sum(floor):

@@ -100,7 +100,8 @@ class HoliTomReducer(TokenReducer):
             per-group rounding (about 10%). Either set: the target is split over the token
             groups left after the temporal merge (static group of a window, dynamic group of a
             frame) in proportion to their size, at least one each: **exact** for groups <=
-            target <= tokens left (M); above M all M are kept (at most).
+            target <= tokens left (M); above M all M are kept (at most); below the number of groups, a
+            ValueError.
     """
 
     exact_budget = True
@@ -155,7 +156,7 @@ class HoliTomReducer(TokenReducer):
             shares = [round(size * r) if kind == "static" else math.ceil(size * r)
                       for (kind, *_), size in zip(groups, sizes)]
         else:
-            shares = allocate(target, sizes, caps=sizes, minimum=1)
+            shares = allocate(target, sizes, caps=sizes, minimum=1, budget_of="holitom")
         tokens, positions, per_block = [], [], []
         for (kind, frame, group_cells, x), share in zip(groups, shares):
             if share == 0:

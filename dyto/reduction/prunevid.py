@@ -98,7 +98,7 @@ class PruneVidReducer(TokenReducer):
         target_tokens / retention: budget. After the temporal merge (M tokens left), the target
             is split over the token groups in proportion to their size, at least one each, and
             every group is clustered to its share: **exact** for groups <= target <= M; above M
-            the M tokens are kept (at most); below, one token per group.
+            the M tokens are kept (at most); below the number of groups, a ValueError.
     """
 
     exact_budget = True
@@ -156,7 +156,7 @@ class PruneVidReducer(TokenReducer):
             shares = [int(s * self.cluster_ratio) if s > self.min_tokens_to_merge else s
                       for s in sizes]
         else:
-            shares = allocate(target, sizes, caps=sizes, minimum=1)
+            shares = allocate(target, sizes, caps=sizes, minimum=1, budget_of="prunevid")
         tokens, positions, per_block = [], [], []
         for (frame, cells, x), share in zip(groups, shares):
             merged, centres = cluster_merge(x[None], [share], self.k)[0]

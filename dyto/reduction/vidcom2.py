@@ -85,7 +85,7 @@ class VidCom2Reducer(TokenReducer):
         target_tokens / retention: budget. Neither set: the public ``base_scale`` 0.25 with its
             per-frame rounding (about 25%). Either set: the target is split over the frames in
             proportion to ``1 + p_t - mean p``, at most N and at least 1 each, so the count is
-            **exact** for T <= target <= T*N.
+            **exact** for T <= target <= T*N; below T, a ValueError.
     """
 
     exact_budget = True
@@ -110,7 +110,7 @@ class VidCom2Reducer(TokenReducer):
         if target is None:
             shares = (n * (0.25 * weights).clamp(max=1.0)).round().long().clamp(min=1).tolist()
         else:
-            shares = allocate(target, weights.tolist(), caps=[n] * t, minimum=1)
+            shares = allocate(target, weights.tolist(), caps=[n] * t, minimum=1, budget_of="vidcom2")
         score = video + frame
         rows, positions = [], []
         for f, k in enumerate(shares):
