@@ -156,8 +156,19 @@ class Backbone(torch.nn.Module):
         raise NotImplementedError
 
     def fingerprint(self) -> dict:
-        """Every backbone setting that can change an answer, as plain values."""
+        """Every backbone setting that can change an answer, as plain values (start from
+        :meth:`checkpoint_fingerprint`)."""
         raise NotImplementedError
+
+    def checkpoint_fingerprint(self) -> dict:
+        """The entries every family records: checkpoint, revision, resolved dtype and attention."""
+        config = self.model.config
+        return {
+            "checkpoint": self.model_name,
+            "revision": getattr(config, "_commit_hash", None),
+            "dtype": str(self.model.dtype).removeprefix("torch."),
+            "attn_implementation": config._attn_implementation,
+        }
 
     # -- defaults --------------------------------------------------------------------------
     def clean_answer(self, task: str, text: str) -> str:

@@ -135,10 +135,7 @@ class ChatBackbone(Backbone):
     def fingerprint(self) -> dict:
         config = self.model.config
         return {
-            "checkpoint": self.model_name,
-            "revision": getattr(config, "_commit_hash", None),
-            "dtype": str(self.model.dtype).removeprefix("torch."),
-            "attn_implementation": config._attn_implementation,
+            **self.checkpoint_fingerprint(),
             "vision_feature_layer": config.vision_feature_layer,
             "vision_feature_select_strategy": config.vision_feature_select_strategy,
             "chat_template_sha256": _sha256(self.chat_template),

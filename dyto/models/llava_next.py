@@ -104,10 +104,7 @@ class LlavaNext(Backbone):
     def fingerprint(self) -> dict:
         config = self.model.config
         return {
-            "checkpoint": self.model_name,
-            "revision": getattr(config, "_commit_hash", None),
-            "dtype": str(self.model.dtype).removeprefix("torch."),
-            "attn_implementation": config._attn_implementation,
+            **self.checkpoint_fingerprint(),
             "vision_feature_layer": config.vision_feature_layer,
             "rope_scaling": getattr(config.text_config, "rope_scaling", None),
             "conv_mode": self.conv_mode or "auto",

@@ -233,10 +233,7 @@ class Qwen2_5_VL(Backbone):
     def fingerprint(self) -> dict:
         config = self.model.config
         return {
-            "checkpoint": self.model_name,
-            "revision": getattr(config, "_commit_hash", None),
-            "dtype": str(self.model.dtype).removeprefix("torch."),
-            "attn_implementation": config._attn_implementation,
+            **self.checkpoint_fingerprint(),
             "preprocessing": self.preprocessing.config(),
             "tokens_per_second": config.vision_config.tokens_per_second,
             "second_per_grid_t": self.second_per_grid_t, "text_after_video": self.text_after_video,
