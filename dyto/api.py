@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,7 +19,11 @@ from typing import Any, Sequence
 import numpy as np
 from torch import Tensor
 
+from dyto.datamodules.base import VideoQADataset, collate
 from dyto.datamodules.video import CLIP_MEAN, CLIP_STD, decode_video, preprocess_frames
+from dyto.models.backbone import build_backbone
+from dyto.models.llava_next import DyToVideoQA
+from dyto.models.videoqa import VideoQA
 from dyto.records import QARecord
 from dyto.reduction import Reduction, TokenReducer, build_reducer
 from dyto.reduction.features import pixel_patch_features
@@ -64,12 +69,6 @@ def load_model(model: str = "tiny", reducer: TokenReducer | None = None, backbon
     go to :class:`~dyto.models.videoqa.VideoQA` where it takes them and to the backbone otherwise;
     for llava_next this is ``DyToVideoQA(model=..., **kwargs)`` as before.
     """
-    import inspect
-
-    from dyto.models.backbone import build_backbone
-    from dyto.models.llava_next import DyToVideoQA
-    from dyto.models.videoqa import VideoQA
-
     if reducer is not None:
         kwargs["reducer"] = reducer
     if backbone == "llava_next":
@@ -85,8 +84,6 @@ def load_model(model: str = "tiny", reducer: TokenReducer | None = None, backbon
 def question_batch(module, record: QARecord) -> dict[str, list[Any]]:
     """`record` as a batch of one for `module`: the benchmark runs' own decode + preprocess step
     (timed into ``decode_ms``), with the video path taken as given."""
-    from dyto.datamodules.base import VideoQADataset, collate
-
     dataset = VideoQADataset([record], lambda rec: Path(rec.video), module.num_frames, module.image_size,
                              module.image_mean, module.image_std)
     return collate([dataset[0]])

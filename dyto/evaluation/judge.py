@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import openai
+from tqdm import tqdm
 
 from dyto.evaluation.judge_prompts import PROMPTS, parse_reply
 from dyto.evaluation.protocol import (CACHE_FILE, DEFAULT_MODEL, JudgeConfig, asks_bound, input_hash,
@@ -264,8 +265,6 @@ class Judge:
 
 def _progress_bar(total: int, cached: int):
     """done/total, rate and ETA on stderr (tqdm), with cost, retries and errors as its postfix."""
-    from tqdm import tqdm
-
     return tqdm(total=total, desc=f"judging ({cached} cached)", unit="judgement", dynamic_ncols=True, file=sys.stderr)
 
 

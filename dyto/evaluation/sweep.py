@@ -39,6 +39,8 @@ import yaml
 from torch.utils.data import DataLoader
 
 from dyto.datamodules.base import collate
+from dyto.evaluation.report import evaluate_run
+from dyto.evaluation.sweep_report import write_sweep_report
 from dyto.predict.writer import latest_per_id, load_attempts, merge_rank_logs
 from dyto.records import append_jsonl, open_append_log, write_text_atomic
 from dyto.reduction import TokenReducer, build_reducer
@@ -250,8 +252,6 @@ def _predict_chunk(module, state: _CellState, recs, sample: dict, features) -> N
 def sweep_main(argv: list[str], build: Callable[[list[str]], tuple]) -> int:
     """`dyto sweep ...`; ``build(rest)`` parses the `dyto predict` options and returns
     (module, datamodule, trainer, config dict) (``dyto.cli.build_for_sweep``)."""
-    from dyto.evaluation.sweep_report import write_sweep_report
-
     p = argparse.ArgumentParser(prog="dyto sweep", description=__doc__.split("\n\n")[0],
                                 epilog="Every other option (--config, --model.*, --data.*, --trainer.*, "
                                        "--evaluation.*) is dyto predict's.")
@@ -289,8 +289,6 @@ def sweep_main(argv: list[str], build: Callable[[list[str]], tuple]) -> int:
     with trainer.precision_plugin.forward_context():
         done = run_sweep(module, datamodule, cells, args.out, config, trainer.strategy.root_device)
     print(f"[dyto] decoded {done['decoded']} videos, encoded {done['encoded']}")
-    from dyto.evaluation.report import evaluate_run
-
     scorer = args.scorer or evaluation.scorer
     for state in done["cells"]:
         evaluate_run(state.folder.root, scorer, evaluation.judge_config, evaluation.choice_mode)

@@ -14,6 +14,7 @@ A subclass sets the class attributes and implements ``encode`` and ``visual_layo
 
 from __future__ import annotations
 
+import hashlib
 from typing import Callable, ClassVar
 
 import torch
@@ -145,6 +146,4 @@ class ChatBackbone(Backbone):
 
 
 def _sha256(text: str | None) -> str | None:
-    import hashlib
-
     return None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import torch
 from transformers import AutoConfig, AutoTokenizer, LlavaNextForConditionalGeneration
-from transformers.utils import is_flash_attn_2_available
+from transformers.utils import cached_file, is_flash_attn_2_available
 
 from dyto.models.rope import apply_rope_scaling
 from dyto.models.tiny import RANDOM_WEIGHTS_FLAG, TINY_MODEL_NAME, build_tiny_llava_next
@@ -91,8 +92,6 @@ def load_checkpoint(model_class, name: str, dtype: torch.dtype, attn_implementat
 
 
 def _checkpoint_file(name: str, filename: str) -> str | None:
-    from transformers.utils import cached_file
-
     try:
         return cached_file(name, filename, _raise_exceptions_for_missing_entries=False)
     except OSError:
@@ -105,8 +104,6 @@ def checkpoint_preprocessing(name: str) -> dict:
     The video processor's config wins over the image processor's where both exist; a size is
     returned as (height, width) when it is given as such or as ``shortest_edge``.
     """
-    import json
-
     found: dict = {}
     for filename in ("preprocessor_config.json", "video_preprocessor_config.json"):
         path = _checkpoint_file(name, filename)
@@ -127,8 +124,6 @@ def checkpoint_preprocessing(name: str) -> dict:
 
 def checkpoint_chat_template(name: str, tokenizer) -> str | None:
     """The chat template the checkpoint ships: the tokenizer's, else the processor's file."""
-    import json
-
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.chat_template
     path = _checkpoint_file(name, "chat_template.jinja")
