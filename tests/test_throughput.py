@@ -78,6 +78,9 @@ def test_memory_groups_fit_the_budget(llava):
     assert max(len(g) for g in groups) == 3
     assert memory_groups(lengths, 8, per_token, 1.0) == [[i] for i in sorted(range(8), key=lengths.__getitem__)]
     assert all(len(g) <= 2 for g in memory_groups(lengths, 8, per_token, 1e12, cap=2))
+    in_order = memory_groups(lengths, 8, per_token, budget, order="input")
+    assert [i for g in in_order for i in g] == list(range(len(lengths)))  # consecutive runs of the batch
+    assert all(len(g) * (max(lengths[i] for i in g) + 8) * per_token <= budget for g in in_order)
 
 
 def test_static_compiled_falls_back_on_cpu_once_and_records_what_ran(llava, capsys):
@@ -165,3 +168,23 @@ def test_gpu_configs_pool_16_questions_and_cpu_keeps_1(capsys):
         assert cfg["data"]["init_args"]["batch_size"] == size, trainer
         assert cfg["data"]["init_args"]["num_workers"] == "auto"
         assert cfg["model"]["generation_batch_size"] == "auto" and cfg["model"]["generation_loop"] == "eager"
+
+
+def test_bench_throughput_runs_and_reports_identical_answers(tmp_path):
+    """The benchmark's CPU path end to end (2 questions): ratio, identical answers, padding, bound, data."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(repo / "benchmarks" / "bench_throughput.py"), "--threads", "1",
+                          "--questions", "2", "--pool", "2", "--max-new-tokens", "3", "--token-questions", "1",
+                          "--json", str(tmp_path / "t.jsonl")], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(repo)}, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "identical greedy answers: 2/2" in out.stdout
+    assert "generation_loop: static_compiled unavailable" in out.stdout
+    row = json.loads((tmp_path / "t.jsonl").read_text())
+    assert row["identical"] == 2 and row["generation_loop"] == "eager" and row["ratio"] > 0
+    assert row["bound_ms"] is None and row["worker_qps"] > 0 and row["weight_bytes"] > 0

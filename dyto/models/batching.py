@@ -68,16 +68,22 @@ def kv_cache_bytes_per_token(config, dtype: torch.dtype) -> int:
 
 
 def memory_groups(lengths: list[int], new_tokens: int, bytes_per_token: int, budget_bytes: float,
-                  cap: int | None = None) -> list[list[int]]:
-    """Groups by length (shortest first) whose KV caches fit ``budget_bytes``:
-    ``len(group) x (longest prompt in it + new_tokens) x bytes_per_token <= budget``, at least one
-    sequence per group, at most ``cap``. Inside a group, indices are in input order."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+                  cap: int | None = None, order: str = "length") -> list[list[int]]:
+    """Groups whose KV caches fit ``budget_bytes``: ``len(group) x (longest prompt in it +
+    new_tokens) x bytes_per_token <= budget``, at least one sequence per group, at most ``cap``.
+    Filled shortest first (``order="length"``) or in input order. Inside a group, indices are in
+    input order."""
+    if order not in BATCH_ORDERS:
+        raise ValueError(f"unknown batch_order {order!r}; expected one of {BATCH_ORDERS}")
+    indices = list(range(len(lengths)))
+    if order == "length":
+        indices.sort(key=lambda i: lengths[i])
     groups: list[list[int]] = []
     current: list[int] = []
-    for i in order:
+    for i in indices:
         trial = len(current) + 1
-        fits = trial * (lengths[i] + new_tokens) * bytes_per_token <= budget_bytes
+        longest = max([lengths[j] for j in current] + [lengths[i]])
+        fits = trial * (longest + new_tokens) * bytes_per_token <= budget_bytes
         if current and (not fits or (cap is not None and trial > cap)):
             groups.append(sorted(current))
             current = []

@@ -28,7 +28,8 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from dyto.models.backbone import Backbone, LLMInput, VisualFeatures, build_backbone
 from dyto.models.batching import (AUTO_MEMORY_SHARE, BATCH_ORDERS, free_accelerator_bytes, kv_cache_bytes_per_token,
                                   length_groups, memory_groups)
-from dyto.models.generation_loop import GENERATION_LOOPS, resolve_generation_loop, static_compiled_config
+from dyto.models.generation_loop import (GENERATION_LOOPS, STATIC_CACHE_BUCKET, resolve_generation_loop,
+                                        static_compiled_config)
 from dyto.records import prediction_record
 from dyto.reduction import DyToReducer, TokenReducer
 
@@ -267,8 +268,13 @@ class VideoQA(LightningModule):
 
     # -- generation --------------------------------------------------------------------------
     def resolved_generation_loop(self) -> tuple[str, str | None]:
-        """(the loop that runs here, why it is not the requested one | None)."""
-        return resolve_generation_loop(self.generation_loop, self.backbone.model, self.backbone.device)
+        """(the loop that runs here, why it is not the requested one | None).
+
+        The device is the trainer's when one is attached: the run fingerprint is taken in
+        ``setup``, before Lightning moves the model there."""
+        trainer = self._trainer
+        device = trainer.strategy.root_device if trainer is not None else self.backbone.device
+        return resolve_generation_loop(self.generation_loop, self.backbone.model, device)
 
     def generation_groups(self, sequences: list[LLMInput]) -> list[list[int]]:
         """Indices of ``sequences`` per ``generate`` call (see ``generation_batch_size``, ``batch_order``)."""
@@ -278,7 +284,10 @@ class VideoQA(LightningModule):
             free = free_accelerator_bytes(self.backbone.device)
             if free is not None:
                 per_token = kv_cache_bytes_per_token(self.backbone.model.config, self.backbone.dtype)
-                return memory_groups(lengths, self.max_new_tokens, per_token, AUTO_MEMORY_SHARE * free)
+                # a static cache is rounded up to its bucket: count a whole bucket more, to be safe
+                extra = STATIC_CACHE_BUCKET if self.resolved_generation_loop()[0] == "static_compiled" else 0
+                return memory_groups(lengths, self.max_new_tokens + extra, per_token, AUTO_MEMORY_SHARE * free,
+                                     order=self.batch_order)
             size = None
         return length_groups(lengths, size, self.batch_order)
 
@@ -299,7 +308,9 @@ class VideoQA(LightningModule):
         time is shared in proportion to sequence length, its decoding time equally.
         """
         out: list[tuple[str, float, float] | None] = [None] * len(sequences)
-        for indices in self.generation_groups(sequences):
+        groups = self.generation_groups(sequences)
+        self.last_group_sizes = [len(g) for g in groups]  # what the benchmarks report
+        for indices in groups:
             group = [sequences[i] for i in indices]
             config = self._generation_config_for(group)
             timer = _FirstTokenTimer(self._sync)
