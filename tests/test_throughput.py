@@ -188,3 +188,22 @@ def test_bench_throughput_runs_and_reports_identical_answers(tmp_path):
     row = json.loads((tmp_path / "t.jsonl").read_text())
     assert row["identical"] == 2 and row["generation_loop"] == "eager" and row["ratio"] > 0
     assert row["bound_ms"] is None and row["worker_qps"] > 0 and row["weight_bytes"] > 0
+
+
+@pytest.mark.parametrize("mean_std", ["clip", "half"])
+def test_table_normalisation_is_bitwise_the_elementwise_arithmetic(mean_std):
+    """preprocess_frames looks normalised values up in a [3, 256] table; on a real clip's frames
+    it equals the element-wise float64 rescale -> float32 -> normalise it replaced, bit for bit."""
+    import numpy as np
+    from PIL import Image
+
+    from dyto.datamodules.video import CLIP_MEAN, CLIP_STD, decode_video, preprocess_frames
+
+    mean, std = (CLIP_MEAN, CLIP_STD) if mean_std == "clip" else ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    frames = decode_video(str(DEMO / "bikes.mp4"), 12).frames
+    resized = np.stack([np.asarray(Image.fromarray(f).convert("RGB").resize((112, 112), Image.BICUBIC)) for f in frames])
+    x = (resized.astype(np.float64) * (1 / 255)).astype(np.float32)
+    x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    elementwise = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    assert torch.equal(preprocess_frames(frames, 112, mean, std), elementwise)
+    assert len(np.unique(resized)) > 200  # the clip exercises most of the table
