@@ -289,15 +289,28 @@ def test_a_saved_checkpoint_loads_with_its_template_and_processor_settings(backb
         tiny.generate([tiny.build_input(prompt, reduction)], config)
 
 
+POOL = [("open_ended", "what?", None),
+        ("multiple_choice", "where is it, and what happens later in the clip?", ["a street", "a kitchen", "a park"]),
+        ("open_ended", "who rides?", None),
+        ("multiple_choice", "what colour is it, and why does it change near the end?", ["red", "blue", "green", "white"]),
+        ("open_ended", "what happens after the second cut, and who is seen there?", None)]
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 def test_batched_generation_equals_one_at_a_time(backbones, name):
-    """Left padding with the mask: a short and a long prompt answer as they do alone."""
+    """Left padding with the mask: prompts of different lengths answer as they do alone, whether
+    generated all at once, in length-aware groups of 2 or in input-order groups of 2, through the
+    module's ``generate`` (answers come back in input order)."""
     b = backbones[name]
     reduction = ConcatReducer(num_frames=T)(b.encode(frames_for(b)).features, b.grid)
-    inputs = [b.build_input(b.prompt("open_ended", "what?"), reduction),
-              b.build_input(b.prompt("multiple_choice", "where is it, and what happens later?", ["a", "b", "c"]),
-                            reduction)]
-    assert inputs[0].length != inputs[1].length
+    inputs = [b.build_input(b.prompt(task, q, options), reduction) for task, q, options in POOL]
+    assert len({i.length for i in inputs}) == len(inputs)
     config = b.generation_defaults()
     config.update(do_sample=False, max_new_tokens=6)
-    assert b.generate(inputs, config) == [b.generate([i], config)[0] for i in inputs]
+    alone = [b.generate([i], config)[0] for i in inputs]
+    assert b.generate(inputs[:2], config) == alone[:2]
+    module = VideoQA(b, reducer=ConcatReducer(num_frames=T), max_new_tokens=6)
+    assert module.generation_batch_size == "auto" and module.batch_order == "length"
+    for size, order in ((None, "length"), ("auto", "length"), (2, "length"), (2, "input"), (1, "length")):
+        module.generation_batch_size, module.batch_order = size, order
+        assert [text for text, _, _ in module.generate(inputs)] == [a.strip() for a in alone], (size, order)

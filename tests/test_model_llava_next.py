@@ -116,11 +116,11 @@ def test_batched_generation_equals_batch_size_one(module, items):
     batched = module.predict_step(_batch(items), 0)
     single = [module.predict_step(_batch([it]), 0)[0] for it in items]
     assert _answers(batched) == _answers(single)
-    module.generation_batch_size = 2
+    default, module.generation_batch_size = module.generation_batch_size, 2
     try:
         assert _answers(module.predict_step(_batch(items), 0)) == _answers(single)
     finally:
-        module.generation_batch_size = None
+        module.generation_batch_size = default
     assert len({r["prediction"] for r in single}) > 1  # the outputs do depend on the input
 
 

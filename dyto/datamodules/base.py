@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from typing import Any
 
@@ -134,6 +135,31 @@ class RankShardSampler(DistributedSampler):
         return len(self.shard)
 
 
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask; the machine's count elsewhere)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+MAX_AUTO_WORKERS = 16
+
+
+def auto_num_workers(cpus: int, local_ranks: int) -> int:
+    """Decoding workers per rank: the cores a rank gets, one left for its main process, at most
+    ``MAX_AUTO_WORKERS``; 0 (decode in the main process) on a one-core share."""
+    share = cpus // max(local_ranks, 1)
+    return max(0, min(MAX_AUTO_WORKERS, share - 1))
+
+
+def auto_prefetch_factor(batch_size: int) -> int:
+    """Batches each worker loads ahead: 2 (PyTorch's default) for small batches, 1 from 8
+    questions up, where one batch per worker (plus the model's look-ahead batch) already keeps
+    several seconds of work queued and 100-frame batches cost ~135 MB of pixels per question."""
+    return 2 if batch_size < 8 else 1
+
+
 class VideoQADataModule(L.LightningDataModule):
     """Predict-only DataModule over a canonical JSONL file, for any registered benchmark.
 
@@ -151,6 +177,13 @@ class VideoQADataModule(L.LightningDataModule):
             the benchmark spec's. When ``preprocessing.frames_per_patch`` is k > 1, the count is
             rounded UP to a multiple of k (a backbone folding k frames into one temporal patch
             needs whole patches; rounding up never samples fewer frames than asked for).
+        batch_size: questions per batch: the pool the model cuts length-aware generation groups
+            from (configs/trainer/gpu.yaml and ddp.yaml set 16; 1 elsewhere). On a GPU it can
+            change greedy answers (fp16 rounding of a padded batch), so it is in the fingerprint.
+        num_workers: decoding processes; ``"auto"`` (default) = the cores this process may use,
+            divided among the ranks of this machine, minus one (``auto_num_workers``).
+        prefetch_factor: batches each worker loads ahead; ``"auto"`` = ``auto_prefetch_factor``
+            (2 below 8 questions per batch, else 1). Ignored without workers.
 
     Everything is resolved in ``setup()``; afterwards ``num_frames``, ``preprocessing`` and the
     ``image_*`` attributes hold what the workers use. ``skip_ids`` (set by the resume logic)
@@ -162,19 +195,26 @@ class VideoQADataModule(L.LightningDataModule):
     benchmark: str | None = None
 
     def __init__(self, records: str, benchmark: str | None = None, video_root: str | None = None,
-                 batch_size: int = 1, num_workers: int = 2, num_frames: int | None = None,
+                 batch_size: int = 1, num_workers: int | str = "auto", num_frames: int | None = None,
                  preprocessing: Preprocessing | None = None, image_size: int | None = None,
                  image_mean: tuple[float, float, float] | None = None,
                  image_std: tuple[float, float, float] | None = None, backend: str = "auto",
                  sampling: str = "reference", decode_timeout_s: float = 120.0, limit: int | None = None,
-                 video_map: str | None = None, pin_memory: bool | None = None) -> None:
+                 video_map: str | None = None, pin_memory: bool | None = None,
+                 prefetch_factor: int | str = "auto") -> None:
         super().__init__()
         # a resumed run may have fewer questions left than ranks: a rank with none just waits
         self.allow_zero_length_dataloader_with_multiple_devices = True
         self.benchmark = benchmark if benchmark is not None else type(self).benchmark
         self.spec  # an unknown name fails here, listing the known ones
         self.records_path, self.video_root, self.video_map = records, video_root, video_map
-        self.batch_size, self.num_workers = batch_size, num_workers
+        for name, value in (("num_workers", num_workers), ("prefetch_factor", prefetch_factor)):
+            if value != "auto" and not (isinstance(value, int) and value >= (0 if name == "num_workers" else 1)):
+                raise ValueError(f"data.{name} must be 'auto' or an int >= {0 if name == 'num_workers' else 1}, "
+                                 f"got {value!r}")
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        self.batch_size, self.num_workers, self.prefetch_factor = batch_size, num_workers, prefetch_factor
         self.num_frames, self.preprocessing = num_frames, preprocessing
         self.image_size, self.image_mean, self.image_std = image_size, image_mean, image_std
         self.backend, self.sampling, self.decode_timeout_s, self.limit = backend, sampling, decode_timeout_s, limit
@@ -268,6 +308,7 @@ class VideoQADataModule(L.LightningDataModule):
             "backend": self.backend,
             "decode_timeout_s": self.decode_timeout_s,
             "preprocessing": self.preprocessing.config() if self.preprocessing is not None else None,
+            "batch_size": self.batch_size,
         }
 
     def resolver(self) -> VideoResolver:
@@ -292,5 +333,17 @@ class VideoQADataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         world = trainer.world_size if trainer is not None else 1
         sampler = RankShardSampler(dataset, world, trainer.global_rank) if world > 1 else None
+        workers, prefetch = self.loader_workers()
         return LookaheadDataLoader(dataset, batch_size=self.batch_size, shuffle=False, sampler=sampler,
-                                   num_workers=self.num_workers, collate_fn=collate, pin_memory=self.pin_memory)
+                                   num_workers=workers, collate_fn=collate, pin_memory=self.pin_memory,
+                                   prefetch_factor=prefetch if workers else None,
+                                   persistent_workers=False)
+
+    def loader_workers(self) -> tuple[int, int]:
+        """(num_workers, prefetch_factor) with ``"auto"`` resolved for this machine and rank count."""
+        trainer = getattr(self, "trainer", None)
+        local_ranks = getattr(trainer, "num_devices", 1) if trainer is not None else 1
+        workers = (auto_num_workers(available_cpus(), local_ranks) if self.num_workers == "auto"
+                   else self.num_workers)
+        prefetch = auto_prefetch_factor(self.batch_size) if self.prefetch_factor == "auto" else self.prefetch_factor
+        return workers, prefetch

@@ -297,12 +297,24 @@ def preprocess_frames(frames: np.ndarray, size: int = 336, mean: tuple[float, ..
     """The reference's `resize` path: PIL bicubic squash to size x size, x/255, CLIP normalisation.
 
     Arithmetic follows the Hugging Face CLIP processor the reference calls: rescale in float64,
-    cast to float32, then normalise with float32 mean/std.
+    cast to float32, then normalise with float32 mean/std. That arithmetic depends only on a
+    pixel's uint8 value and channel, so it is done once per (channel, value) into a 3 x 256 table
+    and the resized pixels are looked up, straight into ``[T,3,S,S]``: bitwise the element-wise
+    result (tests/test_video.py), 3-6x faster than it for 100 frames at 336 px.
     """
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"expected uint8 frames [T,H,W,3], got {frames.dtype} {frames.shape}")
     resized = np.stack([np.asarray(Image.fromarray(f).convert("RGB").resize((size, size), Image.BICUBIC))
-                        for f in frames])
-    x = (resized.astype(np.float64) * (1 / 255)).astype(np.float32)
-    x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+                        for f in frames])                                        # uint8 [T,S,S,3]
+    table = normalisation_table(mean, std)                                       # float32 [3, 256]
+    out = np.empty((resized.shape[0], 3, size, size), dtype=np.float32)
+    for c in range(3):
+        out[:, c] = table[c][resized[..., c]]
+    return torch.from_numpy(out)
+
+
+def normalisation_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """float32 ``[3, 256]``: ``(float32(v * (1/255) in float64) - mean[c]) / std[c]`` in float32,
+    the CLIP processor's arithmetic for every uint8 value ``v`` of channel ``c``."""
+    levels = (np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32)
+    return (levels[None, :] - np.asarray(mean, dtype=np.float32)[:, None]) / np.asarray(std, dtype=np.float32)[:, None]

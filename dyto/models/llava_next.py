@@ -188,15 +188,17 @@ class DyToVideoQA(VideoQA):
         overflow: str = "too_long",
         tokenization: str = "reference",
         rope_scaling_factor: float | None = 2.0,
-        generation_batch_size: int | None = None,
+        generation_batch_size: int | str | None = "auto",
         encode_ahead: bool | None = False,
         seed: int = 0,
         prompt_family: str = "auto",
+        batch_order: str = "length",
+        generation_loop: str = "eager",
     ):
         backbone = LlavaNext(model, prompt_family, conv_mode, dtype, attn_implementation, vision_chunk_size,
                              tokenization, rope_scaling_factor, seed)
         super().__init__(backbone, reducer, max_new_tokens, max_length, overflow, generation_batch_size,
-                         encode_ahead, seed)
+                         encode_ahead, seed, batch_order=batch_order, generation_loop=generation_loop)
 
     @property
     def llava(self):

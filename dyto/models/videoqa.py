@@ -26,6 +26,10 @@ from torch import Tensor
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from dyto.models.backbone import Backbone, LLMInput, VisualFeatures, build_backbone
+from dyto.models.batching import (AUTO_MEMORY_SHARE, BATCH_ORDERS, free_accelerator_bytes, kv_cache_bytes_per_token,
+                                  length_groups, memory_groups)
+from dyto.models.generation_loop import (GENERATION_LOOPS, STATIC_CACHE_BUCKET, resolve_generation_loop,
+                                        static_compiled_config)
 from dyto.records import prediction_record
 from dyto.reduction import DyToReducer, TokenReducer
 
@@ -61,7 +65,16 @@ class VideoQA(LightningModule):
         max_length: limit on prompt tokens + visual tokens + max_new_tokens (reference: 8192).
         overflow: "too_long" marks a longer input with that status; "truncate" cuts the input
             embeddings on the right at ``max_length`` as the reference does (it may cut the question).
-        generation_batch_size: sequences per ``generate`` call; None = all of a batch at once.
+        generation_batch_size: sequences per ``generate`` call; None = all of a batch at once;
+            ``"auto"`` (default) = on CUDA as many as the KV cache of the group's longest prompt
+            lets ``AUTO_MEMORY_SHARE`` of the free memory hold, elsewhere all at once (as None).
+            The DataModule batch is the pool groups are cut from (docs/throughput.md).
+        batch_order: ``"length"`` (default) cuts groups from the pool sorted by prompt length
+            (little left padding); ``"input"`` cuts them in batch order. No effect when one group
+            holds the whole pool. Answers return to their questions either way.
+        generation_loop: ``"eager"`` (default: HF's decoding loop) or ``"static_compiled"``
+            (static KV cache + ``torch.compile``d decoding step; falls back to eager, with one line
+            saying why, where it cannot run). See :mod:`dyto.models.generation_loop`.
         encode_ahead: encode the next batch's frames (``batch["upcoming"]``) on a second CUDA
             stream while this batch's answers are generated, on a higher-priority stream. Off by
             default (repeatability: cuBLAS promises bitwise-equal results only while one stream
@@ -77,15 +90,26 @@ class VideoQA(LightningModule):
         max_new_tokens: int = 128,
         max_length: int = 8192,
         overflow: str = "too_long",
-        generation_batch_size: int | None = None,
+        generation_batch_size: int | str | None = "auto",
         encode_ahead: bool | None = False,
         seed: int = 0,
+        batch_order: str = "length",
+        generation_loop: str = "eager",
     ):
         super().__init__()
         if overflow not in OVERFLOWS:
             raise ValueError(f"unknown overflow {overflow!r}; expected one of {OVERFLOWS}")
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if not (generation_batch_size in (None, "auto") or (isinstance(generation_batch_size, int)
+                                                             and generation_batch_size >= 1)):
+            raise ValueError(f"generation_batch_size must be a positive int, 'auto' or None, got {generation_batch_size!r}")
+        if batch_order not in BATCH_ORDERS:
+            raise ValueError(f"unknown batch_order {batch_order!r}; expected one of {BATCH_ORDERS}")
+        if generation_loop not in GENERATION_LOOPS:
+            raise ValueError(f"unknown generation_loop {generation_loop!r}; expected one of {GENERATION_LOOPS}")
+        self.batch_order, self.generation_loop = batch_order, generation_loop
+        self._loop_reported: set[str] = set()  # fallback reasons already printed (once each)
         self.save_hyperparameters(ignore=["reducer", "backbone"])
         self.reducer = reducer if reducer is not None else DyToReducer()
         self.max_new_tokens, self.max_length, self.overflow = max_new_tokens, max_length, overflow
@@ -140,6 +164,10 @@ class VideoQA(LightningModule):
             "overflow": self.overflow,
             "encode_ahead": bool(self.encodes_ahead),
             "seed": self.seed,
+            # how answers are batched and decoded (on a GPU each can change a greedy answer)
+            "generation_batch_size": self.generation_batch_size,
+            "batch_order": self.batch_order,
+            "generation_loop": self.resolved_generation_loop()[0],
         }
 
     # -- stages ----------------------------------------------------------------------------
@@ -244,24 +272,61 @@ class VideoQA(LightningModule):
             sequences.append(seq)
         return values, sequences
 
+    # -- generation --------------------------------------------------------------------------
+    def resolved_generation_loop(self) -> tuple[str, str | None]:
+        """(the loop that runs here, why it is not the requested one | None).
+
+        The device is the trainer's when one is attached: the run fingerprint is taken in
+        ``setup``, before Lightning moves the model there."""
+        trainer = self._trainer
+        device = trainer.strategy.root_device if trainer is not None else self.backbone.device
+        return resolve_generation_loop(self.generation_loop, self.backbone.model, device)
+
+    def generation_groups(self, sequences: list[LLMInput]) -> list[list[int]]:
+        """Indices of ``sequences`` per ``generate`` call (see ``generation_batch_size``, ``batch_order``)."""
+        lengths = [s.length for s in sequences]
+        size = self.generation_batch_size
+        if size == "auto":
+            free = free_accelerator_bytes(self.backbone.device)
+            if free is not None:
+                per_token = kv_cache_bytes_per_token(self.backbone.model.config, self.backbone.dtype)
+                # a static cache is rounded up to its bucket: count a whole bucket more, to be safe
+                extra = STATIC_CACHE_BUCKET if self.resolved_generation_loop()[0] == "static_compiled" else 0
+                return memory_groups(lengths, self.max_new_tokens + extra, per_token, AUTO_MEMORY_SHARE * free,
+                                     order=self.batch_order)
+            size = None
+        return length_groups(lengths, size, self.batch_order)
+
+    def _generation_config_for(self, group: list[LLMInput]):
+        loop, reason = self.resolved_generation_loop()
+        if reason is not None and reason not in self._loop_reported:
+            self._loop_reported.add(reason)
+            print(f"generation_loop: {self.generation_loop} unavailable, decoding eagerly: {reason}", flush=True)
+        if loop == "static_compiled":
+            return static_compiled_config(self.generation_config, max(s.length for s in group))
+        return self.generation_config
+
     @torch.no_grad()
     def generate(self, sequences: list[LLMInput]) -> list[tuple[str, float, float]]:
-        """Greedy answers: (stripped text, prefill ms, generate ms) per input.
+        """Greedy answers: (stripped text, prefill ms, generate ms) per input, in input order.
 
-        Inputs go to the backbone in batches of ``generation_batch_size``. A batch's prefill
+        Inputs go to the backbone in the groups of :meth:`generation_groups`. A group's prefill
         time is shared in proportion to sequence length, its decoding time equally.
         """
-        size = self.generation_batch_size or len(sequences)
-        out = []
-        for start in range(0, len(sequences), size):
-            group = sequences[start : start + size]
+        out: list[tuple[str, float, float] | None] = [None] * len(sequences)
+        groups = self.generation_groups(sequences)
+        self.last_group_sizes = [len(g) for g in groups]  # what the benchmarks report
+        for indices in groups:
+            group = [sequences[i] for i in indices]
+            config = self._generation_config_for(group)
             timer = _FirstTokenTimer(self._sync)
             t0 = self._now()
-            texts = self.backbone.generate(group, self.generation_config, LogitsProcessorList([timer]))
+            texts = self.backbone.generate(group, config, LogitsProcessorList([timer]))
             t1 = self._now()
             prefill, decode = (timer.first - t0) * 1e3, (t1 - timer.first) * 1e3
             total = sum(s.length for s in group)
-            out += [(t.strip(), prefill * s.length / total, decode / len(group)) for t, s in zip(texts, group)]
+            for i, t, s in zip(indices, texts, group):
+                out[i] = (t.strip(), prefill * s.length / total, decode / len(group))
         return out
 
     # -- Lightning ---------------------------------------------------------------------------

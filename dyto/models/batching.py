@@ -1,0 +1,103 @@
+"""Length-aware grouping of LLM inputs for batched greedy generation, and its memory sizing.
+
+New in the throughput work (not in the reference, which answers one question at a time): the
+DataModule batch is a *pool* of questions; their LLM inputs are cut into generation groups so
+that sequences of similar length share a group (little left padding), each group no larger than
+``generation_batch_size`` or, with ``"auto"``, than what the free accelerator memory holds for
+its KV cache. Answers go back to their questions by index, so records keep the batch's order.
+
+Why answers do not depend on it on a CPU: left padding with the attention mask makes each row of
+a batch compute what it would alone (tests/test_backbones.py checks every backbone, exactly).
+On a GPU in fp16/bf16 the kernels chosen for a [B, S] batch round differently from [1, S], so
+a greedy answer can differ after a near-tie; ``generation_batch_size: 1`` restores the batch-1
+answers (docs/throughput.md).
+
+    from dyto.models.batching import length_groups, padding_tokens
+    groups = length_groups([120, 40, 118, 42], size=2)       # [[1, 3], [0, 2]]
+    padding_tokens([120, 40, 118, 42], groups)               # 4 (input order would pad 156)
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["AUTO_MEMORY_SHARE", "BATCH_ORDERS", "length_groups", "padding_tokens", "kv_cache_bytes_per_token", "memory_groups",
+           "free_accelerator_bytes"]
+
+# share of the free accelerator memory the KV caches of one generation group may take; the rest
+# is headroom for the prefill's activations, the logits and the allocator's fragmentation
+AUTO_MEMORY_SHARE = 0.5
+BATCH_ORDERS = ("length", "input")  # length: sort by prompt length before cutting groups; input: as given
+
+
+def length_groups(lengths: list[int], size: int | None, order: str = "length") -> list[list[int]]:
+    """Indices of ``lengths`` cut into groups of at most ``size`` (None: one group of all).
+
+    ``order="length"`` cuts the indices sorted by length (stable, so equal lengths keep input
+    order); ``"input"`` cuts them as given (the pre-throughput behaviour). Inside a group the
+    indices stay in input order, so one group of everything is exactly the old single call.
+    """
+    if order not in BATCH_ORDERS:
+        raise ValueError(f"unknown batch_order {order!r}; expected one of {BATCH_ORDERS}")
+    if size is not None and size < 1:
+        raise ValueError(f"generation group size must be >= 1, got {size}")
+    indices = list(range(len(lengths)))
+    if order == "length":
+        indices.sort(key=lambda i: lengths[i])
+    size = size or max(len(indices), 1)
+    return [sorted(indices[start : start + size]) for start in range(0, len(indices), size)]
+
+
+def padding_tokens(lengths: list[int], groups: list[list[int]]) -> int:
+    """Left-padding rows generation will process: sum over groups of (longest - each length)."""
+    total = 0
+    for group in groups:
+        longest = max(lengths[i] for i in group)
+        total += sum(longest - lengths[i] for i in group)
+    return total
+
+
+def kv_cache_bytes_per_token(config, dtype: torch.dtype) -> int:
+    """KV-cache bytes one token of one sequence takes: 2 (K and V) x layers x kv heads x head dim
+    x bytes per element, from a model's config (its text config for a vision-language model)."""
+    config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * torch.finfo(dtype).bits // 8
+
+
+def memory_groups(lengths: list[int], new_tokens: int, bytes_per_token: int, budget_bytes: float,
+                  cap: int | None = None, order: str = "length") -> list[list[int]]:
+    """Groups whose KV caches fit ``budget_bytes``: ``len(group) x (longest prompt in it +
+    new_tokens) x bytes_per_token <= budget``, at least one sequence per group, at most ``cap``.
+    Filled shortest first (``order="length"``) or in input order. Inside a group, indices are in
+    input order."""
+    if order not in BATCH_ORDERS:
+        raise ValueError(f"unknown batch_order {order!r}; expected one of {BATCH_ORDERS}")
+    indices = list(range(len(lengths)))
+    if order == "length":
+        indices.sort(key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for i in indices:
+        trial = len(current) + 1
+        longest = max([lengths[j] for j in current] + [lengths[i]])
+        fits = trial * (longest + new_tokens) * bytes_per_token <= budget_bytes
+        if current and (not fits or (cap is not None and trial > cap)):
+            groups.append(sorted(current))
+            current = []
+        current.append(i)
+    if current:
+        groups.append(sorted(current))
+    return groups
+
+
+def free_accelerator_bytes(device: torch.device) -> float | None:
+    """Free memory on ``device`` (CUDA: what the driver reports plus what PyTorch's allocator holds
+    unused); None elsewhere (no limit to size groups by)."""
+    if device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    reserved_unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return float(free + max(reserved_unused, 0))

@@ -1,0 +1,76 @@
+"""How the LLM's token-by-token loop runs: ``eager`` (Hugging Face's default) or ``static_compiled``.
+
+New in the throughput work. Eager greedy decoding launches every kernel of every layer from
+Python for each new token; on an H100 at 7B that took 28-40 ms a token where reading the weights
+takes ~4.4 ms (benchmarks/results/README.md). ``static_compiled`` uses transformers' compiled
+generation: a static KV cache (``cache_implementation="static"``, preallocated, fixed shapes)
+and the decoding step's forward through ``torch.compile`` (``CompileConfig``; by default inductor
+with ``mode="reduce-overhead"``, i.e. CUDA graphs), which transformers 5.x applies to the decoding
+steps (the prefill runs uncompiled) with ``inputs_embeds`` and with Qwen2.5-VL's explicit M-RoPE
+positions alike.
+
+Shapes: the static cache is ``[B, kv_heads, max_cache_len, head_dim]`` per layer. A new shape
+means a new compilation, so ``max_cache_len`` is rounded up to a multiple of
+``STATIC_CACHE_BUCKET`` (and transformers keeps the largest length seen, so the cache only grows);
+each distinct group size B compiles once.
+
+Where it cannot run (no CUDA device, torch older than 2.5, a model without static-cache support)
+the loop falls back to ``eager``: one line says so, once, and the run's fingerprint records what
+ran. What it changes: the compiled kernels and the longer (masked) attention over the static cache
+round differently from eager ones in fp16/bf16, so a greedy answer can differ after a near-tie;
+``generation_loop: eager`` restores the eager answers. On the CPU the static cache (also traced by
+TorchDynamo) gives the eager answers exactly (tests/test_throughput.py).
+
+    from dyto.models.generation_loop import resolve_generation_loop, static_compiled_config
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from transformers import CompileConfig, GenerationConfig
+
+__all__ = ["GENERATION_LOOPS", "STATIC_CACHE_BUCKET", "resolve_generation_loop", "static_compiled_config"]
+
+GENERATION_LOOPS = ("eager", "static_compiled")
+STATIC_CACHE_BUCKET = 1024  # tokens: static cache lengths are multiples of this (fewer recompilations)
+MIN_TORCH = (2, 5)
+
+
+def _torch_version() -> tuple[int, int]:
+    major, minor = torch.__version__.split("+")[0].split(".")[:2]
+    return int(major), int(minor)
+
+
+def resolve_generation_loop(requested: str, model: torch.nn.Module, device: torch.device) -> tuple[str, str | None]:
+    """``(what runs, why not what was asked | None)`` for ``requested`` on ``model`` at ``device``."""
+    if requested not in GENERATION_LOOPS:
+        raise ValueError(f"unknown generation_loop {requested!r}; expected one of {GENERATION_LOOPS}")
+    if requested == "eager":
+        return "eager", None
+    if device.type != "cuda":
+        return "eager", f"no CUDA device ({device.type}): compiled decoding needs CUDA graphs"
+    if _torch_version() < MIN_TORCH:
+        return "eager", f"torch {torch.__version__} is older than {'.'.join(map(str, MIN_TORCH))}"
+    if not getattr(model, "_can_compile_fullgraph", False):
+        return "eager", f"{type(model).__name__} does not support a static KV cache"
+    return "static_compiled", None
+
+
+def static_compiled_config(config: GenerationConfig, longest_prompt: int, *, backend: str = "inductor",
+                           mode: str | None = "reduce-overhead", any_device: bool = False) -> GenerationConfig:
+    """A copy of ``config`` that generates with a static cache and a compiled decoding step.
+
+    ``max_cache_len`` = (``longest_prompt`` + ``max_new_tokens``) rounded up to the bucket.
+    ``backend`` / ``mode`` / ``any_device`` exist for the CPU tests (``backend="eager"`` traces
+    with TorchDynamo without generating kernels); runs use the defaults.
+    """
+    out = copy.deepcopy(config)
+    need = longest_prompt + out.max_new_tokens
+    compile_config = CompileConfig(fullgraph=False, dynamic=False, backend=backend, mode=mode)
+    compile_config._compile_all_devices = any_device
+    out.update(cache_implementation="static", max_cache_len=math.ceil(need / STATIC_CACHE_BUCKET) * STATIC_CACHE_BUCKET,
+               compile_config=compile_config, disable_compile=False)
+    return out

@@ -1,0 +1,209 @@
+"""Throughput options (docs/throughput.md) on the CPU with the tiny RANDOM-WEIGHT models and the
+real demo clips: length-aware generation groups (less padding, same answers, records in input
+order), KV-cache sizing, the ``generation_loop`` fallback and its fingerprint, the static cache
+traced by TorchDynamo giving the eager answers, and the DataModule's ``auto`` workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from transformers import LlavaNextConfig
+
+from dyto.datamodules import VideoQADataModule
+from dyto.datamodules.base import auto_num_workers, auto_prefetch_factor
+from dyto.models import VideoQA
+from dyto.models.backbone import build_backbone, left_pad
+from dyto.models.batching import kv_cache_bytes_per_token, length_groups, memory_groups, padding_tokens
+from dyto.models.generation_loop import STATIC_CACHE_BUCKET, resolve_generation_loop, static_compiled_config
+from dyto.reduction import ConcatReducer, DyToReducer
+
+DEMO = Path(__file__).resolve().parents[1] / "dyto" / "assets" / "demo"
+QUESTIONS = ["what?", "what happens after the cut, and who is seen riding there in the end?", "who?",
+             "why does the light change near the end of the clip, and what does it show?", "where?",
+             "what colour are the bikes?", "is it raining, and how can one tell from the road?", "how many?"]
+
+
+@pytest.fixture(scope="module")
+def llava(one_thread):
+    b = build_backbone("llava_next")
+    pixels = torch.randn(4, 3, *b.preprocessing.size, generator=torch.Generator().manual_seed(0))
+    reduction = ConcatReducer(num_frames=4)(b.encode(pixels).features, b.grid)
+    return b, [b.build_input(b.prompt("open_ended", q), reduction) for q in QUESTIONS]
+
+
+def counted_padding(backbone, inputs, groups) -> int:
+    """Pad rows as left_pad actually builds them (mask zeros), group by group."""
+    pad = backbone.input_embeddings().weight[0]
+    return sum(int((left_pad([inputs[i].embeds for i in g], pad)[1] == 0).sum()) for g in groups)
+
+
+def test_length_aware_groups_pad_less_and_keep_every_index(llava):
+    b, inputs = llava
+    lengths = [i.length for i in inputs]
+    by_length, by_input = length_groups(lengths, 2), length_groups(lengths, 2, order="input")
+    for groups in (by_length, by_input):
+        assert sorted(i for g in groups for i in g) == list(range(len(inputs)))
+        assert all(len(g) <= 2 and g == sorted(g) for g in groups)
+    assert by_input == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert padding_tokens(lengths, by_length) == counted_padding(b, inputs, by_length)
+    assert padding_tokens(lengths, by_input) == counted_padding(b, inputs, by_input)
+    assert counted_padding(b, inputs, by_length) < counted_padding(b, inputs, by_input) / 3
+    assert length_groups(lengths, None) == [list(range(len(inputs)))]  # one group: the old single call
+    with pytest.raises(ValueError, match="batch_order"):
+        length_groups(lengths, 2, order="random")
+
+
+def test_kv_cache_bytes_from_the_text_config():
+    # LLaVA-NeXT-7B (Vicuna-7B: 32 layers, 32 KV heads of 128) in fp16: 2*32*32*128*2 bytes = 0.5 MiB a token
+    seven_b = LlavaNextConfig(text_config={"model_type": "llama", "hidden_size": 4096, "num_hidden_layers": 32,
+                                           "num_attention_heads": 32, "num_key_value_heads": 32})
+    assert kv_cache_bytes_per_token(seven_b, torch.float16) == 2**19
+    # grouped-query attention (Yi-34B: 60 layers, 8 KV heads of 128)
+    yi = LlavaNextConfig(text_config={"model_type": "llama", "hidden_size": 7168, "num_hidden_layers": 60,
+                                      "num_attention_heads": 56, "num_key_value_heads": 8})
+    assert kv_cache_bytes_per_token(yi, torch.bfloat16) == 2 * 60 * 8 * 128 * 2
+
+
+def test_memory_groups_fit_the_budget(llava):
+    b, inputs = llava
+    lengths = [i.length for i in inputs]
+    per_token = kv_cache_bytes_per_token(b.model.config, b.dtype)
+    budget = 3 * (max(lengths) + 8) * per_token  # room for three of the longest
+    groups = memory_groups(lengths, 8, per_token, budget)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    assert all(len(g) * (max(lengths[i] for i in g) + 8) * per_token <= budget for g in groups)
+    assert max(len(g) for g in groups) == 3
+    assert memory_groups(lengths, 8, per_token, 1.0) == [[i] for i in sorted(range(8), key=lengths.__getitem__)]
+    assert all(len(g) <= 2 for g in memory_groups(lengths, 8, per_token, 1e12, cap=2))
+    in_order = memory_groups(lengths, 8, per_token, budget, order="input")
+    assert [i for g in in_order for i in g] == list(range(len(lengths)))  # consecutive runs of the batch
+    assert all(len(g) * (max(lengths[i] for i in g) + 8) * per_token <= budget for g in in_order)
+
+
+def test_static_compiled_falls_back_on_cpu_once_and_records_what_ran(llava, capsys):
+    b, inputs = llava
+    assert resolve_generation_loop("static_compiled", b.model, torch.device("cpu"))[0] == "eager"
+    with pytest.raises(ValueError, match="generation_loop"):
+        VideoQA(b, reducer=ConcatReducer(num_frames=4), generation_loop="graphs")
+    eager = VideoQA(b, reducer=ConcatReducer(num_frames=4), max_new_tokens=5)
+    asked = VideoQA(b, reducer=ConcatReducer(num_frames=4), max_new_tokens=5, generation_loop="static_compiled")
+    assert asked.resolved_generation_loop()[1].startswith("no CUDA device")
+    assert asked.fingerprint()["generation_loop"] == "eager" == eager.fingerprint()["generation_loop"]
+    first, again = asked.generate(inputs[:3]), asked.generate(inputs[3:5])
+    lines = [line for line in capsys.readouterr().out.splitlines() if "generation_loop" in line]
+    assert lines == ["generation_loop: static_compiled unavailable, decoding eagerly: no CUDA device (cpu): "
+                     "compiled decoding needs CUDA graphs"]
+    assert [a[0] for a in first + again] == [a[0] for a in eager.generate(inputs[:5])]
+
+
+@pytest.mark.parametrize("name", ["llava_next", "qwen2_5_vl"])
+def test_static_cache_traced_by_dynamo_gives_the_eager_answers(name, one_thread):
+    """What static_compiled runs on a GPU, on the CPU: a static cache and the decoding step through
+    torch.compile (TorchDynamo with the eager backend, no kernels generated), for the plain path
+    and for Qwen2.5-VL's explicit M-RoPE positions, batched with left padding."""
+    b = build_backbone(name)
+    pixels = torch.randn(4, 3, *b.preprocessing.size, generator=torch.Generator().manual_seed(1))
+    reduction = ConcatReducer(num_frames=4)(b.encode(pixels).features, b.grid)
+    inputs = [b.build_input(b.prompt("open_ended", q), reduction) for q in QUESTIONS[:2]]
+    config = b.generation_defaults()
+    config.update(do_sample=False, max_new_tokens=6)
+    static = static_compiled_config(config, max(i.length for i in inputs), backend="eager", mode=None, any_device=True)
+    assert static.cache_implementation == "static" and static.max_cache_len == STATIC_CACHE_BUCKET
+    assert b.generate(inputs, static) == b.generate(inputs, config) == [b.generate([i], config)[0] for i in inputs]
+
+
+def test_a_pool_answers_as_one_question_at_a_time_through_trainer_predict(one_thread):
+    """The demo questions as one batch of 5 in groups of 2 (length-aware) against batches of 1:
+    the same records, in input order."""
+    runs = {}
+    for batch_size, group in ((5, 2), (1, 1)):
+        module = VideoQA("llava_next", reducer=DyToReducer(budget=48, num_frames=16), max_new_tokens=4,
+                         generation_batch_size=group)
+        dm = VideoQADataModule(str(DEMO / "questions.jsonl"), video_root=str(DEMO), batch_size=batch_size,
+                               num_workers=0)
+        trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                          enable_checkpointing=False, enable_model_summary=False)
+        runs[batch_size] = [r for batch in trainer.predict(module, datamodule=dm) for r in batch]
+        assert dm.fingerprint()["batch_size"] == batch_size
+    pooled, single = runs[5], runs[1]
+    assert [r["id"] for r in pooled] == [r["id"] for r in single] and len(pooled) == 5
+    assert all(r["status"] == "ok" for r in pooled)
+    assert [(r["prediction"], r["prediction2"]) for r in pooled] == [(r["prediction"], r["prediction2"]) for r in single]
+    assert len({r["prediction"] for r in single}) > 1
+
+
+def test_auto_workers_and_prefetch(tmp_path):
+    assert auto_num_workers(16, 1) == 15 and auto_num_workers(16, 8) == 1 and auto_num_workers(64, 1) == 16
+    assert auto_num_workers(1, 1) == 0 and auto_num_workers(2, 4) == 0
+    assert auto_prefetch_factor(1) == 2 and auto_prefetch_factor(16) == 1
+    dm = VideoQADataModule(str(DEMO / "questions.jsonl"), video_root=str(DEMO), batch_size=16)
+    assert (dm.num_workers, dm.prefetch_factor) == ("auto", "auto")
+    workers, prefetch = dm.loader_workers()
+    assert workers == auto_num_workers(len(__import__("os").sched_getaffinity(0)), 1) and prefetch == 1
+    explicit = VideoQADataModule(str(DEMO / "questions.jsonl"), video_root=str(DEMO), num_workers=3, prefetch_factor=4)
+    assert explicit.loader_workers() == (3, 4)
+    loader = VideoQADataModule(str(DEMO / "questions.jsonl"), video_root=str(DEMO), num_workers=0,
+                               num_frames=4).predict_dataloader()
+    assert loader.num_workers == 0 and loader.prefetch_factor is None
+    for bad in (dict(num_workers=-1), dict(num_workers="many"), dict(prefetch_factor=0), dict(batch_size=0)):
+        with pytest.raises(ValueError, match="data."):
+            VideoQADataModule(str(DEMO / "questions.jsonl"), **bad)
+
+
+def test_gpu_configs_pool_16_questions_and_cpu_keeps_1(capsys):
+    import yaml
+
+    from dyto.cli import main
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    for trainer, size in (("gpu", 16), ("ddp", 16), ("cpu", 1)):
+        with pytest.raises(SystemExit):
+            main(["predict", "--config", str(configs / "trainer" / f"{trainer}.yaml"), "--config",
+                  str(configs / "models" / "llava_next_7b.yaml"), "--config", str(configs / "benchmarks" / "nextqa.yaml"),
+                  "--print_config"])
+        cfg = yaml.safe_load(capsys.readouterr().out)
+        assert cfg["data"]["init_args"]["batch_size"] == size, trainer
+        assert cfg["data"]["init_args"]["num_workers"] == "auto"
+        assert cfg["model"]["generation_batch_size"] == "auto" and cfg["model"]["generation_loop"] == "eager"
+
+
+def test_bench_throughput_runs_and_reports_identical_answers(tmp_path):
+    """The benchmark's CPU path end to end (2 questions): ratio, identical answers, padding, bound, data."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(repo / "benchmarks" / "bench_throughput.py"), "--threads", "1",
+                          "--questions", "2", "--pool", "2", "--max-new-tokens", "3", "--token-questions", "1",
+                          "--json", str(tmp_path / "t.jsonl")], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(repo)}, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "identical greedy answers: 2/2" in out.stdout
+    assert "generation_loop: static_compiled unavailable" in out.stdout
+    row = json.loads((tmp_path / "t.jsonl").read_text())
+    assert row["identical"] == 2 and row["generation_loop"] == "eager" and row["ratio"] > 0
+    assert row["bound_ms"] is None and row["worker_qps"] > 0 and row["weight_bytes"] > 0
+
+
+@pytest.mark.parametrize("mean_std", ["clip", "half"])
+def test_table_normalisation_is_bitwise_the_elementwise_arithmetic(mean_std):
+    """preprocess_frames looks normalised values up in a [3, 256] table; on a real clip's frames
+    it equals the element-wise float64 rescale -> float32 -> normalise it replaced, bit for bit."""
+    import numpy as np
+    from PIL import Image
+
+    from dyto.datamodules.video import CLIP_MEAN, CLIP_STD, decode_video, preprocess_frames
+
+    mean, std = (CLIP_MEAN, CLIP_STD) if mean_std == "clip" else ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    frames = decode_video(str(DEMO / "bikes.mp4"), 12).frames
+    resized = np.stack([np.asarray(Image.fromarray(f).convert("RGB").resize((112, 112), Image.BICUBIC)) for f in frames])
+    x = (resized.astype(np.float64) * (1 / 255)).astype(np.float32)
+    x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    elementwise = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    assert torch.equal(preprocess_frames(frames, 112, mean, std), elementwise)
+    assert len(np.unique(resized)) > 200  # the clip exercises most of the table
