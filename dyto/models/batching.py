@@ -22,9 +22,9 @@ from __future__ import annotations
 import torch
 
 __all__ = ["AUTO_MEMORY_SHARE", "BATCH_ORDERS", "length_groups", "padding_tokens", "kv_cache_bytes_per_token", "memory_groups",
-           "free_accelerator_bytes"]
+           "kv_memory_bytes"]
 
-# share of the free accelerator memory the KV caches of one generation group may take; the rest
+# share of the memory beside the weights the KV caches of one generation group may take; the rest
 # is headroom for the prefill's activations, the logits and the allocator's fragmentation
 AUTO_MEMORY_SHARE = 0.5
 BATCH_ORDERS = ("length", "input")  # length: sort by prompt length before cutting groups; input: as given
@@ -93,11 +93,15 @@ def memory_groups(lengths: list[int], new_tokens: int, bytes_per_token: int, bud
     return groups
 
 
-def free_accelerator_bytes(device: torch.device) -> float | None:
-    """Free memory on ``device`` (CUDA: what the driver reports plus what PyTorch's allocator holds
-    unused); None elsewhere (no limit to size groups by)."""
+def kv_memory_bytes(device: torch.device, model: torch.nn.Module) -> float | None:
+    """Memory on ``device`` left beside the model's weights (CUDA: the device's total memory minus
+    the parameters' bytes); None elsewhere (no limit to size groups by).
+
+    Deliberately not the *free* memory of the moment: that changes between runs (other
+    processes, the allocator's cache), and groups, hence answers, must not. This depends only on
+    the GPU model and the checkpoint, so a rerun on the same kind of GPU forms the same groups."""
     if device.type != "cuda":
         return None
-    free, _ = torch.cuda.mem_get_info(device)
-    reserved_unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    return float(free + max(reserved_unused, 0))
+    total = torch.cuda.get_device_properties(device).total_memory
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    return float(max(total - weights, 0))

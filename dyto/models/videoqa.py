@@ -26,7 +26,7 @@ from torch import Tensor
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from dyto.models.backbone import Backbone, LLMInput, VisualFeatures, build_backbone
-from dyto.models.batching import (AUTO_MEMORY_SHARE, BATCH_ORDERS, free_accelerator_bytes, kv_cache_bytes_per_token,
+from dyto.models.batching import (AUTO_MEMORY_SHARE, BATCH_ORDERS, kv_cache_bytes_per_token, kv_memory_bytes,
                                   length_groups, memory_groups)
 from dyto.models.generation_loop import (GENERATION_LOOPS, STATIC_CACHE_BUCKET, resolve_generation_loop,
                                         static_compiled_config)
@@ -67,7 +67,7 @@ class VideoQA(LightningModule):
             embeddings on the right at ``max_length`` as the reference does (it may cut the question).
         generation_batch_size: sequences per ``generate`` call; None = all of a batch at once;
             ``"auto"`` (default) = on CUDA as many as the KV cache of the group's longest prompt
-            lets ``AUTO_MEMORY_SHARE`` of the free memory hold, elsewhere all at once (as None).
+            lets ``AUTO_MEMORY_SHARE`` of the memory beside the weights hold (fixed per GPU model and checkpoint, so reruns form the same groups), elsewhere all at once (as None).
             The DataModule batch is the pool groups are cut from (docs/throughput.md).
         batch_order: ``"length"`` (default) cuts groups from the pool sorted by prompt length
             (little left padding); ``"input"`` cuts them in batch order. No effect when one group
@@ -287,7 +287,7 @@ class VideoQA(LightningModule):
         lengths = [s.length for s in sequences]
         size = self.generation_batch_size
         if size == "auto":
-            free = free_accelerator_bytes(self.backbone.device)
+            free = kv_memory_bytes(self.backbone.device, self.backbone.model)
             if free is not None:
                 per_token = kv_cache_bytes_per_token(self.backbone.model.config, self.backbone.dtype)
                 # a static cache is rounded up to its bucket: count a whole bucket more, to be safe
