@@ -64,7 +64,7 @@ from dyto.models.backbone import BACKBONES, build_backbone, list_backbones
 from dyto.models.llava_next import DyToVideoQA
 from dyto.models.rope import apply_rope_scaling
 from dyto.models.videoqa import VideoQA
-from dyto.models.tiny import build_tiny_llava_next, build_tiny_tokenizer
+from dyto.models.tiny import build_tiny_llava_next, build_tiny_tokenizer, random_weight_model
 from dyto.records import QARecord
 from dyto.reduction import ConcatReducer, DyToReducer, SlowFastReducer
 
@@ -105,14 +105,7 @@ def full_size_random(size: str, device: str, dtype: torch.dtype, num_layers: int
                              vision_feature_layer=-2, vision_feature_select_strategy="default",
                              image_grid_pinpoints=[[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]],
                              image_seq_length=576)
-    config._attn_implementation = "sdpa"
-    with torch.device(device):
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)
-        try:
-            model = LlavaNextForConditionalGeneration(config).eval()
-        finally:
-            torch.set_default_dtype(previous)
+    model = random_weight_model(LlavaNextForConditionalGeneration, config, device, dtype)
     # The tiny tokenizer's ids (< 400) are valid rows of either embedding table.
     return model, build_tiny_tokenizer(), f"{name} config (random weights)"
 
@@ -153,14 +146,7 @@ def full_size_family(family: str, device: str, dtype: torch.dtype, num_layers: i
         cls, name = InternVLForConditionalGeneration, "OpenGVLab/InternVL3-8B-hf"
     else:
         raise SystemExit(f"--full-size-random has no config for backbone {family!r}")
-    config._attn_implementation = "sdpa"
-    with torch.device(device):
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)
-        try:
-            model = cls(config).eval()
-        finally:
-            torch.set_default_dtype(previous)
+    model = random_weight_model(cls, config, device, dtype)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model, tokenizer, f"{name} config (random weights)"
 

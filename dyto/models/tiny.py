@@ -44,6 +44,20 @@ _CORPUS = list(TEMPLATES.values()) + [
 ]
 
 
+def random_weight_model(model_class, config, device: str | torch.device = "cpu",
+                        dtype: torch.dtype = torch.float32):
+    """``model_class(config)`` in eval mode with random weights, built directly on ``device`` in
+    ``dtype`` (no fp32 copy first: a 7B model would not fit twice), with sdpa attention."""
+    config._attn_implementation = "sdpa"
+    with torch.device(device):
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            return model_class(config).eval()
+        finally:
+            torch.set_default_dtype(previous)
+
+
 def build_tiny_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer trained in memory on a fixed corpus (deterministic).
 

@@ -22,6 +22,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
+from dyto.models.tiny import random_weight_model
+
 __all__ = ["TINY_QWEN_NAME", "QWEN_SPECIAL_TOKENS", "QWEN_CHAT_TEMPLATE", "build_tiny_qwen_tokenizer",
            "build_tiny_qwen2_5_vl", "QWEN2_5_VL_7B", "full_size_qwen2_5_vl"]
 
@@ -159,14 +161,7 @@ def full_size_qwen2_5_vl(device: str | torch.device = "cpu", dtype: torch.dtype 
         text["num_hidden_layers"], vision["depth"] = num_layers, num_layers
         vision["fullatt_block_indexes"] = [i for i in vision["fullatt_block_indexes"] if i < num_layers] or [num_layers - 1]
     config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **QWEN2_5_VL_7B["ids"])
-    config._attn_implementation = "sdpa"
-    with torch.device(device):
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)
-        try:
-            model = Qwen2_5_VLForConditionalGeneration(config).eval()
-        finally:
-            torch.set_default_dtype(previous)
+    model = random_weight_model(Qwen2_5_VLForConditionalGeneration, config, device, dtype)
     tokenizer = build_tiny_qwen_tokenizer()
     model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id]
     model.generation_config.pad_token_id = tokenizer.pad_token_id
