@@ -69,20 +69,19 @@ def load_llava_next(
         model, tokenizer = build_tiny_llava_next(seed=seed, rope_scaling_factor=rope_scaling_factor)
         model.set_attn_implementation(attn_implementation)
         return model.to(dtype).eval(), tokenizer, TINY_MODEL_NAME
-    config = AutoConfig.from_pretrained(name)
-    if rope_scaling_factor is not None:
-        apply_rope_scaling(config.text_config, rope_scaling_factor)
-    model = LlavaNextForConditionalGeneration.from_pretrained(
-        name, config=config, dtype=dtype, attn_implementation=attn_implementation, device_map=load_device_map()
-    ).eval()
-    tokenizer = AutoTokenizer.from_pretrained(name)
-    label = f"{name} (random weights)" if getattr(config, RANDOM_WEIGHTS_FLAG, False) else name
-    return model, tokenizer, label
+    def dynamic_rope(config) -> None:
+        if rope_scaling_factor is not None:
+            apply_rope_scaling(config.text_config, rope_scaling_factor)
+
+    return load_checkpoint(LlavaNextForConditionalGeneration, name, dtype, attn_implementation, dynamic_rope)
 
 
-def load_checkpoint(model_class, name: str, dtype: torch.dtype, attn_implementation: str):
-    """(model in eval mode, tokenizer, record name) for any ``*ForConditionalGeneration`` checkpoint."""
+def load_checkpoint(model_class, name: str, dtype: torch.dtype, attn_implementation: str, configure=None):
+    """(model in eval mode, tokenizer, record name) for any ``*ForConditionalGeneration`` checkpoint;
+    ``configure(config)`` may edit the checkpoint's config before the weights load."""
     config = AutoConfig.from_pretrained(name)
+    if configure is not None:
+        configure(config)
     model = model_class.from_pretrained(
         name, config=config, dtype=dtype, attn_implementation=attn_implementation, device_map=load_device_map()
     ).eval()
