@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["AUTO_MEMORY_SHARE", "BATCH_ORDERS", "length_groups", "padding_tokens", "kv_cache_bytes_per_token", "memory_groups",
-           "kv_memory_bytes"]
+__all__ = ["AUTO_MEMORY_SHARE", "BATCH_ORDERS", "alone_past_limit", "length_groups", "padding_tokens",
+           "kv_cache_bytes_per_token", "memory_groups", "kv_memory_bytes"]
 
 # share of the memory beside the weights the KV caches of one generation group may take; the rest
 # is headroom for the prefill's activations, the logits and the allocator's fragmentation
@@ -46,6 +46,18 @@ def length_groups(lengths: list[int], size: int | None, order: str = "length") -
         indices.sort(key=lambda i: lengths[i])
     size = size or max(len(indices), 1)
     return [sorted(indices[start : start + size]) for start in range(0, len(indices), size)]
+
+
+def alone_past_limit(lengths: list[int], new_tokens: int, limit: int | None) -> tuple[list[int], list[int]]:
+    """(indices that may share a group, indices to generate alone), both in input order.
+
+    With dynamic RoPE (``limit``: its position limit, :func:`dyto.models.rope.dynamic_rope_limit`)
+    the frequencies of a whole batch follow its longest row once that passes the limit, so a
+    sequence whose prompt + ``new_tokens`` can pass it is generated alone; the rest never change
+    the frequencies and batch freely. ``limit=None`` (no dynamic RoPE): everything may share.
+    """
+    passes = [limit is not None and n + new_tokens > limit for n in lengths]
+    return [i for i, p in enumerate(passes) if not p], [i for i, p in enumerate(passes) if p]
 
 
 def padding_tokens(lengths: list[int], groups: list[list[int]]) -> int:

@@ -26,10 +26,11 @@ from torch import Tensor
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from dyto.models.backbone import Backbone, LLMInput, VisualFeatures, build_backbone
-from dyto.models.batching import (AUTO_MEMORY_SHARE, BATCH_ORDERS, kv_cache_bytes_per_token, kv_memory_bytes,
-                                  length_groups, memory_groups)
+from dyto.models.batching import (AUTO_MEMORY_SHARE, BATCH_ORDERS, alone_past_limit, kv_cache_bytes_per_token,
+                                  kv_memory_bytes, length_groups, memory_groups)
 from dyto.models.generation_loop import (GENERATION_LOOPS, STATIC_CACHE_BUCKET, resolve_generation_loop,
                                         static_compiled_config)
+from dyto.models.rope import dynamic_rope_limit
 from dyto.records import prediction_record
 from dyto.reduction import DyToReducer, TokenReducer
 
@@ -283,8 +284,11 @@ class VideoQA(LightningModule):
         return resolve_generation_loop(self.generation_loop, self.backbone.model, device)
 
     def generation_groups(self, sequences: list[LLMInput]) -> list[list[int]]:
-        """Indices of ``sequences`` per ``generate`` call (see ``generation_batch_size``, ``batch_order``)."""
-        lengths = [s.length for s in sequences]
+        """Indices of ``sequences`` per ``generate`` call (see ``generation_batch_size``, ``batch_order``);
+        a sequence that can pass the backbone's dynamic-RoPE limit gets a call of its own (:mod:`dyto.models.rope`)."""
+        shared, alone = alone_past_limit([s.length for s in sequences], self.max_new_tokens,
+                                         dynamic_rope_limit(self.backbone.model))
+        lengths = [sequences[i].length for i in shared]
         size = self.generation_batch_size
         if size == "auto":
             free = kv_memory_bytes(self.backbone.device, self.backbone.model)
@@ -292,10 +296,13 @@ class VideoQA(LightningModule):
                 per_token = kv_cache_bytes_per_token(self.backbone.model.config, self.backbone.dtype)
                 # a static cache is rounded up to its bucket: count a whole bucket more, to be safe
                 extra = STATIC_CACHE_BUCKET if self.resolved_generation_loop()[0] == "static_compiled" else 0
-                return memory_groups(lengths, self.max_new_tokens + extra, per_token, AUTO_MEMORY_SHARE * free,
-                                     order=self.batch_order)
-            size = None
-        return length_groups(lengths, size, self.batch_order)
+                groups = memory_groups(lengths, self.max_new_tokens + extra, per_token, AUTO_MEMORY_SHARE * free,
+                                       order=self.batch_order)
+            else:
+                groups = length_groups(lengths, None, self.batch_order)
+        else:
+            groups = length_groups(lengths, size, self.batch_order)
+        return [[shared[j] for j in g] for g in groups] + [[i] for i in alone]
 
     def _generation_config_for(self, group: list[LLMInput]):
         loop, reason = self.resolved_generation_loop()
