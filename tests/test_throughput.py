@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch import Trainer
+from torch._dynamo.utils import counters
 from transformers import LlavaNextConfig
 
 from dyto.datamodules import VideoQADataModule
 from dyto.datamodules.base import (RankShardSampler, auto_num_workers, auto_prefetch_factor, length_order,
                                    question_length)
 from dyto.models import VideoQA
-from dyto.models.backbone import build_backbone, left_pad
+from dyto.models.backbone import build_backbone, left_pad, list_backbones
 from dyto.models.batching import (alone_past_limit, kv_cache_bytes_per_token, length_groups, memory_groups,
                                   padding_tokens)
 from dyto.models.generation_loop import STATIC_CACHE_BUCKET, resolve_generation_loop, static_compiled_config
@@ -105,20 +106,48 @@ def test_static_compiled_falls_back_on_cpu_once_and_records_what_ran(llava, caps
     assert [a[0] for a in first + again] == [a[0] for a in eager.generate(inputs[:5])]
 
 
-@pytest.mark.parametrize("name", ["llava_next", "qwen2_5_vl"])
-def test_static_cache_traced_by_dynamo_gives_the_eager_answers(name, one_thread):
-    """What static_compiled runs on a GPU, on the CPU: a static cache and the decoding step through
-    torch.compile (TorchDynamo with the eager backend, no kernels generated), for the plain path
-    and for Qwen2.5-VL's explicit M-RoPE positions, batched with left padding."""
+def compile_inputs(name: str):
     b = build_backbone(name)
     pixels = torch.randn(4, 3, *b.preprocessing.size, generator=torch.Generator().manual_seed(1))
     reduction = ConcatReducer(num_frames=4)(b.encode(pixels).features, b.grid)
     inputs = [b.build_input(b.prompt("open_ended", q), reduction) for q in QUESTIONS[:2]]
     config = b.generation_defaults()
-    config.update(do_sample=False, max_new_tokens=6)
-    static = static_compiled_config(config, max(i.length for i in inputs), backend="eager", mode=None, any_device=True)
+    config.update(do_sample=False, max_new_tokens=6, min_new_tokens=6)
+    return b, inputs, config
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_static_cache_traced_by_dynamo_gives_the_eager_answers(name, one_thread):
+    """What static_compiled runs on a GPU, on the CPU: a static cache and the decoding step through
+    torch.compile, for every backbone (Qwen2.5-VL with its explicit M-RoPE positions), batched
+    with left padding. A counting backend proves the step was traced (transformers silently
+    decodes eagerly when it decides it cannot compile) and runs the traced graphs as they are."""
+    torch._dynamo.reset()
+    graphs: list[int] = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(len(gm.graph.nodes))
+        return gm.forward
+
+    b, inputs, config = compile_inputs(name)
+    static = static_compiled_config(config, max(i.length for i in inputs), backend=counting_backend, mode=None,
+                                    any_device=True)
     assert static.cache_implementation == "static" and static.max_cache_len == STATIC_CACHE_BUCKET
     assert b.generate(inputs, static) == b.generate(inputs, config) == [b.generate([i], config)[0] for i in inputs]
+    assert graphs and max(graphs) > 100  # the decoder layers were traced, not just a wrapper
+
+
+def test_inductor_kernels_give_the_eager_answers(one_thread):
+    """The configuration runs use (inductor, mode="reduce-overhead"), with generated kernels:
+    C++ on the CPU, where CUDA graphs do not apply; on a GPU the same graphs are Triton kernels
+    replayed as CUDA graphs. Tiny Qwen2.5-VL (one graph per decoding step), about 15 s of compiling."""
+    torch._dynamo.reset()
+    counters.clear()
+    b, inputs, config = compile_inputs("qwen2_5_vl")
+    static = static_compiled_config(config, max(i.length for i in inputs), any_device=True)
+    assert (static.compile_config.backend, static.compile_config.mode) == ("inductor", "reduce-overhead")
+    assert b.generate(inputs, static) == b.generate(inputs, config)
+    assert counters["stats"]["unique_graphs"] >= 1 and counters["inductor"]  # compiled, not decoded eagerly
 
 
 def test_a_pool_answers_as_one_question_at_a_time_through_trainer_predict(one_thread):

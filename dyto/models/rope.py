@@ -15,7 +15,8 @@ the tiny model with 64 positions (tests/test_throughput.py):
   question gets first in a fresh process (``rope_state: per_question``, the default).
 
 For DyTo's at most 3680 visual tokens plus a short prompt and 128 new tokens, sequences stay
-under 4096 positions and none of this changes an answer; ``concat`` and long prompts pass it.
+under 4096 positions and none of this changes an answer; long prompts (EgoSchema's five long
+options), larger budgets and ``concat`` pass it.
 
     from dyto.models.rope import dynamic_rope_limit, reset_dynamic_rope
 """
@@ -60,7 +61,10 @@ def dynamic_rope_limit(model: torch.nn.Module) -> int | None:
 
 def reset_dynamic_rope(model: torch.nn.Module) -> None:
     """Put every dynamic rotary embedding of ``model`` back to the checkpoint's frequencies, as in
-    a fresh process (what transformers itself does once a sequence under the limit arrives)."""
+    a fresh process (what transformers itself does once a sequence under the limit arrives).
+
+    In place: the buffer keeps its address, so a compiled decoding step (CUDA graphs replay from
+    fixed addresses) is neither re-recorded nor recompiled for every question."""
     for m in _dynamic_rotary_modules(model):
-        m.register_buffer("inv_freq", m.original_inv_freq.to(m.inv_freq.device).clone(), persistent=False)
+        m.inv_freq.copy_(m.original_inv_freq)  # copy_ moves across devices; a no-op when they alias
         m.max_seq_len_cached = m.original_max_seq_len
