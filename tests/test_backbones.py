@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch import Trainer
 
 from dyto.datamodules import VideoQADataModule
+from dyto.datamodules.base import length_order
 from dyto.models import VideoQA
 from dyto.models.backbone import BACKBONES, LLMInput, build_backbone, list_backbones
 from dyto.models.prompts import chat_layout, render_chat
@@ -222,8 +223,9 @@ def test_demo_runs_through_trainer_predict(name, tmp_path, one_thread):
     records = [r for batch in trainer.predict(module, datamodule=dm) for r in batch]
     assert dm.image_size == module.image_size == module.preprocessing.size[0]
     assert dm.image_mean == module.preprocessing.mean
-    ids = [r["id"] for r in read_jsonl(DEMO / "questions.jsonl")]
-    assert [r["id"] for r in records] == ids
+    # batch_size 2: data.order auto = length, so the shard runs shortest question first
+    assert [r["id"] for r in records] == [dm.records[i].id for i in length_order(dm.records)]
+    assert sorted(r["id"] for r in records) == sorted(r["id"] for r in read_jsonl(DEMO / "questions.jsonl"))
     for r in records:
         assert r["status"] == "ok", r["error"]
         patches = 16 // module.preprocessing.frames_per_patch  # Qwen2.5-VL: 2 frames per temporal patch

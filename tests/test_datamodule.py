@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import SequentialSampler
 
-from dyto.datamodules.base import BATCH_KEYS, VideoQADataModule
+from dyto.datamodules.base import BATCH_KEYS, RankShardSampler, VideoQADataModule
 from dyto.datamodules.preprocess import Preprocessing
 from dyto.datamodules.video import CLIP_MEAN, preprocess_frames, sample_frame_indices
 from dyto.records import QARecord, write_jsonl
@@ -84,9 +84,13 @@ def test_skip_ids_and_limit(data):
     dm = make(data, limit=4)
     dm.skip_ids = {"a", "c"}
     loader = dm.predict_dataloader()
-    assert isinstance(loader.sampler, SequentialSampler)  # plain loader: Lightning shards it without padding
+    assert isinstance(loader.sampler, RankShardSampler)  # batch_size 3: data.order auto = length, one rank
     assert [i for b in loader for i in b["ids"]] == ["b", "d"]
     assert dm.input_ids() == ["a", "b", "c", "d"]
+    plain = make(data, limit=4, order="input")
+    plain.skip_ids = {"a", "c"}
+    assert isinstance(plain.predict_dataloader().sampler, SequentialSampler)
+    assert [i for b in plain.predict_dataloader() for i in b["ids"]] == ["b", "d"]
 
 
 class Probe(L.LightningModule):
