@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from dyto.datamodules.base import question_length
 from dyto.records import QARecord, read_jsonl, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,6 +94,11 @@ def test_ddp_two_processes_predict_every_question_once(tmp_path):
     per_rank = {p.name: len(list(read_jsonl(p))) for p in (run_dir / "artifacts").glob("predictions.rank*.jsonl")}
     assert sorted(per_rank) == ["predictions.rank0.jsonl", "predictions.rank1.jsonl"]
     assert sorted(per_rank.values()) == [3, 4]  # 7 split 4 + 3: no padding duplicates
+    # batch_size 2 -> data.order auto = length: each rank predicted its shard shortest question first
+    questions = {r["id"]: QARecord.from_dict(r) for r in read_jsonl(tmp_path / "q.jsonl")}
+    for log in (run_dir / "artifacts").glob("predictions.rank*.jsonl"):
+        lengths = [question_length(questions[r["id"]]) for r in read_jsonl(log)]
+        assert lengths == sorted(lengths), log.name
     assert Counter(r["id"] for r in attempts(run_dir)) == Counter(ids)
     statuses = {r["id"]: r["status"] for r in merged}
     assert statuses.pop(ids[-1]) == "video_missing"

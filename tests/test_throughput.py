@@ -10,14 +10,21 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch import Trainer
+from torch._dynamo.utils import counters
 from transformers import LlavaNextConfig
 
 from dyto.datamodules import VideoQADataModule
-from dyto.datamodules.base import auto_num_workers, auto_prefetch_factor
+from dyto.datamodules.base import (RankShardSampler, auto_num_workers, auto_prefetch_factor, length_order,
+                                   question_length)
 from dyto.models import VideoQA
-from dyto.models.backbone import build_backbone, left_pad
-from dyto.models.batching import kv_cache_bytes_per_token, length_groups, memory_groups, padding_tokens
+from dyto.models.backbone import build_backbone, left_pad, list_backbones
+from dyto.models.batching import (alone_past_limit, kv_cache_bytes_per_token, length_groups, memory_groups,
+                                  padding_tokens)
 from dyto.models.generation_loop import STATIC_CACHE_BUCKET, resolve_generation_loop, static_compiled_config
+from dyto.models.llava_next import LlavaNext
+from dyto.models.rope import dynamic_rope_limit, reset_dynamic_rope
+from dyto.models.tiny import build_tiny_llava_next
+from dyto.records import QARecord, write_jsonl
 from dyto.reduction import ConcatReducer, DyToReducer
 
 DEMO = Path(__file__).resolve().parents[1] / "dyto" / "assets" / "demo"
@@ -99,27 +106,55 @@ def test_static_compiled_falls_back_on_cpu_once_and_records_what_ran(llava, caps
     assert [a[0] for a in first + again] == [a[0] for a in eager.generate(inputs[:5])]
 
 
-@pytest.mark.parametrize("name", ["llava_next", "qwen2_5_vl"])
-def test_static_cache_traced_by_dynamo_gives_the_eager_answers(name, one_thread):
-    """What static_compiled runs on a GPU, on the CPU: a static cache and the decoding step through
-    torch.compile (TorchDynamo with the eager backend, no kernels generated), for the plain path
-    and for Qwen2.5-VL's explicit M-RoPE positions, batched with left padding."""
+def compile_inputs(name: str):
     b = build_backbone(name)
     pixels = torch.randn(4, 3, *b.preprocessing.size, generator=torch.Generator().manual_seed(1))
     reduction = ConcatReducer(num_frames=4)(b.encode(pixels).features, b.grid)
     inputs = [b.build_input(b.prompt("open_ended", q), reduction) for q in QUESTIONS[:2]]
     config = b.generation_defaults()
-    config.update(do_sample=False, max_new_tokens=6)
-    static = static_compiled_config(config, max(i.length for i in inputs), backend="eager", mode=None, any_device=True)
+    config.update(do_sample=False, max_new_tokens=6, min_new_tokens=6)
+    return b, inputs, config
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_static_cache_traced_by_dynamo_gives_the_eager_answers(name, one_thread):
+    """What static_compiled runs on a GPU, on the CPU: a static cache and the decoding step through
+    torch.compile, for every backbone (Qwen2.5-VL with its explicit M-RoPE positions), batched
+    with left padding. A counting backend proves the step was traced (transformers silently
+    decodes eagerly when it decides it cannot compile) and runs the traced graphs as they are."""
+    torch._dynamo.reset()
+    graphs: list[int] = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(len(gm.graph.nodes))
+        return gm.forward
+
+    b, inputs, config = compile_inputs(name)
+    static = static_compiled_config(config, max(i.length for i in inputs), backend=counting_backend, mode=None,
+                                    any_device=True)
     assert static.cache_implementation == "static" and static.max_cache_len == STATIC_CACHE_BUCKET
     assert b.generate(inputs, static) == b.generate(inputs, config) == [b.generate([i], config)[0] for i in inputs]
+    assert graphs and max(graphs) > 100  # the decoder layers were traced, not just a wrapper
+
+
+def test_inductor_kernels_give_the_eager_answers(one_thread):
+    """The configuration runs use (inductor, mode="reduce-overhead"), with generated kernels:
+    C++ on the CPU, where CUDA graphs do not apply; on a GPU the same graphs are Triton kernels
+    replayed as CUDA graphs. Tiny Qwen2.5-VL (one graph per decoding step), about 15 s of compiling."""
+    torch._dynamo.reset()
+    counters.clear()
+    b, inputs, config = compile_inputs("qwen2_5_vl")
+    static = static_compiled_config(config, max(i.length for i in inputs), any_device=True)
+    assert (static.compile_config.backend, static.compile_config.mode) == ("inductor", "reduce-overhead")
+    assert b.generate(inputs, static) == b.generate(inputs, config)
+    assert counters["stats"]["unique_graphs"] >= 1 and counters["inductor"]  # compiled, not decoded eagerly
 
 
 def test_a_pool_answers_as_one_question_at_a_time_through_trainer_predict(one_thread):
-    """The demo questions as one batch of 5 in groups of 2 (length-aware) against batches of 1:
-    the same records, in input order."""
-    runs = {}
-    for batch_size, group in ((5, 2), (1, 1)):
+    """The demo questions in pools of 3 (length-ordered shard, length-aware groups of 2) against
+    batches of 1 in input order: the same records, predicted shortest question first."""
+    runs, fingerprints = {}, {}
+    for batch_size, group in ((3, 2), (1, 1)):
         module = VideoQA("llava_next", reducer=DyToReducer(budget=48, num_frames=16), max_new_tokens=4,
                          generation_batch_size=group)
         dm = VideoQADataModule(str(DEMO / "questions.jsonl"), video_root=str(DEMO), batch_size=batch_size,
@@ -127,12 +162,53 @@ def test_a_pool_answers_as_one_question_at_a_time_through_trainer_predict(one_th
         trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                           enable_checkpointing=False, enable_model_summary=False)
         runs[batch_size] = [r for batch in trainer.predict(module, datamodule=dm) for r in batch]
-        assert dm.fingerprint()["batch_size"] == batch_size
-    pooled, single = runs[5], runs[1]
-    assert [r["id"] for r in pooled] == [r["id"] for r in single] and len(pooled) == 5
+        fingerprints[batch_size] = dm.fingerprint()
+    pooled, single = runs[3], runs[1]
+    assert {k: v["order"] for k, v in fingerprints.items()} == {3: "length", 1: "input"}
+    assert [r["id"] for r in single] == dm.input_ids() and len(pooled) == 5
+    by_length = [dm.records[i].id for i in length_order(dm.records)]
+    assert [r["id"] for r in pooled] == by_length != dm.input_ids()  # the demo's order is not by length
     assert all(r["status"] == "ok" for r in pooled)
-    assert [(r["prediction"], r["prediction2"]) for r in pooled] == [(r["prediction"], r["prediction2"]) for r in single]
+    answers = {r["id"]: (r["prediction"], r["prediction2"]) for r in pooled}
+    assert answers == {r["id"]: (r["prediction"], r["prediction2"]) for r in single}
     assert len({r["prediction"] for r in single}) > 1
+
+
+def record(i: int, question: str, options: list[str] | None = None, question2: str | None = None) -> QARecord:
+    return QARecord(id=f"q{i}", benchmark="demo", task="multiple_choice" if options else "open_ended",
+                    video="v.mp4", question=question, answer="a", options=options,
+                    answer_index=0 if options else None, question2=question2)
+
+
+def test_length_order_deals_sorted_shards_to_the_ranks():
+    recs = [record(i, "x" * n) for i, n in enumerate([30, 5, 20, 5, 1, 40, 12])]
+    order = length_order(recs)
+    assert order == [4, 1, 3, 6, 2, 0, 5]  # the two of length 5 keep their input order
+    shards = [list(RankShardSampler(recs, 2, rank, order)) for rank in range(2)]
+    assert shards == [[4, 3, 2, 5], [1, 6, 0]]  # round-robin: both sorted, lengths spread alike
+    assert [list(RankShardSampler(recs, 3, r)) for r in range(3)] == [[0, 3, 6], [1, 4], [2, 5]]  # input order
+    assert list(RankShardSampler(recs[:1], 2, 1, [0])) == []  # a rank may get nothing
+    with pytest.raises(ValueError, match="permutation"):
+        RankShardSampler(recs, 1, 0, [0, 0, 1, 2, 3, 4, 5])
+    assert question_length(record(0, "why?", options=["red", "blue"])) == 4 + 3 + 4
+    assert question_length(record(0, "why?", question2="and how?")) == 4 + 8
+
+
+def test_data_order_auto_sorts_pools_only(tmp_path):
+    recs = [record(i, "x" * n) for i, n in enumerate([9, 3, 7, 1])]
+    path = tmp_path / "q.jsonl"
+    write_jsonl(path, [r.to_dict() for r in recs])
+
+    def batches(**kw):
+        dm = VideoQADataModule(str(path), num_workers=0, num_frames=4, **kw)
+        return dm.resolved_order(), [b["ids"] for b in dm.predict_dataloader()]
+
+    assert batches(batch_size=2) == ("length", [["q3", "q1"], ["q2", "q0"]])
+    assert batches(batch_size=2, order="input") == ("input", [["q0", "q1"], ["q2", "q3"]])
+    assert batches(batch_size=1) == ("input", [["q0"], ["q1"], ["q2"], ["q3"]])
+    assert batches(batch_size=1, order="length") == ("length", [["q3"], ["q1"], ["q2"], ["q0"]])
+    with pytest.raises(ValueError, match="data.order"):
+        VideoQADataModule(str(path), order="shortest")
 
 
 def test_auto_workers_and_prefetch(tmp_path):
@@ -168,6 +244,7 @@ def test_gpu_configs_pool_16_questions_and_cpu_keeps_1(capsys):
         assert cfg["data"]["init_args"]["batch_size"] == size, trainer
         assert cfg["data"]["init_args"]["num_workers"] == "auto"
         assert cfg["model"]["generation_batch_size"] == "auto" and cfg["model"]["generation_loop"] == "eager"
+        assert cfg["data"]["init_args"]["order"] == "auto"  # length-ordered pools where batch_size > 1
 
 
 def test_bench_throughput_runs_and_reports_identical_answers(tmp_path):
@@ -207,3 +284,57 @@ def test_table_normalisation_is_bitwise_the_elementwise_arithmetic(mean_std):
     elementwise = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     assert torch.equal(preprocess_frames(frames, 112, mean, std), elementwise)
     assert len(np.unique(resized)) > 200  # the clip exercises most of the table
+
+
+@pytest.fixture(scope="module")
+def rope160(one_thread):
+    """Tiny LLaVA-NeXT with dynamic NTK RoPE (factor 2) past 160 positions, and four inputs: two
+    that stay under the limit with 6 new tokens (121, 141 tokens), two that pass it (197, 169)."""
+    model, tokenizer = build_tiny_llava_next(max_position_embeddings=160, rope_scaling_factor=2.0)
+    b = LlavaNext.from_parts(model, tokenizer, "tiny (160 positions)")
+    features = b.encode(torch.randn(4, 3, *b.preprocessing.size, generator=torch.Generator().manual_seed(1))).features
+    asked = [("what?", 1), ("who is there?", 2), ("what happens after the cut, and who rides there at the end?", 4),
+             ("who?", 4)]
+    inputs = [b.build_input(b.prompt("open_ended", q), ConcatReducer(num_frames=n)(features[:n], b.grid)) for q, n in asked]
+    assert [i.length for i in inputs] == [121, 141, 197, 169]
+    config = b.generation_defaults()
+    config.update(do_sample=False, max_new_tokens=6, min_new_tokens=6)
+    return b, inputs, config
+
+
+def test_dynamic_rope_state_is_reset_before_every_question(rope160):
+    """transformers keeps the dynamic RoPE frequencies of the longest sequence seen: with
+    ``rope_state: carried`` the 169-token question is answered differently after the 197-token
+    one than first; ``per_question`` (default) answers it as first, whatever came before."""
+    b, inputs, config = rope160
+    assert dynamic_rope_limit(b.model) == 160 and dynamic_rope_limit(build_backbone("qwen2_5_vl").model) is None
+    assert b.rope_state == "per_question" and b.fingerprint()["rope_state"] == "per_question"
+    first = b.generate([inputs[3]], config)
+    b.generate([inputs[2]], config)
+    assert b.generate([inputs[3]], config) == first
+    b.rope_state = "carried"
+    try:
+        reset_dynamic_rope(b.model)
+        assert b.generate([inputs[3]], config) == first  # fresh state: the same
+        b.generate([inputs[2]], config)
+        assert b.generate([inputs[3]], config) != first  # the 197-token question's frequencies leak in
+    finally:
+        b.rope_state = "per_question"
+    with pytest.raises(ValueError, match="rope_state"):
+        LlavaNext.from_parts(b.model, b.tokenizer, "x", rope_state="sometimes")
+
+
+def test_sequences_past_the_dynamic_rope_limit_are_generated_alone(rope160):
+    """In a batch, dynamic RoPE rescales every row by the longest: batching a 121-token question
+    with a 197-token one changes its answer. VideoQA generates the two that pass the limit alone
+    and batches the others, so a pool answers exactly as one question at a time."""
+    b, inputs, config = rope160
+    alone = [b.generate([i], config)[0] for i in inputs]
+    assert b.generate([inputs[0], inputs[2]], config) != [alone[0], alone[2]]  # what the grouping avoids
+    assert b.generate(inputs[:2], config) == alone[:2]  # under the limit: batching is exact
+    assert alone_past_limit([i.length for i in inputs], 6, 160) == ([0, 1], [2, 3])
+    assert alone_past_limit([500, 10], 6, None) == ([0, 1], [])
+    module = VideoQA(b, reducer=ConcatReducer(num_frames=4), max_new_tokens=6, generation_batch_size=None)
+    module.generation_config.update(min_new_tokens=6)
+    assert module.generation_groups(inputs) == [[0, 1], [2], [3]]
+    assert [text for text, _, _ in module.generate(inputs)] == [a.strip() for a in alone]

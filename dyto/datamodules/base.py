@@ -119,20 +119,44 @@ class LookaheadDataLoader(DataLoader):
 
 
 class RankShardSampler(DistributedSampler):
-    """Rank r of w predicts items r, r+w, r+2w, ...: no padding, no duplicates, and a rank may get
-    none. Lightning's own predict sampler does the same but asserts when there are fewer items
-    than ranks (a resumed run with a few questions left); Lightning leaves a DistributedSampler
-    subclass in place."""
+    """Rank r of w predicts items r, r+w, r+2w, ... of ``order`` (default: input order): no padding,
+    no duplicates, and a rank may get none. Lightning's own predict sampler does the same but
+    asserts when there are fewer items than ranks (a resumed run with a few questions left);
+    Lightning leaves a DistributedSampler subclass in place.
 
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
+    Dealing a length-sorted ``order`` round-robin gives every rank a shard sorted by length with
+    the same spread of lengths (balanced ranks) and pools of similar lengths."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, order: list[int] | None = None) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
-        self.shard = list(range(rank, len(dataset), num_replicas))
+        order = list(range(len(dataset))) if order is None else list(order)
+        if sorted(order) != list(range(len(dataset))):
+            raise ValueError(f"order must be a permutation of the dataset's {len(dataset)} indices")
+        self.shard = order[rank::num_replicas]
 
     def __iter__(self):
         return iter(self.shard)
 
     def __len__(self) -> int:
         return len(self.shard)
+
+
+QUESTION_ORDERS = ("auto", "input", "length")
+
+
+def question_length(record: QARecord) -> int:
+    """Characters of the text a record puts into its prompt(s): question, second question, options.
+
+    A proxy for the prompt's token count that is known before any video is decoded and needs no
+    tokenizer: the template text around it is the same for every question of a task, and the
+    visual tokens are a fixed count at a fixed reducer budget (only a few reducers vary them).
+    The model still groups by exact token counts inside each pool (``model.batch_order``)."""
+    return len(record.question) + len(record.question2 or "") + sum(len(o) for o in record.options or ())
+
+
+def length_order(records: list[QARecord]) -> list[int]:
+    """Indices of ``records`` by :func:`question_length`, shortest first; ties keep input order."""
+    return sorted(range(len(records)), key=lambda i: question_length(records[i]))
 
 
 def available_cpus() -> int:
@@ -184,6 +208,12 @@ class VideoQADataModule(L.LightningDataModule):
             divided among the ranks of this machine, minus one (``auto_num_workers``).
         prefetch_factor: batches each worker loads ahead; ``"auto"`` = ``auto_prefetch_factor``
             (2 below 8 questions per batch, else 1). Ignored without workers.
+        order: the order questions are predicted (and pooled) in. ``"input"``: the records file's
+            (dealt round-robin to the ranks); ``"length"``: sorted by :func:`question_length`
+            before dealing, so each pool holds questions of similar length and generation groups
+            need little left padding; ``"auto"`` (default): ``"length"`` when ``batch_size`` > 1,
+            else ``"input"`` (one question per batch: the order cannot change an answer). Output
+            files are in input order either way. In the fingerprint (it decides the pools).
 
     Everything is resolved in ``setup()``; afterwards ``num_frames``, ``preprocessing`` and the
     ``image_*`` attributes hold what the workers use. ``skip_ids`` (set by the resume logic)
@@ -201,7 +231,7 @@ class VideoQADataModule(L.LightningDataModule):
                  image_std: tuple[float, float, float] | None = None, backend: str = "auto",
                  sampling: str = "reference", decode_timeout_s: float = 120.0, limit: int | None = None,
                  video_map: str | None = None, pin_memory: bool | None = None,
-                 prefetch_factor: int | str = "auto") -> None:
+                 prefetch_factor: int | str = "auto", order: str = "auto") -> None:
         super().__init__()
         # a resumed run may have fewer questions left than ranks: a rank with none just waits
         self.allow_zero_length_dataloader_with_multiple_devices = True
@@ -214,6 +244,9 @@ class VideoQADataModule(L.LightningDataModule):
                                  f"got {value!r}")
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        if order not in QUESTION_ORDERS:
+            raise ValueError(f"unknown data.order {order!r}; expected one of {QUESTION_ORDERS}")
+        self.order = order
         self.batch_size, self.num_workers, self.prefetch_factor = batch_size, num_workers, prefetch_factor
         self.num_frames, self.preprocessing = num_frames, preprocessing
         self.image_size, self.image_mean, self.image_std = image_size, image_mean, image_std
@@ -309,7 +342,14 @@ class VideoQADataModule(L.LightningDataModule):
             "decode_timeout_s": self.decode_timeout_s,
             "preprocessing": self.preprocessing.config() if self.preprocessing is not None else None,
             "batch_size": self.batch_size,
+            "order": self.resolved_order(),
         }
+
+    def resolved_order(self) -> str:
+        """``order`` with ``"auto"`` resolved: ``"length"`` for pools of several questions."""
+        if self.order != "auto":
+            return self.order
+        return "length" if self.batch_size > 1 else "input"
 
     def resolver(self) -> VideoResolver:
         """The benchmark's video naming rule (the plain rule for unregistered records)."""
@@ -332,7 +372,9 @@ class VideoQADataModule(L.LightningDataModule):
         dataset = self.predict_dataset()
         trainer = getattr(self, "trainer", None)
         world = trainer.world_size if trainer is not None else 1
-        sampler = RankShardSampler(dataset, world, trainer.global_rank) if world > 1 else None
+        order = length_order(dataset.records) if self.resolved_order() == "length" else None
+        rank = trainer.global_rank if trainer is not None else 0
+        sampler = RankShardSampler(dataset, world, rank, order) if world > 1 or order is not None else None
         workers, prefetch = self.loader_workers()
         return LookaheadDataLoader(dataset, batch_size=self.batch_size, shuffle=False, sampler=sampler,
                                    num_workers=workers, collate_fn=collate, pin_memory=self.pin_memory,

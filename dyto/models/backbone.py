@@ -43,6 +43,7 @@ from transformers import GenerationConfig
 
 from dyto.datamodules.preprocess import Preprocessing
 from dyto.models.inputs import left_pad
+from dyto.models.rope import reset_dynamic_rope
 
 __all__ = ["Backbone", "VisualFeatures", "LLMInput", "Prompt", "BACKBONES", "register_backbone",
            "build_backbone", "list_backbones", "left_pad"]
@@ -136,6 +137,7 @@ class Backbone(torch.nn.Module):
     """
 
     name: ClassVar[str] = "?"
+    rope_state: str = "per_question"  # see dyto.models.rope; LLaVA-NeXT makes it an option
     model: torch.nn.Module
     tokenizer: object
     model_name: str
@@ -175,6 +177,13 @@ class Backbone(torch.nn.Module):
         """The stored prediction for a decoded continuation (already stripped)."""
         return text
 
+    def before_generation(self) -> None:
+        """Runs at the start of every ``generate`` call. With ``rope_state == "per_question"`` it
+        puts dynamic RoPE back to the checkpoint's frequencies, so an answer never depends on the
+        questions generated before it (:mod:`dyto.models.rope`); a no-op without dynamic RoPE."""
+        if self.rope_state == "per_question":
+            reset_dynamic_rope(self.model)
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -209,6 +218,7 @@ class Backbone(torch.nn.Module):
         embed = self.input_embeddings()
         pad = embed(torch.tensor(self.pad_token_id, device=embed.weight.device))
         embeds, mask = left_pad([i.embeds for i in inputs], pad)
+        self.before_generation()
         ids = self.model.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=generation_config,
                                   logits_processor=logits_processor)
         return self.tokenizer.batch_decode(ids, skip_special_tokens=True)

@@ -29,8 +29,9 @@ from typing import Callable
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-__all__ = ["AUTO_MEMORY_SHARE", "BATCH_ORDERS", "length_groups", "padding_tokens", "kv_cache_bytes_per_token", "memory_groups",
-           "kv_memory_bytes", "plan_groups", "FirstTokenTimer", "generate_in_groups"]
+__all__ = ["AUTO_MEMORY_SHARE", "BATCH_ORDERS", "alone_past_limit", "length_groups", "padding_tokens",
+           "kv_cache_bytes_per_token", "memory_groups", "kv_memory_bytes", "plan_groups", "FirstTokenTimer",
+           "generate_in_groups"]
 
 # share of the memory beside the weights the KV caches of one generation group may take; the rest
 # is headroom for the prefill's activations, the logits and the allocator's fragmentation
@@ -54,6 +55,18 @@ def length_groups(lengths: list[int], size: int | None, order: str = "length") -
         indices.sort(key=lambda i: lengths[i])
     size = size or max(len(indices), 1)
     return [sorted(indices[start : start + size]) for start in range(0, len(indices), size)]
+
+
+def alone_past_limit(lengths: list[int], new_tokens: int, limit: int | None) -> tuple[list[int], list[int]]:
+    """(indices that may share a group, indices to generate alone), both in input order.
+
+    With dynamic RoPE (``limit``: its position limit, :func:`dyto.models.rope.dynamic_rope_limit`)
+    the frequencies of a whole batch follow its longest row once that passes the limit, so a
+    sequence whose prompt + ``new_tokens`` can pass it is generated alone; the rest never change
+    the frequencies and batch freely. ``limit=None`` (no dynamic RoPE): everything may share.
+    """
+    passes = [limit is not None and n + new_tokens > limit for n in lengths]
+    return [i for i, p in enumerate(passes) if not p], [i for i, p in enumerate(passes) if p]
 
 
 def padding_tokens(lengths: list[int], groups: list[list[int]]) -> int:
@@ -115,21 +128,28 @@ def kv_memory_bytes(device: torch.device, model: torch.nn.Module) -> float | Non
     return float(max(total - weights, 0))
 
 
-def plan_groups(lengths: list[int], size: int | str | None, order: str, backbone, new_tokens: int) -> list[list[int]]:
+def plan_groups(lengths: list[int], size: int | str | None, order: str, backbone, new_tokens: int, *,
+                cache_extra: int = 0, rope_limit: int | None = None) -> list[list[int]]:
     """Indices of ``lengths`` per ``generate`` call for ``generation_batch_size`` = ``size``.
 
     An int or None: :func:`length_groups`. ``"auto"``: :func:`memory_groups` with
     ``AUTO_MEMORY_SHARE`` of the memory beside ``backbone.model``'s weights on ``backbone.device``
-    for KV caches in ``backbone.dtype`` of prompt + ``new_tokens``; where that memory is unknown
-    (not CUDA), one group of all (as None).
+    for KV caches in ``backbone.dtype`` of prompt + ``new_tokens`` + ``cache_extra``; where that
+    memory is unknown (not CUDA), one group of all (as None). Sequences that can pass the dynamic-
+    RoPE ``rope_limit`` (:func:`alone_past_limit`) come after those groups, one per group.
     """
+    shared, alone = alone_past_limit(lengths, new_tokens, rope_limit)
+    kept = [lengths[i] for i in shared]
     if size == "auto":
         free = kv_memory_bytes(backbone.device, backbone.model)
         if free is not None:
             per_token = kv_cache_bytes_per_token(backbone.model.config, backbone.dtype)
-            return memory_groups(lengths, new_tokens, per_token, AUTO_MEMORY_SHARE * free, order=order)
-        size = None
-    return length_groups(lengths, size, order)
+            groups = memory_groups(kept, new_tokens + cache_extra, per_token, AUTO_MEMORY_SHARE * free, order=order)
+        else:
+            groups = length_groups(kept, None, order)
+    else:
+        groups = length_groups(kept, size, order)
+    return [[shared[j] for j in g] for g in groups] + [[i] for i in alone]
 
 
 class FirstTokenTimer(LogitsProcessor):

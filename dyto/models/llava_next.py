@@ -25,6 +25,7 @@ from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, reg
 from dyto.models.inputs import TOKENIZATIONS, splice, tokenize_prompt
 from dyto.models.loading import load_llava_next, resolve_attn_implementation, resolve_dtype
 from dyto.models.prompts import IMAGE_PLACEHOLDER, default_conv_mode, model_family, render_prompt
+from dyto.models.rope import ROPE_STATES
 from dyto.models.videoqa import VideoQA
 from dyto.reduction import TokenReducer
 
@@ -51,6 +52,11 @@ class LlavaNext(Backbone):
         tokenization: "reference" (chunk-wise, see :func:`dyto.models.inputs.tokenize_prompt`) or "whole".
         rope_scaling_factor: dynamic NTK RoPE factor (reference: 2.0); None leaves RoPE as shipped.
         seed: seeds the tiny model's weights.
+        rope_state: "per_question" (default) resets the dynamic RoPE frequencies before every
+            generation, so each answer is what that question gets first in a fresh process;
+            "carried" keeps transformers' state across questions (a question past 4096 positions
+            then uses the frequencies of the longest one before it: its answer depends on the
+            order, the resume point and the number of ranks). See :mod:`dyto.models.rope`.
     """
 
     def __init__(
@@ -64,24 +70,31 @@ class LlavaNext(Backbone):
         tokenization: str = "reference",
         rope_scaling_factor: float | None = 2.0,
         seed: int = 0,
+        rope_state: str = "per_question",
     ):
         super().__init__()
-        self._options(checkpoint, prompt_family, conv_mode, vision_chunk_size, tokenization, rope_scaling_factor)
+        self._options(checkpoint, prompt_family, conv_mode, vision_chunk_size, tokenization, rope_scaling_factor,
+                      rope_state)
         self.attach(*load_llava_next(checkpoint, resolve_dtype(dtype), resolve_attn_implementation(attn_implementation),
                                      rope_scaling_factor, seed))
 
     @classmethod
     def from_parts(cls, model, tokenizer, model_name: str, checkpoint: str = "tiny", prompt_family: str = "auto",
                    conv_mode: str | None = None, vision_chunk_size: int = 16, tokenization: str = "reference",
-                   rope_scaling_factor: float | None = 2.0) -> "LlavaNext":
+                   rope_scaling_factor: float | None = 2.0, rope_state: str = "per_question") -> "LlavaNext":
         """An already built LLaVA-NeXT and tokenizer (benchmarks: full-size random weights)."""
         self = cls.__new__(cls)
         Backbone.__init__(self)
-        self._options(checkpoint, prompt_family, conv_mode, vision_chunk_size, tokenization, rope_scaling_factor)
+        self._options(checkpoint, prompt_family, conv_mode, vision_chunk_size, tokenization, rope_scaling_factor,
+                      rope_state)
         self.attach(model, tokenizer, model_name)
         return self
 
-    def _options(self, checkpoint, prompt_family, conv_mode, vision_chunk_size, tokenization, rope_scaling_factor):
+    def _options(self, checkpoint, prompt_family, conv_mode, vision_chunk_size, tokenization, rope_scaling_factor,
+                 rope_state):
+        if rope_state not in ROPE_STATES:
+            raise ValueError(f"unknown rope_state {rope_state!r}; expected one of {ROPE_STATES}")
+        self.rope_state = rope_state
         if prompt_family not in PROMPT_FAMILIES:
             raise ValueError(f"unknown prompt_family {prompt_family!r}; expected one of {PROMPT_FAMILIES}")
         if vision_chunk_size < 1:
@@ -107,6 +120,7 @@ class LlavaNext(Backbone):
             **self.checkpoint_fingerprint(),
             "vision_feature_layer": config.vision_feature_layer,
             "rope_scaling": getattr(config.text_config, "rope_scaling", None),
+            "rope_state": self.rope_state,
             "conv_mode": self.conv_mode or "auto",
             "prompt_family": self.family,
             "tokenization": self.tokenization,
@@ -194,9 +208,10 @@ class DyToVideoQA(VideoQA):
         prompt_family: str = "auto",
         batch_order: str = "length",
         generation_loop: str = "eager",
+        rope_state: str = "per_question",
     ):
         backbone = LlavaNext(model, prompt_family, conv_mode, dtype, attn_implementation, vision_chunk_size,
-                             tokenization, rope_scaling_factor, seed)
+                             tokenization, rope_scaling_factor, seed, rope_state)
         super().__init__(backbone, reducer, max_new_tokens, max_length, overflow, generation_batch_size,
                          encode_ahead, seed, batch_order=batch_order, generation_loop=generation_loop)
 
@@ -225,4 +240,4 @@ class DyToVideoQA(VideoQA):
         self.set_backbone(LlavaNext.from_parts(
             llava, tokenizer, model_name, checkpoint=old.checkpoint, prompt_family=old.prompt_family,
             conv_mode=old.conv_mode, vision_chunk_size=old.vision_chunk_size, tokenization=old.tokenization,
-            rope_scaling_factor=old.rope_scaling_factor))
+            rope_scaling_factor=old.rope_scaling_factor, rope_state=old.rope_state))

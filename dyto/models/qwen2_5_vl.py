@@ -221,6 +221,7 @@ class Qwen2_5_VL(Backbone):
         positions[0] = (mask.cumsum(-1) - 1).clamp(min=0)
         for b, item in enumerate(inputs):
             positions[1:, b, length - item.embeds.shape[0] :] = item.positions.to(self.device)
+        self.before_generation()
         return self.model.generate(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
                                   generation_config=generation_config, **kwargs)
 

@@ -1,6 +1,34 @@
-"""Dynamic NTK RoPE scaling as the reference configures it (docs/method.md §3, ROPE_SCALING_FACTOR)."""
+"""Dynamic NTK RoPE scaling as the reference configures it (docs/method.md §3, ROPE_SCALING_FACTOR),
+and the per-question handling of its state that batching and repeatability need.
+
+Hugging Face's dynamic RoPE rescales the frequencies from ``max(position_ids) + 1`` of the whole
+forward pass once that passes the checkpoint's ``max_position_embeddings`` (4096 for Vicuna-7B)
+and keeps the largest length seen across ``generate`` calls. Two consequences, both measured on
+the tiny model with 64 positions (tests/test_throughput.py):
+
+- in a batch, a row's frequencies depend on the LONGEST row, so a sequence that passes the limit
+  is answered differently batched than alone. :func:`dynamic_rope_limit` tells the pipeline
+  which sequences to generate alone (``VideoQA.generation_groups``);
+- a question past the limit is answered with the frequencies of the longest question seen
+  before it in the process, so its answer depends on the order, the resume point and the number
+  of ranks. :func:`reset_dynamic_rope` before every ``generate`` makes each answer what that
+  question gets first in a fresh process (``rope_state: per_question``, the default).
+
+For DyTo's at most 3680 visual tokens plus a short prompt and 128 new tokens, sequences stay
+under 4096 positions and none of this changes an answer; long prompts (EgoSchema's five long
+options), larger budgets and ``concat`` pass it.
+
+    from dyto.models.rope import dynamic_rope_limit, reset_dynamic_rope
+"""
 
 from __future__ import annotations
+
+import torch
+
+__all__ = ["ROPE_STATES", "apply_rope_scaling", "dynamic_rope_limit", "reset_dynamic_rope"]
+
+# per_question: reset before every generate call; carried: Hugging Face's state across calls
+ROPE_STATES = ("per_question", "carried")
 
 
 def apply_rope_scaling(text_config, factor: float) -> None:
@@ -15,3 +43,28 @@ def apply_rope_scaling(text_config, factor: float) -> None:
     params = dict(text_config.rope_parameters or {})
     theta = params.get("rope_theta", getattr(text_config, "rope_theta", None) or text_config.default_theta)
     text_config.rope_parameters = {"rope_type": "dynamic", "factor": float(factor), "rope_theta": theta}
+
+
+def _dynamic_rotary_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The rotary embeddings of ``model`` that rescale dynamically (one per language model)."""
+    return [m for m in model.modules()
+            if isinstance(getattr(m, "rope_type", None), str) and "dynamic" in m.rope_type
+            and hasattr(m, "original_inv_freq") and hasattr(m, "original_max_seq_len")]
+
+
+def dynamic_rope_limit(model: torch.nn.Module) -> int | None:
+    """Positions up to which dynamic RoPE leaves the frequencies alone (the checkpoint's
+    ``max_position_embeddings``); None without dynamic RoPE (then any batch is safe)."""
+    limits = [int(m.original_max_seq_len) for m in _dynamic_rotary_modules(model)]
+    return min(limits) if limits else None
+
+
+def reset_dynamic_rope(model: torch.nn.Module) -> None:
+    """Put every dynamic rotary embedding of ``model`` back to the checkpoint's frequencies, as in
+    a fresh process (what transformers itself does once a sequence under the limit arrives).
+
+    In place: the buffer keeps its address, so a compiled decoding step (CUDA graphs replay from
+    fixed addresses) is neither re-recorded nor recompiled for every question."""
+    for m in _dynamic_rotary_modules(model):
+        m.inv_freq.copy_(m.original_inv_freq)  # copy_ moves across devices; a no-op when they alias
+        m.max_seq_len_cached = m.original_max_seq_len

@@ -28,6 +28,7 @@ from dyto.models.batching import BATCH_ORDERS, generate_in_groups, plan_groups
 from dyto.models.encode_ahead import EncodeAhead
 from dyto.models.generation_loop import (GENERATION_LOOPS, STATIC_CACHE_BUCKET, resolve_generation_loop,
                                         static_compiled_config)
+from dyto.models.rope import dynamic_rope_limit
 from dyto.records import prediction_record
 from dyto.reduction import DyToReducer, TokenReducer
 
@@ -230,11 +231,12 @@ class VideoQA(LightningModule):
         return resolve_generation_loop(self.generation_loop, self.backbone.model, device)
 
     def generation_groups(self, sequences: list[LLMInput]) -> list[list[int]]:
-        """Indices of ``sequences`` per ``generate`` call (see ``generation_batch_size``, ``batch_order``)."""
+        """Indices of ``sequences`` per ``generate`` call (see ``generation_batch_size``, ``batch_order``);
+        a sequence that can pass the backbone's dynamic-RoPE limit gets a call of its own (:mod:`dyto.models.rope`)."""
         # a static cache is rounded up to its bucket: count a whole bucket more, to be safe
         extra = STATIC_CACHE_BUCKET if self.resolved_generation_loop()[0] == "static_compiled" else 0
-        return plan_groups([s.length for s in sequences], self.generation_batch_size, self.batch_order,
-                           self.backbone, self.max_new_tokens + extra)
+        return plan_groups([s.length for s in sequences], self.generation_batch_size, self.batch_order, self.backbone,
+                           self.max_new_tokens, cache_extra=extra, rope_limit=dynamic_rope_limit(self.backbone.model))
 
     def _generation_config_for(self, group: list[LLMInput]):
         loop, reason = self.resolved_generation_loop()
