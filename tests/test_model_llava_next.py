@@ -352,9 +352,9 @@ def test_encode_ahead_gives_the_same_answers_and_encodes_each_video_once(items, 
     monkeypatch.setattr(ahead, "encode_frames", lambda pv, **kw: encoded.append(pv) or encode(pv, **kw))
     records = ahead.predict_step(dict(first, upcoming=UpcomingBatch(second)), 0)
     assert len(encoded) == 4 and encoded[2] is items[2][1] and encoded[3] is items[3][1]  # q0, q1, then ahead
-    assert set(ahead._encoded_ahead) == {"q2", "q3"}
+    assert set(ahead.lookahead.pending) == {"q2", "q3"}
     records += ahead.predict_step(second, 1)
-    assert len(encoded) == 4 and ahead._encoded_ahead == {}  # nothing encoded twice, nothing left over
+    assert len(encoded) == 4 and ahead.lookahead.pending == {}  # nothing encoded twice, nothing left over
     assert _answers(records) == _answers(expected)
     assert [r["frames_kept"] for r in records] == [r["frames_kept"] for r in expected]
 
@@ -365,9 +365,9 @@ def test_encode_ahead_entries_are_for_the_next_step_only(items):
 
     module = DyToVideoQA(reducer=DyToReducer(num_frames=T), max_new_tokens=NEW, encode_ahead=True)
     module.predict_step(dict(_batch(items[:1]), upcoming=UpcomingBatch(_batch(items[1:2]))), 0)
-    assert set(module._encoded_ahead) == {"q1"}
+    assert set(module.lookahead.pending) == {"q1"}
     module.predict_step(_batch(items[2:3]), 1)  # not the announced batch
-    assert module._encoded_ahead == {}
+    assert module.lookahead.pending == {}
 
 
 def test_encode_ahead_under_a_trainer_with_the_datamodule(tmp_path):
@@ -385,7 +385,7 @@ def test_encode_ahead_under_a_trainer_with_the_datamodule(tmp_path):
         dm = VideoQADataModule(str(tmp_path / "qa.jsonl"), video_root=str(clips), batch_size=2, num_workers=0, image_size=56)
         trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_checkpointing=False)
         runs.append([r for batch in trainer.predict(module, datamodule=dm) for r in batch])
-        assert module._encoded_ahead == {}
+        assert module.lookahead.pending == {}
     assert [r["id"] for r in runs[1]] == ["v0", "v1", "v2"] and all(r["status"] == "ok" for r in runs[1])
     assert _answers(runs[0]) == _answers(runs[1])
 
@@ -405,6 +405,6 @@ def test_a_failed_encode_ahead_is_redone_in_its_own_step(items, monkeypatch):
 
     monkeypatch.setattr(module, "encode_frames", out_of_memory_on_the_second_call)
     module.predict_step(dict(_batch(items[:1]), upcoming=UpcomingBatch(_batch(items[1:2]))), 0)
-    assert module._encoded_ahead == {}
+    assert module.lookahead.pending == {}
     records = module.predict_step(_batch(items[1:2]), 1)
     assert len(calls) == 3 and _answers(records) == _answers(expected)

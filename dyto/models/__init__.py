@@ -5,7 +5,9 @@
 family (``llava_next``: LLaVA-NeXT and the compatibility class ``DyToVideoQA``;
 ``llava_onevision``; ``internvl``; ``chat_backbone`` their shared chat-template base); ``prompts`` the reference templates and the chat-template
 layout; ``inputs`` the chunked tokenisation, splicing and left padding; ``loading`` checkpoint
-loading (dtype, attention, dynamic RoPE); ``tiny`` and ``tiny_families`` the random-weight models.
+loading (dtype, attention, dynamic RoPE); ``batching`` and ``generation_loop`` how answers are
+batched and decoded; ``encode_ahead`` the next batch's encoding on a side CUDA stream; ``tiny``,
+``tiny_families`` and ``tiny_qwen2_5_vl`` the random-weight models.
 """
 
 from dyto.models.backbone import (

@@ -1,4 +1,5 @@
-"""Length-aware grouping of LLM inputs for batched greedy generation, and its memory sizing.
+"""Length-aware grouping of LLM inputs for batched greedy generation, its memory sizing, and
+the generation of a pool group by group (``VideoQA.generate``).
 
 New in the throughput work (not in the reference, which answers one question at a time): the
 DataModule batch is a *pool* of questions; their LLM inputs are cut into generation groups so
@@ -15,14 +16,22 @@ answers (docs/throughput.md).
     from dyto.models.batching import length_groups, padding_tokens
     groups = length_groups([120, 40, 118, 42], size=2)       # [[1, 3], [0, 2]]
     padding_tokens([120, 40, 118, 42], groups)               # 4 (input order would pad 156)
+
+A group's time is split into prefill and decoding by noting when its first logits exist
+(``FirstTokenTimer``), so the prefill is not run twice to be timed.
 """
 
 from __future__ import annotations
 
+import time
+from typing import Callable
+
 import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 __all__ = ["AUTO_MEMORY_SHARE", "BATCH_ORDERS", "alone_past_limit", "length_groups", "padding_tokens",
-           "kv_cache_bytes_per_token", "memory_groups", "kv_memory_bytes"]
+           "kv_cache_bytes_per_token", "memory_groups", "kv_memory_bytes", "plan_groups", "FirstTokenTimer",
+           "generate_in_groups"]
 
 # share of the memory beside the weights the KV caches of one generation group may take; the rest
 # is headroom for the prefill's activations, the logits and the allocator's fragmentation
@@ -117,3 +126,69 @@ def kv_memory_bytes(device: torch.device, model: torch.nn.Module) -> float | Non
     total = torch.cuda.get_device_properties(device).total_memory
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     return float(max(total - weights, 0))
+
+
+def plan_groups(lengths: list[int], size: int | str | None, order: str, backbone, new_tokens: int, *,
+                cache_extra: int = 0, rope_limit: int | None = None) -> list[list[int]]:
+    """Indices of ``lengths`` per ``generate`` call for ``generation_batch_size`` = ``size``.
+
+    An int or None: :func:`length_groups`. ``"auto"``: :func:`memory_groups` with
+    ``AUTO_MEMORY_SHARE`` of the memory beside ``backbone.model``'s weights on ``backbone.device``
+    for KV caches in ``backbone.dtype`` of prompt + ``new_tokens`` + ``cache_extra``; where that
+    memory is unknown (not CUDA), one group of all (as None). Sequences that can pass the dynamic-
+    RoPE ``rope_limit`` (:func:`alone_past_limit`) come after those groups, one per group.
+    """
+    shared, alone = alone_past_limit(lengths, new_tokens, rope_limit)
+    kept = [lengths[i] for i in shared]
+    if size == "auto":
+        free = kv_memory_bytes(backbone.device, backbone.model)
+        if free is not None:
+            per_token = kv_cache_bytes_per_token(backbone.model.config, backbone.dtype)
+            groups = memory_groups(kept, new_tokens + cache_extra, per_token, AUTO_MEMORY_SHARE * free, order=order)
+        else:
+            groups = length_groups(kept, None, order)
+    else:
+        groups = length_groups(kept, size, order)
+    return [[shared[j] for j in g] for g in groups] + [[i] for i in alone]
+
+
+class FirstTokenTimer(LogitsProcessor):
+    """Notes when the first logits exist, i.e. when the prefill forward pass has finished.
+
+    It returns the scores unchanged, so greedy decoding is unaffected; splitting ``generate``
+    at this moment measures prefill and decoding without running the prefill twice.
+    """
+
+    def __init__(self, sync):
+        self.sync, self.first = sync, None
+
+    def __call__(self, input_ids, scores):
+        if self.first is None:
+            self.sync()
+            self.first = time.perf_counter()
+        return scores
+
+
+def generate_in_groups(backbone, sequences: list, groups: list[list[int]], config_for: Callable[[list], GenerationConfig],
+                       sync: Callable[[], None]) -> list[tuple[str, float, float]]:
+    """(stripped text, prefill ms, generate ms) per input of ``sequences`` (``LLMInput``), in input order.
+
+    One ``backbone.generate`` call per group of ``groups``, with the config ``config_for(group)``;
+    ``sync`` waits for the device before each clock reading. A group's prefill time is shared in
+    proportion to sequence length, its decoding time equally.
+    """
+    out: list[tuple[str, float, float] | None] = [None] * len(sequences)
+    for indices in groups:
+        group = [sequences[i] for i in indices]
+        config = config_for(group)
+        timer = FirstTokenTimer(sync)
+        sync()
+        t0 = time.perf_counter()
+        texts = backbone.generate(group, config, LogitsProcessorList([timer]))
+        sync()
+        t1 = time.perf_counter()
+        prefill, decode = (timer.first - t0) * 1e3, (t1 - timer.first) * 1e3
+        total = sum(s.length for s in group)
+        for i, t, s in zip(indices, texts, group):
+            out[i] = (t.strip(), prefill * s.length / total, decode / len(group))
+    return out

@@ -1,4 +1,5 @@
-"""Tiny RANDOM-WEIGHT LLaVA-OneVision and InternVL, with in-memory ChatML tokenizers.
+"""Tiny RANDOM-WEIGHT LLaVA-OneVision and InternVL, with in-memory ChatML tokenizers (the
+builder, :func:`build_chat_tokenizer`, also makes the tiny Qwen2.5-VL's).
 
 Tests and CPU benchmarks only: nothing has been trained, answers are noise. The real
 transformers classes run (``LlavaOnevisionForConditionalGeneration`` with a SigLIP tower and a
@@ -73,12 +74,18 @@ _CORPUS = list(TEMPLATES.values()) + [
 ]
 
 
-def build_chat_tokenizer(extra_specials: list[str], chat_template: str, vocab_size: int = 400) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer in memory with Qwen2's conventions (deterministic).
+def build_chat_tokenizer(extra_specials: list[str], chat_template: str, vocab_size: int = 400, *,
+                         corpus: list[str] | None = None, listed_specials: list[str] | None = None) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer in memory with Qwen2's conventions (deterministic); every tiny
+    ChatML family's (OneVision, InternVL, Qwen2.5-VL) is made here.
 
     No BOS, ``<|im_end|>`` ends a turn and generation (eos), ``<|endoftext|>`` pads, left padding;
     ``extra_specials`` (``<video>``, ``<img>``, ...) are single special tokens, as in the
-    checkpoints' tokenizers. ``chat_template`` is stored on the tokenizer.
+    checkpoints' tokenizers, with ids right after ``CHATML_SPECIALS``. ``chat_template`` is stored
+    on the tokenizer. ``corpus`` is the BPE training text (default: the prompt templates plus plain
+    English); ``listed_specials`` the tokens it lists as ``extra_special_tokens`` (default
+    ``extra_specials``; the tiny Qwen2.5-VL lists ``<|im_start|>`` and ``<|im_end|>`` too).
+    Another corpus is another vocabulary, i.e. other answers from the tiny models.
     """
     specials = CHATML_SPECIALS + extra_specials
     tok = Tokenizer(models.BPE())
@@ -86,9 +93,10 @@ def build_chat_tokenizer(extra_specials: list[str], chat_template: str, vocab_si
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(_CORPUS, trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                        extra_special_tokens=extra_specials, padding_side="left")
+    tok.train_from_iterator(_CORPUS if corpus is None else corpus, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        extra_special_tokens=extra_specials if listed_specials is None else listed_specials, padding_side="left")
     tokenizer.chat_template = chat_template
     return tokenizer
 

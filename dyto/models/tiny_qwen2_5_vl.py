@@ -19,17 +19,16 @@ turn and ``<|im_start|>assistant\\n`` as the generation prompt.
 from __future__ import annotations
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
 from dyto.models.tiny import random_weight_model
+from dyto.models.tiny_families import CHATML_SPECIALS, build_chat_tokenizer
 
 __all__ = ["TINY_QWEN_NAME", "QWEN_SPECIAL_TOKENS", "QWEN_CHAT_TEMPLATE", "build_tiny_qwen_tokenizer",
            "build_tiny_qwen2_5_vl", "QWEN2_5_VL_7B", "full_size_qwen2_5_vl"]
 
 TINY_QWEN_NAME = "tiny-random-qwen2.5-vl (random weights)"
-QWEN_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>",
-                       "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+QWEN_SPECIAL_TOKENS = CHATML_SPECIALS + ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
 
 # The same structure as the Qwen2.5-VL checkpoints' template (system turn added when the first
 # message is not one; string or list content; image / video items become their placeholders).
@@ -69,23 +68,15 @@ _CORPUS = [
 
 
 def build_tiny_qwen_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained in memory (deterministic), Qwen2-like.
+    """A byte-level BPE tokenizer trained in memory (deterministic), Qwen2-like: the tiny
+    families' :func:`~dyto.models.tiny_families.build_chat_tokenizer` with the vision markers,
+    this template and this corpus.
 
     Like Qwen2's tokenizer: no BOS and nothing appended on encode, ``<|endoftext|>`` is the pad
     token, ``<|im_end|>`` the end of a turn, and the vision markers are single special tokens.
     """
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=QWEN_SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(_CORPUS, trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        extra_special_tokens=QWEN_SPECIAL_TOKENS[1:], padding_side="left",
-    )
-    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
-    return tokenizer
+    return build_chat_tokenizer(QWEN_SPECIAL_TOKENS[len(CHATML_SPECIALS):], QWEN_CHAT_TEMPLATE, vocab_size,
+                                corpus=_CORPUS, listed_specials=QWEN_SPECIAL_TOKENS[1:])
 
 
 def build_tiny_qwen2_5_vl(

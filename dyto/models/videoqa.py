@@ -3,8 +3,8 @@
 Per question (docs/method.md §1): frames ``[T,3,H,W]`` -> ``backbone.encode`` -> features ``[T',N,D]``
 (+ CLS) -> reducer -> tokens ``[L,D]`` -> ``backbone.build_input`` (prompt text embeddings with
 the tokens spliced in, positions) -> greedy ``backbone.generate``. This module owns what every
-backbone shares: timings per stage, statuses, ``max_length`` overflow, batching of generation,
-encode-ahead on a side CUDA stream and the model-side fingerprint.
+backbone shares: timings per stage, statuses, ``max_length`` overflow, batching of generation
+and the model-side fingerprint; encode-ahead on a side CUDA stream is :mod:`dyto.models.encode_ahead`.
 
 Changed against the pre-backbone ``DyToVideoQA``: the LLaVA-NeXT specifics (CLIP layer, CLS
 drop, projector, conv modes, chunked tokenisation, the "In the image" fix) moved to
@@ -17,17 +17,15 @@ and bit-identical answers (tests/test_golden_demo.py).
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor
-from transformers import LogitsProcessor, LogitsProcessorList
 
 from dyto.models.backbone import Backbone, LLMInput, VisualFeatures, build_backbone
-from dyto.models.batching import (AUTO_MEMORY_SHARE, BATCH_ORDERS, alone_past_limit, kv_cache_bytes_per_token,
-                                  kv_memory_bytes, length_groups, memory_groups)
+from dyto.models.batching import BATCH_ORDERS, generate_in_groups, plan_groups
+from dyto.models.encode_ahead import EncodeAhead
 from dyto.models.generation_loop import (GENERATION_LOOPS, STATIC_CACHE_BUCKET, resolve_generation_loop,
                                         static_compiled_config)
 from dyto.models.rope import dynamic_rope_limit
@@ -35,23 +33,6 @@ from dyto.records import prediction_record
 from dyto.reduction import DyToReducer, TokenReducer
 
 OVERFLOWS = ("too_long", "truncate")
-
-
-class _FirstTokenTimer(LogitsProcessor):
-    """Notes when the first logits exist, i.e. when the prefill forward pass has finished.
-
-    It returns the scores unchanged, so greedy decoding is unaffected; splitting ``generate``
-    at this moment measures prefill and decoding without running the prefill twice.
-    """
-
-    def __init__(self, sync):
-        self.sync, self.first = sync, None
-
-    def __call__(self, input_ids, scores):
-        if self.first is None:
-            self.sync()
-            self.first = time.perf_counter()
-        return scores
 
 
 class VideoQA(LightningModule):
@@ -115,9 +96,7 @@ class VideoQA(LightningModule):
         self.reducer = reducer if reducer is not None else DyToReducer()
         self.max_new_tokens, self.max_length, self.overflow = max_new_tokens, max_length, overflow
         self.generation_batch_size, self.seed, self.encode_ahead = generation_batch_size, seed, encode_ahead
-        # id -> (features [T',N,D], cls [T',D] | None, CUDA event | None), for the next batch only
-        self._encoded_ahead: dict[str, tuple[Tensor, Tensor | None, torch.cuda.Event | None]] = {}
-        self._streams: tuple[torch.cuda.Stream, torch.cuda.Stream] | None = None  # (generation, encode-ahead)
+        self.lookahead = EncodeAhead()  # features for the next step: encoded ahead, or handed over (use_features)
         self.num_frames = self.reducer.num_frames
         self.set_backbone(build_backbone(backbone, seed=seed) if isinstance(backbone, str) else backbone)
 
@@ -195,53 +174,21 @@ class VideoQA(LightningModule):
     def encodes_ahead(self) -> bool:
         return self.device.type == "cuda" if self.encode_ahead is None else self.encode_ahead
 
-    def _encode_upcoming(self, upcoming) -> None:
-        """Queue the encoder for the readable videos of the next batch (an ``UpcomingBatch``).
-
-        On CUDA the work goes to a side stream and returns at once; elsewhere it runs here (no
-        overlap, but the same bookkeeping, which is what the CPU tests check). A failure (say,
-        out of memory) only means the video is encoded in its own step, where it is reported.
-        """
-        side = self._streams[1] if self._streams is not None else None
-        if side is not None:
-            side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
-            for sample_id, pixels in zip(upcoming.ids, upcoming.pixel_values):
-                if pixels is None:
-                    continue
-                try:
-                    features, cls = self.encode_frames(pixels, with_cls=self.reducer.needs_cls)
-                except Exception:  # encoded again in its own step, whose record reports the error
-                    continue
-                done = None
-                if side is not None:
-                    done = torch.cuda.Event()
-                    done.record(side)
-                self._encoded_ahead[sample_id] = (features, cls, done)
-
     def use_features(self, encoded: dict[str, tuple[Tensor, Tensor | None]]) -> None:
         """Features already computed, ``id -> (features [T',N,D], cls [T',D] | None)``, for the next
         ``predict_step`` only: its entries with these ids skip the encoder (``dyto sweep`` encodes a
         video once for a whole reducer grid). The encode-ahead hand-over, without a stream."""
-        self._encoded_ahead.update({k: (f, c, None) for k, (f, c) in encoded.items()})
+        self.lookahead.hand_over(encoded)
 
-    def _features(self, pixel_values: Tensor, ahead) -> tuple[Tensor, Tensor | None]:
-        """This question's features: encoded now, or taken over from the previous step's side stream."""
-        if ahead is None or ahead[0].shape[0] * self.preprocessing.frames_per_patch != pixel_values.shape[0]:
-            return self.encode_frames(pixel_values, with_cls=self.reducer.needs_cls)
-        features, cls, done = ahead
-        if done is not None:
-            stream = torch.cuda.current_stream(self.device)
-            stream.wait_event(done)
-            for t in (features, cls):
-                if t is not None:
-                    t.record_stream(stream)  # side-stream memory: not reused before this stream is done with it
-        return features, cls
+    def _encode_for_reducer(self, pixel_values: Tensor) -> tuple[Tensor, Tensor | None]:
+        return self.encode_frames(pixel_values, with_cls=self.reducer.needs_cls)
 
     def _prepare(self, qa: dict, pixel_values: Tensor, timings: dict, ahead=None) -> tuple[dict, list[LLMInput]]:
         """Encode (or collect ``ahead``), reduce and build the LLM input of each question of ``qa``."""
         t0 = self._now()
-        features, cls = self._features(pixel_values, ahead)
+        # taken over from the previous step (encode-ahead or use_features), else encoded now
+        features, cls = (EncodeAhead.collect(ahead, pixel_values.shape[0], self.preprocessing.frames_per_patch, self.device)
+                         or self._encode_for_reducer(pixel_values))
         t1 = self._now()
         reduction = self.reducer(features, self.grid, cls)
         t2 = self._now()
@@ -286,23 +233,10 @@ class VideoQA(LightningModule):
     def generation_groups(self, sequences: list[LLMInput]) -> list[list[int]]:
         """Indices of ``sequences`` per ``generate`` call (see ``generation_batch_size``, ``batch_order``);
         a sequence that can pass the backbone's dynamic-RoPE limit gets a call of its own (:mod:`dyto.models.rope`)."""
-        shared, alone = alone_past_limit([s.length for s in sequences], self.max_new_tokens,
-                                         dynamic_rope_limit(self.backbone.model))
-        lengths = [sequences[i].length for i in shared]
-        size = self.generation_batch_size
-        if size == "auto":
-            free = kv_memory_bytes(self.backbone.device, self.backbone.model)
-            if free is not None:
-                per_token = kv_cache_bytes_per_token(self.backbone.model.config, self.backbone.dtype)
-                # a static cache is rounded up to its bucket: count a whole bucket more, to be safe
-                extra = STATIC_CACHE_BUCKET if self.resolved_generation_loop()[0] == "static_compiled" else 0
-                groups = memory_groups(lengths, self.max_new_tokens + extra, per_token, AUTO_MEMORY_SHARE * free,
-                                       order=self.batch_order)
-            else:
-                groups = length_groups(lengths, None, self.batch_order)
-        else:
-            groups = length_groups(lengths, size, self.batch_order)
-        return [[shared[j] for j in g] for g in groups] + [[i] for i in alone]
+        # a static cache is rounded up to its bucket: count a whole bucket more, to be safe
+        extra = STATIC_CACHE_BUCKET if self.resolved_generation_loop()[0] == "static_compiled" else 0
+        return plan_groups([s.length for s in sequences], self.generation_batch_size, self.batch_order, self.backbone,
+                           self.max_new_tokens, cache_extra=extra, rope_limit=dynamic_rope_limit(self.backbone.model))
 
     def _generation_config_for(self, group: list[LLMInput]):
         loop, reason = self.resolved_generation_loop()
@@ -320,47 +254,26 @@ class VideoQA(LightningModule):
         Inputs go to the backbone in the groups of :meth:`generation_groups`. A group's prefill
         time is shared in proportion to sequence length, its decoding time equally.
         """
-        out: list[tuple[str, float, float] | None] = [None] * len(sequences)
         groups = self.generation_groups(sequences)
         self.last_group_sizes = [len(g) for g in groups]  # what the benchmarks report
-        for indices in groups:
-            group = [sequences[i] for i in indices]
-            config = self._generation_config_for(group)
-            timer = _FirstTokenTimer(self._sync)
-            t0 = self._now()
-            texts = self.backbone.generate(group, config, LogitsProcessorList([timer]))
-            t1 = self._now()
-            prefill, decode = (timer.first - t0) * 1e3, (t1 - timer.first) * 1e3
-            total = sum(s.length for s in group)
-            for i, t, s in zip(indices, texts, group):
-                out[i] = (t.strip(), prefill * s.length / total, decode / len(group))
-        return out
+        return generate_in_groups(self.backbone, sequences, groups, self._generation_config_for, self._sync)
 
     # -- Lightning ---------------------------------------------------------------------------
     def on_predict_epoch_start(self) -> None:
-        self._encoded_ahead.clear()
-        if self.encodes_ahead and self.device.type == "cuda" and self._streams is None:
-            # lower is more urgent; the default stream and the side stream have priority 0
-            self._streams = (torch.cuda.Stream(self.device, priority=-1), torch.cuda.Stream(self.device))
+        self.lookahead.start(self.device, self.encodes_ahead)
 
     def on_predict_epoch_end(self) -> None:
-        self._encoded_ahead.clear()
+        self.lookahead.clear()
 
     @torch.no_grad()
     def predict_step(self, batch: dict, batch_idx: int = 0) -> list[dict]:
-        """One prediction record per batch entry, in batch order; no entry can crash the batch."""
-        if self._streams is None:
-            return self._predict(batch)
-        main = self._streams[0]
-        main.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(main):
-            records = self._predict(batch)
-        torch.cuda.current_stream(self.device).wait_stream(main)
-        return records
+        """One prediction record per batch entry, in batch order; no entry can crash the batch.
+        With encode-ahead streams, on the generation stream (see :meth:`EncodeAhead.run`)."""
+        return self.lookahead.run(lambda: self._predict(batch), self.device)
 
     def _predict(self, batch: dict) -> list[dict]:
         common = dict(reducer=self.reducer.config(), model=self.model_name, seed=self.seed)
-        ahead, self._encoded_ahead = self._encoded_ahead, {}  # only the previous step's look-ahead is valid
+        taken = self.lookahead.take()  # only the previous step's look-ahead is valid
         values, jobs = [], []  # jobs: (entry index, field, LLM input)
         for i, qa in enumerate(batch["records"]):
             timings = {"decode": batch["decode_ms"][i]}
@@ -369,15 +282,15 @@ class VideoQA(LightningModule):
             if v["status"] == "ok":
                 try:
                     prepared, sequences = self._prepare(qa, batch["pixel_values"][i], timings,
-                                                        ahead.pop(batch["ids"][i], None))
+                                                        taken.pop(batch["ids"][i], None))
                     v.update(prepared)
                     jobs += [(i, field, s) for field, s in zip(("prediction", "prediction2"), sequences)]
                 except Exception as e:  # a per-sample failure becomes an error record
                     v.update(status="error", error=f"{type(e).__name__}: {e}")
             values.append(v)
-        ahead.clear()
+        taken.clear()
         if self.encodes_ahead and batch.get("upcoming") is not None:
-            self._encode_upcoming(batch["upcoming"])
+            self.lookahead.queue(batch["upcoming"], self._encode_for_reducer, self.device)
         try:
             answers = self.generate([s for _, _, s in jobs]) if jobs else []
         except Exception as e:
