@@ -18,7 +18,6 @@ upper bounds; the ordering effect is what to read.
 from __future__ import annotations
 
 import argparse
-import gzip
 import statistics
 import sys
 import tempfile
@@ -30,20 +29,8 @@ from dyto.models.backbone import build_backbone, list_backbones
 from dyto.models.batching import length_groups, padding_tokens
 from dyto.records import read_qa_records
 
-FULL = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "qa-full"
-SHEETS = {"msvd_qa": "MSVD_QA.csv", "msrvtt_qa": "MSRVTT_QA.csv", "tgif_qa": "TGIF_FrameQA.csv",
-          "activitynet_qa": "ActivityNet_QA.csv", "nextqa": "NExT_QA.csv", "egoschema": "EgoSchema.csv",
-          "intentqa": "IntentQA.csv", "star": "STAR.csv", "vcgbench": "VCGBench"}
-
-
-def unpack(name: str, dest: Path) -> Path:
-    """Gunzip one shipped sheet (a CSV, or VCGBench's folder of four) into ``dest``."""
-    packed = sorted((FULL / name).glob("*.csv.gz")) if (FULL / name).is_dir() else [FULL / f"{name}.gz"]
-    for gz in packed:
-        out = dest / gz.relative_to(FULL).with_suffix("")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(gzip.decompress(gz.read_bytes()))
-    return dest / name
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the shipped sheets and their unpacker
+from qa_sheets import SHEETS, unpack_full_sheet  # noqa: E402
 
 
 def pool_padding(lengths: list[int], order: list[int], pool: int, group: int | None) -> int:
@@ -70,7 +57,7 @@ def main() -> None:
           f"{'padding, length order':>23}")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.benchmarks:
-            sheet = unpack(SHEETS[name], Path(tmp))
+            sheet = unpack_full_sheet(SHEETS[name], Path(tmp))  # sha256-checked
             out = Path(tmp) / f"{name}.jsonl"
             prepare(name, sheet, out)
             records = read_qa_records(out)

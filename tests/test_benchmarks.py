@@ -21,15 +21,14 @@ from dyto.datamodules.paths import resolver_for
 from dyto.datamodules.prepare import prepare
 from dyto.evaluation import paper
 from dyto.records import read_qa_records
+from qa_sheets import SHEETS
 from test_prepare import videomme_rows
 from videos_util import FIXTURES
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "benchmarks"
 # The published sample of each benchmark's sheet (qa/SOURCES.md); VideoMME's may not be
 # redistributed, so its rows are synthetic (tests/test_prepare.py).
-SAMPLES = {"msvd_qa": "MSVD_QA.csv", "msrvtt_qa": "MSRVTT_QA.csv", "tgif_qa": "TGIF_FrameQA.csv",
-           "activitynet_qa": "ActivityNet_QA.csv", "nextqa": "NExT_QA.csv", "egoschema": "EgoSchema.csv",
-           "intentqa": "IntentQA.csv", "star": "STAR.csv", "vcgbench": "VCGBench", "videomme": None}
+SAMPLES = {**SHEETS, "videomme": None}
 NAMES = sorted(BENCHMARKS)
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import gzip
-import hashlib
 import json
 import shutil
 from collections import Counter
@@ -14,33 +12,14 @@ import pytest
 from dyto.datamodules.benchmarks import BENCHMARKS
 from dyto.datamodules.prepare import main, prepare
 from dyto.records import SPLITS, TASKS, read_qa_records
-from videos_util import FIXTURES
+from qa_sheets import QA, SHEETS, unpack_full_sheet
 
-QA, QA_FULL = FIXTURES / "qa", FIXTURES / "qa-full"  # samples as shipped; full sheets gzipped
-
-SHEETS = {"msvd_qa": "MSVD_QA.csv", "msrvtt_qa": "MSRVTT_QA.csv", "tgif_qa": "TGIF_FrameQA.csv",
-          "activitynet_qa": "ActivityNet_QA.csv", "nextqa": "NExT_QA.csv", "egoschema": "EgoSchema.csv",
-          "intentqa": "IntentQA.csv", "star": "STAR.csv", "vcgbench": "VCGBench"}
 # qa/SOURCES.md; VCGBench = 1996 generic + 499 temporal + 499 consistency pairs.
 FULL_COUNTS = {"msvd_qa": 6415, "msrvtt_qa": 12278, "tgif_qa": 13691, "activitynet_qa": 8000, "nextqa": 4996,
                "egoschema": 500, "intentqa": 2044, "star": 7098, "vcgbench": 2994}
 SPLIT = {"msvd_qa": "val", "msrvtt_qa": "val", "tgif_qa": "test", "activitynet_qa": "test", "nextqa": "val",
          "egoschema": "subset", "intentqa": "val", "star": "val", "videomme": "test", "vcgbench": "test"}
 SAMPLE_COUNTS = {**{b: 30 for b in SHEETS}, "vcgbench": 90, "videomme": 4}
-
-
-def unpack_full_sheet(name: str, dest):
-    """Gunzip the full sheet (a CSV, or VCGBench's folder of four) into ``dest``; each unpacked file
-    must have the sha256 that qa/SOURCES.md gives for the original."""
-    sources = (QA / "SOURCES.md").read_text()
-    packed = sorted((QA_FULL / name).glob("*.csv.gz")) if (QA_FULL / name).is_dir() else [QA_FULL / f"{name}.gz"]
-    assert packed
-    for gz in packed:
-        out = dest / gz.relative_to(QA_FULL).with_suffix("")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(gzip.decompress(gz.read_bytes()))
-        assert hashlib.sha256(out.read_bytes()).hexdigest() in sources, f"{gz.name}: not the published sheet"
-    return dest / name
 
 
 def videomme_rows() -> list[dict]:
