@@ -18,9 +18,9 @@ import pkgutil
 
 from dyto.datamodules.benchmarks.registry import (BENCHMARKS, breakdown_keys, find_benchmark, get_benchmark,
                                                   question_type, register_benchmark, unregister_benchmark)
-from dyto.datamodules.benchmarks.spec import METRICS, BenchmarkSpec, Published, VideoRule, paper_rows
+from dyto.datamodules.benchmarks.spec import METRICS, BenchmarkSpec, LmmsEvalTask, Published, VideoRule, paper_rows
 
-__all__ = ["BENCHMARKS", "METRICS", "BenchmarkSpec", "Published", "VideoRule", "breakdown_keys", "find_benchmark",
+__all__ = ["BENCHMARKS", "METRICS", "BenchmarkSpec", "LmmsEvalTask", "Published", "VideoRule", "breakdown_keys", "find_benchmark",
            "get_benchmark", "paper_rows", "question_type", "register_benchmark", "unregister_benchmark"]
 
 _MACHINERY = {"registry", "spec"}

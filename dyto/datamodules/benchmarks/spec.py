@@ -21,7 +21,7 @@ from typing import Callable, Mapping
 from dyto.datamodules.sheets import Prepared
 from dyto.records import TASKS
 
-__all__ = ["BenchmarkSpec", "METRICS", "Published", "VideoRule", "paper_rows"]
+__all__ = ["BenchmarkSpec", "LmmsEvalTask", "METRICS", "Published", "VideoRule", "paper_rows"]
 
 # What a published number measures: accuracy in %, the judge's 0-5 score, VCGBench's 5-dimension mean.
 METRICS = ("accuracy", "score", "vcgbench_average")
@@ -61,6 +61,29 @@ class VideoRule:
 
 
 @dataclass(frozen=True)
+class LmmsEvalTask:
+    """A benchmark's task under ``protocol: lmms_eval`` (lmms-eval's ``lmms_eval/tasks/<task>/``).
+
+    The seam between the benchmark side and the backbones (docs/internals.md): the task gives the
+    user text, the decoding length and the answer parser; each backbone wraps the text in its own
+    chat template and picks its frames and resolution.
+
+    task: lmms-eval's task name (``videomme``, ``mlvu_dev``, ...).
+    source: where it was read: ``<repo>@<commit> <file> <lines>``.
+    doc_to_text: canonical record (dict) -> the user text, pre/post prompt included.
+    max_new_tokens: the task's ``generation_kwargs.max_new_tokens``.
+    parse: (prediction text, record) -> chosen option index or None (the task's own
+        ``process_results`` parser); None for open-ended tasks.
+    """
+
+    task: str
+    source: str
+    doc_to_text: Callable[[dict], str]
+    max_new_tokens: int
+    parse: Callable[[str, dict], int | None] | None = None
+
+
+@dataclass(frozen=True)
 class BenchmarkSpec:
     """Everything dyto knows about one benchmark.
 
@@ -80,6 +103,7 @@ class BenchmarkSpec:
         type_groups: reporting type -> group -> ``by_group`` (NExT-QA's causal/temporal/descriptive).
         breakdown_fields: further ``meta`` keys reported as ``by_<key>`` (VideoMME's duration, ...).
         published: DyTo's published numbers for this benchmark.
+        lmms_eval: the task under ``protocol: lmms_eval``; None where lmms-eval has no such task.
     """
 
     name: str
@@ -94,6 +118,7 @@ class BenchmarkSpec:
     type_groups: Mapping[str, str] = field(default_factory=dict)
     breakdown_fields: tuple[str, ...] = ()
     published: tuple[Published, ...] = ()
+    lmms_eval: LmmsEvalTask | None = None
 
     def __post_init__(self) -> None:
         where = f"benchmark spec {self.name!r}"
