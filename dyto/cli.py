@@ -18,6 +18,7 @@ point.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 from jsonargparse import lazy_instance
@@ -39,7 +40,9 @@ class RunDirConfigSaver(SaveConfigCallback):
 
         if self.already_saved:
             return
-        run_dir = find_writer(trainer).resolve_run_dir(trainer)  # always present: DyToCLI adds it
+        writer = find_writer(trainer)  # always present: DyToCLI adds it
+        run_dir = writer.resolve_run_dir(trainer)
+        writer.hold_lock(trainer)  # a refused run must not write over the holder's config
         if trainer.is_global_zero:
             run_dir.mkdir(parents=True, exist_ok=True)
             self.parser.save(self.config, str(run_dir / self.config_filename), skip_none=False, overwrite=True,
@@ -50,12 +53,22 @@ class RunDirConfigSaver(SaveConfigCallback):
 class DyToCLI(LightningCLI):
     """LightningCLI with the prediction writer and the evaluation always wired in."""
 
+    def __init__(self, *args, **kwargs):
+        self.run_lock = contextlib.ExitStack()  # the run folder's lock, when taken before the model loads
+        with self.run_lock:
+            super().__init__(*args, **kwargs)
+
     def before_instantiate_classes(self) -> None:
-        """Stop in one line, before any weights load, when the config cannot run here."""
+        """Stop in one line, before any weights load, when the config cannot run here or its run
+        folder is in use (``dyto predict`` with a run name; else the writer locks it in setup)."""
+        from dyto.predict.writer import early_lock_dir
         from dyto.preflight import preflight
+        from dyto.runs import RunFolder
 
         config = self.config[self.subcommand] if self.subcommand else self.config  # run=False: not nested
         preflight(config.as_dict())
+        if self.subcommand == "predict" and (run_dir := early_lock_dir(config.as_dict().get("output") or {})):
+            self.run_lock.enter_context(RunFolder(run_dir).lock("dyto predict"))
 
     def after_predict(self) -> None:
         """Finish a rank whose predict loop never ran.
@@ -136,13 +149,16 @@ def main(argv: list[str] | None = None) -> None:
     cmd, rest = argv[0], argv[1:]
     if cmd in LIGHTNING_SUBCOMMANDS:
         from dyto.evaluation.judge import JudgeFatalError
-        from dyto.runs import MixedSettingsError, SettingsChanged
+        from dyto.runs import MixedSettingsError, RunLocked, SettingsChanged
 
         try:
             run_lightning(argv)
         except (SettingsChanged, MixedSettingsError, JudgeFatalError) as e:
             # a known way for a run to stop: one line that says what to change, no traceback
             sys.exit(f"dyto {cmd}: {e}")
+        except RunLocked as e:  # until the shared UserError handler lands: one line, exit 2
+            print(f"dyto: {e.one_line()}", file=sys.stderr)
+            sys.exit(2)
     elif cmd == "prepare":
         from dyto.datamodules.prepare import main as prepare_main
 
@@ -158,10 +174,13 @@ def main(argv: list[str] | None = None) -> None:
     elif cmd == "sweep":
         from dyto.evaluation.judge import JudgeFatalError
         from dyto.evaluation.sweep import sweep_main
-        from dyto.runs import MixedSettingsError, SettingsChanged
+        from dyto.runs import MixedSettingsError, RunLocked, SettingsChanged
 
         try:
             sys.exit(sweep_main(rest, build_for_sweep))
+        except RunLocked as e:  # until the shared UserError handler lands: one line, exit 2
+            print(f"dyto: {e.one_line()}", file=sys.stderr)
+            sys.exit(2)
         except (SettingsChanged, MixedSettingsError, JudgeFatalError, ValueError) as e:
             sys.exit(f"dyto sweep: {e}")
     elif cmd == "demo":

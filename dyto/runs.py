@@ -10,10 +10,12 @@ pictures and the notebook API all use::
     <run>/artifacts/inputs.json, summary.json  the input ids; counts by status
     <run>/eval_save_dir/judgments.jsonl        judge cache (append-only)
     <run>/logs/results.json, report.md, *.png  metrics, report, pictures
+    <run>/run.lock                             who holds the folder (dyto.runlock)
 
 The fingerprint is what keeps a resume honest: predictions made with one budget, checkpoint,
 dtype or prompt are never finished, merged or scored together with predictions made with
-another. Every prediction record carries the fingerprint's digest.
+another. Every prediction record carries the fingerprint's digest. ``RunFolder.lock`` keeps a
+folder to one writer at a time (``dyto predict``, ``dyto judge``, a sweep cell).
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from typing import Any
 
 from dyto import __version__
 from dyto.records import read_jsonl, write_text_atomic
+from dyto.runlock import DEFAULT_HINT, LOCK_FILE, RunLocked, hold
 
-__all__ = ["RunFolder", "Run", "SettingsChanged", "MixedSettingsError", "run_fingerprint",
+__all__ = ["RunFolder", "Run", "SettingsChanged", "MixedSettingsError", "RunLocked", "run_fingerprint",
            "fingerprint_digest", "fingerprint_changes", "check_one_fingerprint"]
 
 DIGEST_CHARS = 10
@@ -170,6 +173,16 @@ class RunFolder:
 
     def report(self, suffix: str = "") -> Path:
         return self.logs / f"report{suffix}.md"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / LOCK_FILE
+
+    def lock(self, purpose: str, hint: str = DEFAULT_HINT):
+        """Context manager: hold this folder exclusively (``purpose``, e.g. "dyto predict", is what a
+        refused process is told, with ``hint``, the way out besides waiting). Raises ``RunLocked``
+        naming the holder when another live process holds it; nests in a process that holds it."""
+        return hold(self.root, purpose, hint)
 
     def make(self) -> "RunFolder":
         for d in (self.artifacts, self.eval_dir, self.logs):

@@ -7,7 +7,8 @@ Every ``JudgeConfig`` field is a flag (``max_cost`` -> ``--max-cost``) with the 
 default and help, so this command and ``dyto predict --evaluation.judge.<field>`` offer the same
 settings. A progress bar on stderr shows done/total, rate, ETA, cost, retries and errors. An
 error no retry can fix (a bad key, an unknown or retired model) ends the command with one line
-naming the setting to change, and exit status 2.
+naming the setting to change, and exit status 2; so does a run folder another ``dyto judge`` or
+``dyto predict`` is writing (one judge at a time per folder: ``RunFolder.lock``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dyto.evaluation.choice import CHOICE_MODES
 from dyto.evaluation.judge import JudgeFatalError, JudgeUnavailable
 from dyto.evaluation.protocol import JudgeConfig
 from dyto.evaluation.report import evaluate, locate_predictions
+from dyto.runs import RunLocked
 
 
 def _flag_type(name: str) -> tuple[type, int | None]:
@@ -63,11 +65,15 @@ def judge_main(argv: list[str] | None = None) -> int:
     predictions, out = locate_predictions(args.predictions, args.out)
     try:
         results = evaluate(predictions, out, scorer="gpt", judge_config=config, choice_mode=args.choice_mode,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, purpose="dyto judge",
+                           hint="judge into another folder with --out DIR")
     except JudgeUnavailable as e:
         ap.error(str(e))
     except JudgeFatalError as e:
         print(f"dyto judge: {e}", file=sys.stderr)
+        return 2
+    except RunLocked as e:  # until the shared UserError handler lands: one line, exit 2
+        print(f"dyto: {e.one_line()}", file=sys.stderr)
         return 2
     run = results.get("judge_run", {})
     print(json.dumps(run, indent=1))

@@ -35,6 +35,7 @@ from dyto.evaluation.paper import model_size, published
 from dyto.records import read_jsonl, write_jsonl, write_text_atomic
 from dyto import viz
 from dyto.runs import Run, RunFolder, check_one_fingerprint
+from dyto.runlock import DEFAULT_HINT
 
 SCORERS = ("auto", "gpt", "match")
 EVAL_DIR = "eval_save_dir"
@@ -94,15 +95,24 @@ def _gpt_judgments(preds: list[dict[str, Any]], cache: Path, config: JudgeConfig
 
 def evaluate(predictions_path: str | os.PathLike, out_dir: str | os.PathLike, scorer: str = "auto",
              judge_config: JudgeConfig | None = None, choice_mode: str = "reference",
-             progress: bool = False) -> dict[str, Any]:
+             progress: bool = False, *, purpose: str = "evaluation", hint: str = DEFAULT_HINT) -> dict[str, Any]:
     """Score one run's predictions and write its results and report.
 
-    Raises ``MixedSettingsError`` before any work when the predictions were made with different
-    settings, and ``JudgeFatalError`` after writing the results (what was judged, the rest
-    counted unjudged) when the judge server refused in a way no retry can fix."""
+    Holds ``out_dir``'s lock as ``purpose`` (``RunFolder.lock``; nested inside ``dyto predict`` and ``dyto sweep``,
+    which hold it already): one judge at a time appends to a folder's cache and writes its logs.
+    Raises ``RunLocked`` when another process holds it, ``MixedSettingsError`` before any work
+    when the predictions were made with different settings, and ``JudgeFatalError`` after writing
+    the results (what was judged, the rest counted unjudged) when the judge server refused in a
+    way no retry can fix."""
     predictions_path, out_dir = Path(predictions_path), Path(out_dir)
     if not predictions_path.exists():
         raise FileNotFoundError(f"no predictions at {predictions_path}")
+    with RunFolder(out_dir).lock(purpose, hint):
+        return _evaluate(predictions_path, out_dir, scorer, judge_config, choice_mode, progress)
+
+
+def _evaluate(predictions_path: Path, out_dir: Path, scorer: str, judge_config: JudgeConfig | None,
+              choice_mode: str, progress: bool) -> dict[str, Any]:
     parse_choice("A", 1, choice_mode)  # an unknown mode raises ValueError before any work
     preds = list(read_jsonl(predictions_path))
     fingerprint = check_one_fingerprint(preds, predictions_path)  # never one result from mixed settings

@@ -22,6 +22,13 @@ run). So every cell samples the same `--num-frames` frames. A rerun skips each (
 question) already ``ok`` and decodes only the videos some cell still needs; a cell folder made
 with other settings stops the sweep (``SettingsChanged``) before anything is predicted.
 Writes `<out>/sweep.md`, `<out>/sweep.json` and `<out>/sweep.png` (see ``sweep_report``).
+
+One sweep per `--out` at a time: the sweep holds `<out>`'s lock (``RunFolder.lock``) from before
+the model loads, so a second sweep on the same `--out` stops in one line naming the first, and
+every cell's lock while it predicts and evaluates, so a `dyto predict` or `dyto judge` on a cell
+in use stops too. (A second sweep is refused rather than given the cells nobody holds: every
+cell advances video by video together, so a running sweep holds all of its cells, and two
+sweeps would write one `sweep.md`.)
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +57,7 @@ from dyto.runs import RunFolder, SettingsChanged, fingerprint_digest, run_finger
 __all__ = ["Cell", "parse_reducer", "build_grid", "run_sweep", "sweep_main", "SweepSettingsChanged"]
 
 KNOBS = ("retention", "target_tokens")
+SWEEP_HINT = "sweep into another --out"
 
 
 @dataclass
@@ -115,6 +124,19 @@ class _CellState:
     digest: str
     pending: set[str]
     log: Any = None
+
+
+def lock_cells(out: Path, cells: list[Cell]) -> ExitStack:
+    """Hold ``out`` and every cell's run folder (nested where this process holds them already);
+    raises ``RunLocked`` (and holds nothing) when another process holds one."""
+    stack = ExitStack()
+    try:
+        for folder in [Path(out)] + [Path(out) / c.name for c in cells]:
+            stack.enter_context(RunFolder(folder).lock("dyto sweep", SWEEP_HINT))
+    except BaseException:
+        stack.close()
+        raise
+    return stack
 
 
 def _claim(cells: list[Cell], module, datamodule, out: Path, config: dict | None) -> list[_CellState]:
@@ -194,6 +216,7 @@ def run_sweep(module, datamodule, cells: list[Cell], out: str | Path, config: di
     if wrong:
         raise ValueError(f"cells {wrong} sample other than the data's {datamodule.num_frames} frames")
     original, states = module.reducer, []
+    locks = lock_cells(out, cells)  # before any cell folder is written
     module.eval().to(device)
     try:
         states = _claim(cells, module, datamodule, out, config)
@@ -228,6 +251,7 @@ def run_sweep(module, datamodule, cells: list[Cell], out: str | Path, config: di
         for state in states:  # a failure above: what was appended stays, flushed, for the rerun
             if state.log is not None:
                 state.log.close()
+        locks.close()
 
 
 def _predict_chunk(module, state: _CellState, recs, sample: dict, features) -> None:
@@ -267,6 +291,11 @@ def sweep_main(argv: list[str], build: Callable[[list[str]], tuple]) -> int:
                    "(default: concat-unreduced when concat is in the grid)")
     p.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples for the intervals")
     args, rest = p.parse_known_args(argv)
+    with RunFolder(args.out).lock("dyto sweep", SWEEP_HINT):  # before the model loads
+        return _sweep(args, rest, build)
+
+
+def _sweep(args: argparse.Namespace, rest: list[str], build: Callable[[list[str]], tuple]) -> int:
     module, datamodule, trainer, config, evaluation = build(rest)
     if args.num_frames is not None:
         datamodule.num_frames = args.num_frames
@@ -286,12 +315,13 @@ def sweep_main(argv: list[str], build: Callable[[list[str]], tuple]) -> int:
         raise ValueError(f"--baseline {baseline!r} is not a cell of this grid: {', '.join(names)}")
     print(f"[dyto] sweep {args.out}: {len(cells)} cells x {len(datamodule.input_ids())} questions, "
           f"{num_frames} frames per video")
-    with trainer.precision_plugin.forward_context():
-        done = run_sweep(module, datamodule, cells, args.out, config, trainer.strategy.root_device)
-    print(f"[dyto] decoded {done['decoded']} videos, encoded {done['encoded']}")
-    scorer = args.scorer or evaluation.scorer
-    for state in done["cells"]:
-        evaluate_run(state.folder.root, scorer, evaluation.judge_config, evaluation.choice_mode)
+    with lock_cells(args.out, cells):  # held through evaluation
+        with trainer.precision_plugin.forward_context():
+            done = run_sweep(module, datamodule, cells, args.out, config, trainer.strategy.root_device)
+        print(f"[dyto] decoded {done['decoded']} videos, encoded {done['encoded']}")
+        scorer = args.scorer or evaluation.scorer
+        for state in done["cells"]:
+            evaluate_run(state.folder.root, scorer, evaluation.judge_config, evaluation.choice_mode)
     text = write_sweep_report(args.out, cells, num_frames, baseline, args.resamples,
                               {"decoded": done["decoded"], "encoded": done["encoded"]})
     print(text)

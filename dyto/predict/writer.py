@@ -15,6 +15,12 @@ the list of changed settings instead of finishing one run's questions with anoth
 Every record carries the fingerprint's digest, and the default run name ends with it, so a
 changed setting lands in a new folder by itself.
 
+One run folder has one writer: rank 0 holds the folder's lock (``RunFolder.lock``) from before
+anything is written until teardown, and every rank learns whether it got it (a broadcast), so a
+second ``dyto predict`` on a folder in use stops in one line on every rank. ``dyto predict`` with
+a ``run_name`` takes it earlier, before the model loads (``early_lock_dir``); the default name
+needs the model's fingerprint, so that case is locked here, still before anything is predicted.
+
 Usage (LightningCLI YAML)::
 
     trainer:
@@ -26,8 +32,10 @@ Usage (LightningCLI YAML)::
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +43,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from dyto.records import append_jsonl, open_append_log, read_jsonl, write_jsonl, write_text_atomic
-from dyto.runs import RunFolder, fingerprint_digest, run_fingerprint
+from dyto.runs import RunFolder, RunLocked, fingerprint_digest, run_fingerprint
 
 
 class IncompleteRunError(RuntimeError):
@@ -61,6 +69,18 @@ def default_run_name(trainer: pl.Trainer, fingerprint: dict[str, Any]) -> str:
     reducer = getattr(getattr(module, "reducer", None), "name", "reducer")
     name = f"{bench}_{Path(str(model)).name}_{reducer}-{fingerprint_digest(fingerprint)}"
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+
+
+def early_lock_dir(output: dict[str, Any]) -> Path | None:
+    """The run folder to lock before the model loads, from the parsed ``output`` settings: known only
+    with a ``run_name``, and only in a process that will be global rank 0 and that no launcher
+    started beside others (torchrun, srun with several tasks, a Lightning DDP child: those lock
+    in ``PredictionWriter.setup``, where the ranks can tell each other the outcome)."""
+    env = os.environ
+    launched = any(k in env for k in ("RANK", "LOCAL_RANK")) or int(env.get("SLURM_NTASKS", "1") or 1) > 1
+    if not output.get("run_name") or launched or env.get("NODE_RANK", "0") != "0":
+        return None
+    return Path(output.get("output_dir") or "outputs") / output["run_name"]
 
 
 def find_writer(trainer: pl.Trainer) -> "PredictionWriter | None":
@@ -142,6 +162,8 @@ class PredictionWriter(BasePredictionWriter):
         self._file = None
         self._finalized: Path | None = None
         self.ranks_done = False
+        self._lock: ExitStack | None = None  # rank 0: the run folder's lock, held until teardown
+        self._locked = False  # every rank: the lock question was settled for this predict run
 
     # -- paths -------------------------------------------------------------------------------
     def settings(self, trainer: pl.Trainer) -> dict[str, Any]:
@@ -165,11 +187,45 @@ class PredictionWriter(BasePredictionWriter):
     def artifacts(self) -> Path:
         return self.folder.artifacts
 
+    # -- lock ----------------------------------------------------------------------------------
+    def hold_lock(self, trainer: pl.Trainer) -> None:
+        """Rank 0 takes the run folder's lock (nested when ``dyto predict`` took it before the model
+        loaded); every rank learns the outcome and a refused run stops on all of them. Idempotent."""
+        if self._locked:
+            return
+        refused = None
+        if trainer.is_global_zero:
+            stack = ExitStack()
+            try:
+                stack.enter_context(RunFolder(self.resolve_run_dir(trainer)).lock("dyto predict"))
+                self._lock = stack
+            except RunLocked as e:
+                refused = e
+        message = trainer.strategy.broadcast(None if refused is None else str(refused), src=0)
+        if refused is not None:
+            raise refused
+        if message is not None:
+            raise RunLocked(message)
+        self._locked = True
+
+    def release_lock(self) -> None:
+        self._locked = False
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.release_lock()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self.release_lock()
+
     # -- lifecycle ---------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "predict":
             return
         run_dir = self.resolve_run_dir(trainer)
+        self.hold_lock(trainer)  # before anything is written
         fingerprint = self.settings(trainer)
         folder = self.folder.make()
         dm = trainer.datamodule
