@@ -54,9 +54,10 @@ def assert_names_holder(message: str, folder: Path, purpose: str, pid: int, way_
 
 @pytest.mark.slow
 def test_two_predicts_started_together_then_the_holder_killed_and_a_rerun(tmp_path, monkeypatch, capsys):
-    ids = make_records(tmp_path / "q.jsonl", 6)
+    ids = make_records(tmp_path / "q.jsonl", 4)
     args = cli_args(tmp_path / "q.jsonl", tmp_path / "out", "twice", "--data.init_args.batch_size", "1",
-                    "--data.init_args.num_workers", "0", "--trainer.enable_progress_bar", "false")
+                    "--data.init_args.num_workers", "0", "--trainer.enable_progress_bar", "false",
+                    "--model.reducer.init_args.num_frames", "16", "--model.max_new_tokens", "4")  # quicker questions
     run_dir = tmp_path / "out" / "twice"
     logs = [(open(tmp_path / f"out{i}.txt", "w"), open(tmp_path / f"err{i}.txt", "w")) for i in range(2)]
     procs = [subprocess.Popen(args, cwd=REPO, env=run_env(), stdout=out, stderr=err, start_new_session=True)
@@ -77,7 +78,7 @@ def test_two_predicts_started_together_then_the_holder_killed_and_a_rerun(tmp_pa
 
         rank_log = run_dir / "artifacts" / "predictions.rank0.jsonl"
         while time.monotonic() < deadline and winner.poll() is None:
-            if rank_log.exists() and rank_log.read_text().count("\n") >= 2:
+            if rank_log.exists() and rank_log.read_text().count("\n") >= 1:
                 break
             time.sleep(0.05)
         assert winner.poll() is None, "the holder finished before it could be killed"
@@ -91,7 +92,7 @@ def test_two_predicts_started_together_then_the_holder_killed_and_a_rerun(tmp_pa
         for out, err in logs:
             out.close(), err.close()
     first = [r["id"] for r in read_jsonl(rank_log, allow_torn_tail=True)]
-    assert 2 <= len(first) < len(ids)
+    assert 1 <= len(first) < len(ids)
 
     from dyto.cli import main
 
@@ -115,14 +116,14 @@ def test_two_judges_on_one_folder_then_the_holder_killed_and_a_rerun(tmp_path, c
     preds = make_preds(30)  # 34 judge jobs
     write_jsonl(run / "artifacts" / "predictions.jsonl", preds)
     cache = run / "eval_save_dir" / "judgments.jsonl"
-    with JudgeServer("good", delay_s=0.05) as srv, JudgeServer("good") as other:
+    with JudgeServer("good", delay_s=0.2) as srv, JudgeServer("good") as other:
         argv = ["--predictions", str(run), "--base-url", srv.base_url, "--no-progress"]
         holder = subprocess.Popen([sys.executable, "-m", "dyto.evaluation.judge_cli", *argv, "--concurrency", "2"],
                                   env={**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{Path(__file__).parent}"},
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and (not cache.exists() or cache.read_text().count("\n") < 6):
+            while time.monotonic() < deadline and (not cache.exists() or cache.read_text().count("\n") < 4):
                 time.sleep(0.02)
             # a second judge on the same folder (its own server, to see that it asks nothing) stops
             assert judge_main(["--predictions", str(run), "--base-url", other.base_url, "--no-progress"]) == 2
@@ -133,7 +134,7 @@ def test_two_judges_on_one_folder_then_the_holder_killed_and_a_rerun(tmp_path, c
         finally:
             kill_9(holder)
         finished = {r["input_hash"] for r in read_jsonl(cache, allow_torn_tail=True)}
-        assert 6 <= len(finished) < 34, "the judge finished before it could be killed"
+        assert 4 <= len(finished) < 34, "the judge finished before it could be killed"
         srv.delay_s = 0
         asked = len(srv.requests)
         assert judge_main(argv) == 0
@@ -242,3 +243,25 @@ def test_a_second_sweep_on_one_out_stops_before_the_model_loads_and_a_held_cell_
     assert_names_holder(line.removeprefix("dyto: "), out / "uniform-default", "dyto predict", child.pid,
                         "sweep into another --out")
     assert sorted(p.name for p in (out / "uniform-default").iterdir()) == ["run.lock"]
+
+
+def test_a_run_a_launcher_started_locks_in_setup_and_a_refused_one_writes_nothing(tmp_path, monkeypatch, capsys):
+    """Under torchrun or srun every rank runs the CLI, so the lock is taken by rank 0 in the
+    writer's setup and the outcome broadcast to all ranks; RANK in the environment (as torchrun
+    sets it) sends a one-process run down that path."""
+    from dyto.cli import main
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("RANK", "0")
+    run_dir = tmp_path / "late"
+    child = hold_in_child(run_dir, "dyto predict")
+    try:
+        with pytest.raises(SystemExit) as stop:
+            main(["predict", "--config", "configs/demo.yaml", "--output.output_dir", str(tmp_path),
+                  "--output.run_name", "late", "--trainer.enable_progress_bar", "false"])
+    finally:
+        kill_9(child)
+    assert stop.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert_names_holder(line.removeprefix("dyto: "), run_dir, "dyto predict", child.pid, "pick another --output.run_name")
+    assert sorted(p.name for p in run_dir.iterdir()) == ["run.lock"]  # no config.yaml, no fingerprint, no log
