@@ -170,7 +170,9 @@ def _alive(rec: dict[str, Any], heartbeat: bool) -> tuple[bool, str]:
     if all(rec.get(k) == me[k] for k in ("host", "boot", "pidns")):
         if rec.get("pid") == os.getpid():
             return False, "it was this process"
-        return _pid_alive(int(rec.get("pid", -1)), str(rec.get("pid_start", ""))), "its process is gone"
+        pid = rec.get("pid")
+        alive = isinstance(pid, int) and pid > 0 and _pid_alive(pid, str(rec.get("pid_start", "")))
+        return alive, "its process is gone"
     if not heartbeat:
         return False, "the file system released its flock (its process is gone)"
     age = time.time() - float(rec.get("heartbeat", 0))
@@ -233,6 +235,7 @@ class _Held:
 
     def release(self) -> None:
         self._stop.set()
+        self._thread.join()  # no heartbeat may write to the fd number once it is closed
         try:
             if self.mode == "file":
                 if self._ours():

@@ -265,3 +265,22 @@ def test_a_run_a_launcher_started_locks_in_setup_and_a_refused_one_writes_nothin
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert_names_holder(line.removeprefix("dyto: "), run_dir, "dyto predict", child.pid, "pick another --output.run_name")
     assert sorted(p.name for p in run_dir.iterdir()) == ["run.lock"]  # no config.yaml, no fingerprint, no log
+
+
+def test_the_holder_beats_and_an_empty_lock_file_is_honoured_until_it_is_stale(tmp_path, monkeypatch):
+    from dyto import runlock
+
+    monkeypatch.setenv("DYTO_RUN_LOCK", "file")
+    monkeypatch.setattr(runlock, "HEARTBEAT_S", 0.05)
+    folder = RunFolder(tmp_path / "run")
+    with folder.lock("dyto predict"):
+        first = json.loads(folder.lock_file.read_text())["heartbeat"]
+        time.sleep(0.5)
+        assert json.loads(folder.lock_file.read_text())["heartbeat"] > first
+    folder.lock_file.write_text("")  # a holder that died between creating and writing its record
+    with pytest.raises(RunLocked, match="whose lock record .*run.lock cannot be read yet"), folder.lock("x"):
+        pass
+    old = time.time() - STALE_S - 1
+    os.utime(folder.lock_file, (old, old))
+    with folder.lock("dyto predict"):
+        assert json.loads(folder.lock_file.read_text())["pid"] == os.getpid()
