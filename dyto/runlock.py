@@ -277,8 +277,9 @@ def _acquire_flock(path: Path, rec: dict[str, Any], hint: str) -> _Held | None:
                 os.close(fd)
                 raise _locked(path.parent, prev, hint)
             _notice(f"took over the lock of {path.parent} from {describe(prev)}: {why}")
-        _write(fd, {**rec, "mode": "flock"})
-        return _Held(path, fd, "flock", {**rec, "mode": "flock"})
+        record = {**rec, "mode": "flock"}
+        _write(fd, record)
+        return _Held(path, fd, "flock", record)
     raise _locked(path.parent, _read_record(path), hint)
 
 
