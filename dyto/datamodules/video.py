@@ -1,9 +1,12 @@
 """Frame sampling, video decoding and frame preprocessing (docs/method.md §2).
 
 Decoding reads only the sampled frames: decord through `get_batch`, PyAV by seeking to the
-keyframe before each wanted frame and decoding forward only as far as needed. Every failure
-becomes a `VideoError` carrying the decoder's own message, and one video's decode is bounded
-in time, because a single bad file must never stop or hang a multi-hour run.
+keyframe before each wanted frame and decoding forward only as far as needed. GIFs are read
+with Pillow (decord cannot size one), each frame at its own display time; a folder of frame
+images is read in the order of its numbered names, at a frame rate the record gives (MVBench's
+TVQA frames: 3 per second). Every failure becomes a `VideoError` carrying the decoder's own
+message, and one video's decode is bounded in time, because a single bad file must never stop
+or hang a multi-hour run.
 """
 
 from __future__ import annotations
@@ -63,21 +66,29 @@ class DecodedVideo:
     backend: str  # "decord" | "pyav" | "images"
 
 
-def _window_indices(total: int, fps: float, n: int, window: tuple[float, float] | None, method: str) -> list[int]:
-    """Sample inside `window` (seconds; frame i shows at i/fps) or over the whole video."""
+def _window_indices(total: int, fps: float, n: int, window: tuple[float, float] | None, method: str,
+                   times: list[float] | None = None) -> list[int]:
+    """Sample inside `window` (seconds) or over the whole video. Frame i shows at ``times[i]`` when
+    given (a GIF's own delays, a frame folder's numbered names), else at i/fps."""
     if total < 1:
         raise VideoError("video_unreadable", "the video has no frames")
     lo, hi = 0, total - 1
     if window is not None:
         start, end = window
-        if fps <= 0:
+        if times is not None:
+            # round() first, as below: a display time of 1.0000000002 s is 1 s.
+            rounded = [round(t, 6) for t in times]
+            lo, hi = bisect.bisect_left(rounded, round(start, 6)), bisect.bisect_right(rounded, round(end, 6)) - 1
+        elif fps <= 0:
             raise VideoError("video_unreadable", f"a time window {window} needs a frame rate, and this input has none")
-        # round() first: 11.1 * 30 = 333.00000000000006 must mean frame 333.
-        lo = max(0, math.ceil(round(start * fps, 6)))
-        hi = min(total - 1, math.floor(round(end * fps, 6)))
+        else:
+            # round() first: 11.1 * 30 = 333.00000000000006 must mean frame 333.
+            lo = max(0, math.ceil(round(start * fps, 6)))
+            hi = min(total - 1, math.floor(round(end * fps, 6)))
         if lo > hi:
+            length = f"{times[-1]:.2f}s" if times is not None else f"{total / fps:.2f}s"
             raise VideoError("video_unreadable", f"window {start}-{end}s holds no frame of a "
-                             f"{total}-frame video at {fps:g} fps ({total / fps:.2f}s)")
+                             f"{total}-frame video at {fps:g} fps ({length})")
     return [lo + i for i in sample_frame_indices(hi - lo + 1, n, method)]
 
 
@@ -212,19 +223,67 @@ def _pyav_sequential(path: Path, rows: dict[int, list[int]], frames: np.ndarray,
     raise VideoError("video_unreadable", f"the stream ended before frame {last}")
 
 
-def _decode_images(path: Path, choose: Callable[[int, float], list[int]], deadline: float) -> DecodedVideo:
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-    indices = choose(len(files), 0.0)
+def frame_files(path: Path) -> list[Path]:
+    """The frame images of a folder in frame order: by the number in their names when every name is
+    a number (``1.jpg`` before ``10.jpg``; MVBench's ``00001.jpg``), else by name."""
+    files = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
+    if files and all(p.stem.isdigit() for p in files):
+        return sorted(files, key=lambda p: (int(p.stem), p.name))
+    return sorted(files)
+
+
+def _decode_images(path: Path, choose: Callable[..., list[int]], deadline: float,
+                   fps: float = 0.0) -> DecodedVideo:
+    """A folder of frame images. With numbered names and a frame rate, image ``k`` shows at k/fps
+    (MVBench's TVQA frames start at ``00001.jpg``, i.e. 1/3 s), so a window picks the same images
+    whatever the first number is."""
+    files = frame_files(path)
+    if not files:
+        raise VideoError("video_unreadable", f"{path} holds no frame images ({', '.join(IMAGE_EXTENSIONS)})")
+    numbered = all(p.stem.isdigit() for p in files)
+    times = [int(p.stem) / fps for p in files] if numbered and fps > 0 else None
+    indices = choose(len(files), fps, times)
     frames = []
     for i in indices:
+        if time.monotonic() > deadline:
+            raise VideoError("video_unreadable", "decoding took longer than its time limit; gave up")
         with Image.open(files[i]) as im:
             frames.append(np.asarray(im.convert("RGB")))
     if len({f.shape for f in frames}) > 1:
         raise VideoError("video_unreadable", f"frame images of different sizes in {path}")
-    return DecodedVideo(np.stack(frames), indices, len(files), 0.0, "images")
+    return DecodedVideo(np.stack(frames), indices, len(files), fps, "images")
 
 
-_BACKENDS = {"decord": _decode_decord, "pyav": _decode_pyav}
+# GIF delays below 20 ms are shown as 100 ms by browsers and by FFmpeg's GIF demuxer; so here too.
+GIF_MIN_DELAY_MS, GIF_DEFAULT_DELAY_MS = 20, 100
+
+
+def _decode_gif(path: Path, choose: Callable[..., list[int]], deadline: float) -> DecodedVideo:
+    """An animated GIF with Pillow: every frame composed over the previous ones (disposal and
+    partial frames handled by Pillow, identical to FFmpeg's GIF decoder on the GIFs we tried),
+    frame i shown at the sum of the delays before it. ``fps`` is frames / total duration."""
+    with Image.open(path) as im:
+        if im.format != "GIF":
+            raise VideoError("video_unreadable", f"not a GIF but {im.format}")
+        total = getattr(im, "n_frames", 1)
+        delays = []
+        for i in range(total):
+            im.seek(i)
+            delay = im.info.get("duration") or 0
+            delays.append(GIF_DEFAULT_DELAY_MS if delay < GIF_MIN_DELAY_MS else delay)
+        times = [sum(delays[:i]) / 1000.0 for i in range(total)]
+        fps = total / (sum(delays) / 1000.0)
+        indices = choose(total, fps, times)
+        wanted, out = sorted(set(indices)), {}
+        for i in wanted:  # ascending: Pillow composes forward without rewinding
+            if time.monotonic() > deadline:
+                raise VideoError("video_unreadable", "decoding took longer than its time limit; gave up")
+            im.seek(i)
+            out[i] = np.asarray(im.convert("RGB"))
+    return DecodedVideo(np.stack([out[i] for i in indices]), indices, total, fps, "gif")
+
+
+_BACKENDS = {"decord": _decode_decord, "pyav": _decode_pyav, "gif": _decode_gif}
 
 
 def _bounded(fn: Callable[[], DecodedVideo], timeout_s: float, path: Path) -> DecodedVideo:
@@ -256,12 +315,14 @@ def _as_video_error(path: Path, backend: str, e: Exception) -> VideoError:
 
 def decode_video(path: str | os.PathLike, num_frames: int, *, backend: str = "auto",
                  window: tuple[float, float] | None = None, method: str = "reference",
-                 timeout_s: float = 120.0) -> DecodedVideo:
+                 timeout_s: float = 120.0, image_fps: float = 0.0) -> DecodedVideo:
     """Decode the `num_frames` sampled frames of a video file, GIF or directory of frame images.
 
     backend "auto" uses decord when installed (the reference's decoder) and falls back to PyAV
-    when decord fails on the file; the error then carries both messages. `window` (seconds)
-    restricts sampling to a clip of the video (STAR).
+    when decord fails on the file; the error then carries both messages. A ``.gif`` goes to
+    Pillow first under "auto" (decord cannot read GIFs), PyAV second. `window` (seconds)
+    restricts sampling to a clip of the video (STAR, MVBench). `image_fps` is the frame rate of a
+    folder of frame images (0: unknown, and then a window cannot be placed in it).
     """
     path = Path(path)
     if not path.exists():
@@ -270,18 +331,23 @@ def decode_video(path: str | os.PathLike, num_frames: int, *, backend: str = "au
         raise ValueError(f"unknown backend {backend!r}; expected 'auto', 'decord' or 'pyav'")
     deadline = time.monotonic() + timeout_s
 
-    def choose(total: int, fps: float) -> list[int]:
-        return _window_indices(total, fps, num_frames, window, method)
+    def choose(total: int, fps: float, times: list[float] | None = None) -> list[int]:
+        return _window_indices(total, fps, num_frames, window, method, times)
 
     if path.is_dir():
         names = ["images"]
+    elif backend == "auto" and path.suffix.lower() == ".gif":
+        names = ["gif", "pyav"]
     elif backend == "auto":
         names = ["decord", "pyav"] if importlib.util.find_spec("decord") is not None else ["pyav"]
     else:
         names = [backend]
     errors: list[VideoError] = []
     for name in names:
-        fn = _decode_images if name == "images" else _BACKENDS[name]
+        if name == "images":
+            fn = lambda p, c, d: _decode_images(p, c, d, image_fps)  # noqa: E731
+        else:
+            fn = _BACKENDS[name]
         remaining = deadline - time.monotonic()
         try:
             return _bounded(lambda: fn(path, choose, deadline), max(remaining, 0.001), path)
