@@ -66,7 +66,7 @@ class PublishedResult:
     def label(self) -> str:
         """``56.5 (HoliTom; 32 frames, lmms_eval)``: the value and where it comes from, for a table cell."""
         what = "; ".join(x for x in (self.variant, f"{self.frames} frames" if self.frames else "", self.protocol) if x)
-        return f"{self.value:g} ({self.reported_by}{'; ' + what if what else ''})"
+        return f"{self.value} ({self.reported_by}{'; ' + what if what else ''})"
 
 
 def _number(text: str, kind: type, where: tuple[Path, int], name: str) -> Any:
