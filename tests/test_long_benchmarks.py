@@ -75,8 +75,30 @@ def test_bad_rows_are_reported_and_missing_task_files_refused(tmp_path):
         prepare("mvbench", tmp_path / "mv", tmp_path / "mv.jsonl")
     shutil.copy(QA / "MVBench" / "state_change.json", tmp_path / "mv")
     report = prepare("mvbench", tmp_path / "mv", tmp_path / "mv.jsonl")
-    assert report.records == 38 and ["empty window" in report.errors[0].message,
-                                     "not among the candidates" in report.errors[1].message] == [True, True]
+    assert report.records == 39 and len(report.errors) == 1 and "empty window" in report.errors[0].message
+    assert report.fixes == ["action_sequence_2: answer 'not a candidate' is none of the candidates: kept and always "
+                            "counted wrong, as the official scorer counts it"]
+
+
+def test_mlvu_rows_as_its_scorer_sees_them(tmp_path):
+    """MLVU's own files hold a repeated answer, empty candidates and two needle answers that are no
+    candidate; its qa_template takes the last match, shows empty options, and scores '(@)' wrong."""
+    shutil.copytree(QA / "MLVU", tmp_path / "ml")
+    rows = json.loads((tmp_path / "ml" / "1_plotQA.json").read_text())
+    rows[0]["candidates"], rows[0]["answer"] = ["Three", "Six", "Three", "Eight"], "Three"
+    rows[1]["candidates"], rows[1]["answer"] = ["", "There is a bridge", "There is no bridge", ""], "There is a bridge"
+    (tmp_path / "ml" / "1_plotQA.json").write_text(json.dumps(rows))
+    needle = json.loads((tmp_path / "ml" / "2_needle.json").read_text())
+    needle[0]["answer"] = "Knocking a clock off the shelf"
+    (tmp_path / "ml" / "2_needle.json").write_text(json.dumps(needle))
+    report = prepare("mlvu", tmp_path / "ml", tmp_path / "ml.jsonl")
+    assert report.errors == [] and report.records == 14 and len(report.fixes) == 1
+    recs = {r.id: r for r in read_qa_records(tmp_path / "ml.jsonl")}
+    assert recs["plotQA_1"].answer_index == 2 and recs["plotQA_2"].options[0] == "" and recs["needle_1"].answer_index is None
+    preds = [{**recs[i].to_dict(), "status": "ok", "prediction": reply}
+             for i, reply in (("plotQA_1", "C) Three"), ("plotQA_2", "(B) x"), ("needle_1", "B) A clock"))]
+    mc = compute_metrics(preds, choice_mode="mlvu")["benchmarks"]["mlvu"]["multiple_choice"]
+    assert (mc["correct"], mc["ok"]) == (2, 3)  # the needle row counts, and counts wrong
 
 
 @pytest.mark.parametrize("benchmark", ["mvbench", "mlvu"])

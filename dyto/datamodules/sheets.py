@@ -209,13 +209,29 @@ def collect_json_lists(files: Mapping[str, Path], convert: Callable[[str, int, d
     return out
 
 
-def options_list(row: dict[str, Any], name: str = "candidates") -> list[str]:
-    """A JSON list of at least two non-blank option strings (MVBench's, MLVU's and LongVideoBench's
-    ``candidates``); numbers are kept as their text ("2" for a count)."""
+def options_list(row: dict[str, Any], name: str = "candidates", allow_empty: bool = False) -> list[str]:
+    """A JSON list of at least two option strings (MVBench's, MLVU's and LongVideoBench's
+    ``candidates``); numbers are kept as their text ("2" for a count). Empty options are refused
+    unless ``allow_empty`` (MLVU ships a few, and its scorer shows them as they are)."""
     raw = row.get(name)
-    if not isinstance(raw, list) or len(raw) < 2:
+    if not isinstance(raw, list) or len(raw) < 2 or any(isinstance(o, (dict, list)) or o is None for o in raw):
         raise RowProblem(f"{name!r} must be a list of at least 2 options, got {raw!r}")
     options = [str(o) for o in raw]
-    if any(not o.strip() for o in options):
+    if not allow_empty and any(not o.strip() for o in options):
         raise RowProblem(f"{name!r} holds an empty option: {raw!r}")
     return options
+
+
+def scorer_answer(row: dict[str, Any], options: list[str]) -> tuple[str, int | None, dict[str, str]]:
+    """(answer, answer index, meta) as MVBench's and MLVU's ``qa_template`` sees a row: the index of
+    the LAST candidate equal to the answer (its loop overwrites earlier matches), and, when no
+    candidate equals it, no index: the scorer's letter becomes ``@`` and the question always counts
+    wrong, so the record is kept (``answer_index`` None never matches) with a note for the report."""
+    answer = row.get("answer")
+    if not isinstance(answer, str):
+        raise RowProblem(f"answer must be a string, got {answer!r}")
+    matches = [i for i, o in enumerate(options) if o == answer]
+    if matches:
+        return answer, matches[-1], {}
+    return answer, None, {"fixed": f"answer {answer!r} is none of the candidates: kept and always counted wrong, "
+                                   "as the official scorer counts it"}

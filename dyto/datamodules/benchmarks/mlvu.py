@@ -7,7 +7,10 @@ Read as the official scorer reads them (JUNJIE99/MLVU@fd060c1
 "candidates", "answer", "question_type"}`` with the answer as the text of a candidate. The two
 generation tasks (``8_sub_scene``, ``9_summary``) are not multiple choice and not read. Records are
 ``<task>_<row number>``; ``meta["task"]`` is the scorer's task key (``needle`` for the rows whose
-``question_type`` is ``findNeedle``).
+``question_type`` is ``findNeedle``). As the scorer's ``qa_template``: an answer given twice among
+the candidates is the last of them, empty candidates (and topic_reasoning's one empty row) stay,
+and the two needle rows whose answer is none of the candidates are kept and always count wrong
+(the prepare report lists them).
 
 Videos: ``<json stem>/<video>`` under ``video_root`` (the release's ``video/`` folder); any other
 layout is found by a one-time scan (the names are unique across the seven tasks). The benchmark's
@@ -26,7 +29,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from dyto.datamodules.benchmarks.spec import BenchmarkSpec, LmmsEvalTask, VideoRule
-from dyto.datamodules.sheets import Prepared, RowProblem, cell, collect_json_lists, options_list
+from dyto.datamodules.sheets import Prepared, RowProblem, cell, collect_json_lists, options_list, scorer_answer
 from dyto.records import QARecord
 
 # the scorer's task key -> its file (choice_bench.py main(), data_list)
@@ -36,15 +39,20 @@ TASKS = {"plotQA": "1_plotQA", "needle": "2_needle", "ego": "3_ego", "count": "4
 
 def prepare_mlvu(json_dir: Path) -> Prepared:
     def convert(task: str, number: int, row: dict[str, Any]) -> QARecord:
-        options, answer = options_list(row), cell(row, "answer")
-        if answer not in options:
-            raise RowProblem(f"answer {answer!r} is not among the candidates {options}")
+        options = options_list(row, allow_empty=True)  # plotQA and topic_reasoning hold empty candidates
+        answer, index, note = scorer_answer(row, options)
+        question = row.get("question")
+        if not isinstance(question, str):
+            raise RowProblem(f"question must be a string, got {question!r}")
+        if not question.strip():  # topic_reasoning row 27: everything empty; the scorer asks it anyway
+            note = {"fixed": "empty question: kept, as the official scorer asks it (its answer is the last "
+                             "candidate equal to the answer)"}
         duration = row.get("duration")
         return QARecord(id=f"{task}_{number}", benchmark="mlvu", task="multiple_choice",
-                        video=f"{TASKS[task]}/{cell(row, 'video')}", question=cell(row, "question"), answer=answer,
-                        options=options, answer_index=options.index(answer), split="val",
+                        video=f"{TASKS[task]}/{cell(row, 'video')}", question=question, answer=answer,
+                        options=options, answer_index=index, split="val",
                         meta={"task": task, "question_type": row.get("question_type"),
-                              "duration": duration if isinstance(duration, (int, float)) else None})
+                              "duration": duration if isinstance(duration, (int, float)) else None, **note})
 
     return collect_json_lists({task: Path(json_dir) / f"{stem}.json" for task, stem in TASKS.items()}, convert)
 

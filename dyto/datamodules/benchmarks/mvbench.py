@@ -5,7 +5,9 @@ Read as the MVBench notebook reads it (OpenGVLab/Ask-Anything@4dd8210 ``video_ch
 cells 11-12, ``data_list`` and ``MVBench_dataset``): each task names its JSON file, its video folder
 under ``video/``, its source type and whether its rows carry a ``(start, end)`` window in seconds.
 A row is ``{"video", "question", "candidates", "answer"[, "start", "end"]}``; the answer is the
-text of one candidate. The rows have no ids, so a record's id is ``<task>_<row number>``.
+text of a candidate (the last one when it is given twice, and no index at all when it is none of
+them: the notebook then counts the question wrong, and so does dyto). The rows have no ids, so a
+record's id is ``<task>_<row number>``.
 
 Videos: ``video/<task folder>/<video>`` (``video_root`` = the release's ``video/`` folder).
 Episodic Reasoning reads TVQA frames (``tvqa/frames_fps3_hq/<clip>/00001.jpg`` ...) at 3 frames per
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from dyto.datamodules.benchmarks.spec import BenchmarkSpec, LmmsEvalTask, paper_rows
-from dyto.datamodules.sheets import Prepared, RowProblem, cell, collect_json_lists, options_list
+from dyto.datamodules.sheets import Prepared, RowProblem, cell, collect_json_lists, options_list, scorer_answer
 from dyto.records import QARecord
 
 # task (JSON stem) -> (name in the notebook, video folder under video/, source type, has a window)
@@ -64,20 +66,19 @@ def _seconds(row: dict[str, Any], name: str) -> float:
 def prepare_mvbench(json_dir: Path) -> Prepared:
     def convert(task: str, number: int, row: dict[str, Any]) -> QARecord:
         name, folder, source, windowed = TASKS[task]
-        options, answer = options_list(row), cell(row, "answer")
-        if answer not in options:
-            raise RowProblem(f"answer {answer!r} is not among the candidates {options}")
+        options = options_list(row, allow_empty=True)
+        answer, index, note = scorer_answer(row, options)  # the notebook's qa_template: the last match
         start = end = None
         if windowed:
             start, end = _seconds(row, "start"), _seconds(row, "end")
             if not 0 <= start < end:
                 raise RowProblem(f"empty window start={start} end={end}")
-        meta: dict[str, Any] = {"task": task, "task_name": name, "source": source}
+        meta: dict[str, Any] = {"task": task, "task_name": name, "source": source, **note}
         if source == "frame":
             meta["frame_fps"] = FRAME_FPS
         return QARecord(id=f"{task}_{number}", benchmark="mvbench", task="multiple_choice",
                         video=f"{folder}/{cell(row, 'video')}", question=cell(row, "question"), answer=answer,
-                        options=options, answer_index=options.index(answer), start=start, end=end, split="test",
+                        options=options, answer_index=index, start=start, end=end, split="test",
                         meta=meta)
 
     return collect_json_lists({task: Path(json_dir) / f"{task}.json" for task in TASKS}, convert)
