@@ -27,8 +27,9 @@ from qa_sheets import FORMAT_SAMPLES, QA
 from videos_util import write_video
 
 REPO = Path(__file__).resolve().parents[1]
-KEEP = {"mvbench": ["action_sequence_1", "episodic_reasoning_2", "object_existence_1"],
-        "mlvu": ["needle_1", "count_2"], "longvideobench": ["a1B2c3D4e5F_0", "Qq1Ww2Ee3Rr_1"]}
+# a windowed MP4 and a windowed frame folder; an MLVU video in the scorer's layout; a 3-option question
+KEEP = {"mvbench": ["action_sequence_1", "episodic_reasoning_2"], "mlvu": ["needle_1", "count_2"],
+        "longvideobench": ["Qq1Ww2Ee3Rr_1"]}
 FAMILIES = sorted(BACKBONES)
 
 

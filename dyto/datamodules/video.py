@@ -25,9 +25,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dyto.datamodules.paths import IMAGE_EXTENSIONS, VideoError
+from dyto.datamodules.image_sources import frame_files, read_frame_folder, read_gif
+from dyto.datamodules.paths import VideoError
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "DecodedVideo", "VideoError", "decode_video", "preprocess_frames",
+__all__ = ["CLIP_MEAN", "CLIP_STD", "DecodedVideo", "VideoError", "decode_video", "frame_files", "preprocess_frames",
            "sample_frame_indices"]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -223,64 +224,12 @@ def _pyav_sequential(path: Path, rows: dict[int, list[int]], frames: np.ndarray,
     raise VideoError("video_unreadable", f"the stream ended before frame {last}")
 
 
-def frame_files(path: Path) -> list[Path]:
-    """The frame images of a folder in frame order: by the number in their names when every name is
-    a number (``1.jpg`` before ``10.jpg``; MVBench's ``00001.jpg``), else by name."""
-    files = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
-    if files and all(p.stem.isdigit() for p in files):
-        return sorted(files, key=lambda p: (int(p.stem), p.name))
-    return sorted(files)
-
-
-def _decode_images(path: Path, choose: Callable[..., list[int]], deadline: float,
-                   fps: float = 0.0) -> DecodedVideo:
-    """A folder of frame images. With numbered names and a frame rate, image ``k`` shows at k/fps
-    (MVBench's TVQA frames start at ``00001.jpg``, i.e. 1/3 s), so a window picks the same images
-    whatever the first number is."""
-    files = frame_files(path)
-    if not files:
-        raise VideoError("video_unreadable", f"{path} holds no frame images ({', '.join(IMAGE_EXTENSIONS)})")
-    numbered = all(p.stem.isdigit() for p in files)
-    times = [int(p.stem) / fps for p in files] if numbered and fps > 0 else None
-    indices = choose(len(files), fps, times)
-    frames = []
-    for i in indices:
-        if time.monotonic() > deadline:
-            raise VideoError("video_unreadable", "decoding took longer than its time limit; gave up")
-        with Image.open(files[i]) as im:
-            frames.append(np.asarray(im.convert("RGB")))
-    if len({f.shape for f in frames}) > 1:
-        raise VideoError("video_unreadable", f"frame images of different sizes in {path}")
-    return DecodedVideo(np.stack(frames), indices, len(files), fps, "images")
-
-
-# GIF delays below 20 ms are shown as 100 ms by browsers and by FFmpeg's GIF demuxer; so here too.
-GIF_MIN_DELAY_MS, GIF_DEFAULT_DELAY_MS = 20, 100
+def _decode_images(path: Path, choose: Callable[..., list[int]], deadline: float, fps: float = 0.0) -> DecodedVideo:
+    return DecodedVideo(*read_frame_folder(path, choose, deadline, fps), "images")
 
 
 def _decode_gif(path: Path, choose: Callable[..., list[int]], deadline: float) -> DecodedVideo:
-    """An animated GIF with Pillow: every frame composed over the previous ones (disposal and
-    partial frames handled by Pillow, identical to FFmpeg's GIF decoder on the GIFs we tried),
-    frame i shown at the sum of the delays before it. ``fps`` is frames / total duration."""
-    with Image.open(path) as im:
-        if im.format != "GIF":
-            raise VideoError("video_unreadable", f"not a GIF but {im.format}")
-        total = getattr(im, "n_frames", 1)
-        delays = []
-        for i in range(total):
-            im.seek(i)
-            delay = im.info.get("duration") or 0
-            delays.append(GIF_DEFAULT_DELAY_MS if delay < GIF_MIN_DELAY_MS else delay)
-        times = [sum(delays[:i]) / 1000.0 for i in range(total)]
-        fps = total / (sum(delays) / 1000.0)
-        indices = choose(total, fps, times)
-        wanted, out = sorted(set(indices)), {}
-        for i in wanted:  # ascending: Pillow composes forward without rewinding
-            if time.monotonic() > deadline:
-                raise VideoError("video_unreadable", "decoding took longer than its time limit; gave up")
-            im.seek(i)
-            out[i] = np.asarray(im.convert("RGB"))
-    return DecodedVideo(np.stack([out[i] for i in indices]), indices, total, fps, "gif")
+    return DecodedVideo(*read_gif(path, choose, deadline), "gif")
 
 
 _BACKENDS = {"decord": _decode_decord, "pyav": _decode_pyav, "gif": _decode_gif}
