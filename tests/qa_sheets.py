@@ -14,6 +14,9 @@ QA, QA_FULL = FIXTURES / "qa", FIXTURES / "qa-full"  # samples as shipped; full 
 SHEETS = {"msvd_qa": "MSVD_QA.csv", "msrvtt_qa": "MSRVTT_QA.csv", "tgif_qa": "TGIF_FrameQA.csv",
           "activitynet_qa": "ActivityNet_QA.csv", "nextqa": "NExT_QA.csv", "egoschema": "EgoSchema.csv",
           "intentqa": "IntentQA.csv", "star": "STAR.csv", "vcgbench": "VCGBench"}
+# Samples written for the tests in a dataset's published format (invented rows: the real annotations
+# are not shipped, see qa/SOURCES.md), with no full sheet behind them.
+FORMAT_SAMPLES = {"mvbench": "MVBench", "mlvu": "MLVU", "longvideobench": "LongVideoBench/lvb_val.json"}
 
 
 def unpack_full_sheet(name: str, dest: Path) -> Path:

@@ -91,8 +91,8 @@ def test_window_samples_inside_the_clip(videos, backend):
 
 
 def test_gif_and_frame_directory(videos):
-    gif = decode_video(videos["gif"], 8)  # decord cannot size a GIF: auto must fall back to PyAV
-    assert gif.backend == "pyav" and gif.total_frames == 20
+    gif = decode_video(videos["gif"], 8)  # decord cannot size a GIF: auto reads it with Pillow
+    assert gif.backend == "gif" and gif.total_frames == 20
     assert [read_index(f) for f in gif.frames] == gif.indices == sample_frame_indices(20, 8)
     frames = decode_video(videos["frames"], 100)
     assert frames.backend == "images" and frames.indices == sample_frame_indices(10, 100) and frames.fps == 0.0

@@ -29,7 +29,8 @@ class EvaluateCallback(pl.Callback):
     Args:
         scorer: ``auto`` (GPT judge when OPENAI_API_KEY or a base URL is set or the run already
             has a GPT judge cache, else offline ``match``), ``gpt`` or ``match``.
-        choice_mode: multiple-choice parsing, ``reference`` (default), ``strict`` or ``videomme``.
+        choice_mode: multiple-choice parsing, ``reference`` (default), ``strict``, ``videomme``, or a
+            benchmark's own rule by its name (``mvbench``, ``mlvu``, ``longvideobench``: their configs set it).
         judge: every judge setting (:class:`JudgeConfig`: model, base URL, temperature, asks,
             budgets, ...), e.g. ``--evaluation.judge.temperature 0``; the key is only ever read
             from ``OPENAI_API_KEY``.

@@ -62,7 +62,8 @@ class VideoQADataset(Dataset):
         try:
             window = (rec.start, rec.end) if rec.start is not None and rec.end is not None else None
             video = decode_video(self.resolver(rec), self.num_frames, backend=self.backend, window=window,
-                                 method=self.sampling, timeout_s=self.decode_timeout_s)
+                                 method=self.sampling, timeout_s=self.decode_timeout_s,
+                                 image_fps=float(rec.meta.get("frame_fps") or 0.0))  # frame folders (MVBench)
             sample["pixel_values"] = self.preprocessing(video.frames)  # [T,3,H',W'] float
             sample["frame_indices"], sample["frames_total"] = video.indices, video.total_frames
         except VideoError as e:

@@ -16,8 +16,9 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
+from dyto.errors import RecordsError
 from dyto.records import QARecord
 
 
@@ -175,3 +176,62 @@ def open_ended(benchmark: str, split: str, make: Callable[[dict[str, Any]], dict
 def mc_options(row: dict[str, Any], option_columns: int) -> list[str]:
     """The answer options of a multiple-choice row: cells ``a0`` .. ``a{n-1}``."""
     return [cell(row, f"a{i}") for i in range(option_columns)]
+
+
+def collect_json_lists(files: Mapping[str, Path], convert: Callable[[str, int, dict[str, Any]], QARecord]) -> Prepared:
+    """Records from one JSON list per task (MVBench's and MLVU's per-task files, LongVideoBench's one
+    file): ``convert(task, row number from 1, row)`` per row. Every file must exist (a task left
+    out would change the benchmark's average without a word); a row that is not a JSON object, a
+    bad row and a duplicate id, in any file, become RowErrors."""
+    missing = sorted(str(path) for path in files.values() if not Path(path).is_file())
+    if missing:
+        raise RecordsError(missing[0], None, f"no such file ({len(missing)} of the {len(files)} task files are "
+                           f"missing: {', '.join(Path(m).name for m in missing)})")
+
+    def checked(task: str) -> Callable[[tuple[int, Any]], QARecord]:
+        def convert_row(numbered: tuple[int, Any]) -> QARecord:
+            number, row = numbered
+            if not isinstance(row, dict):
+                raise RowProblem(f"expected a JSON object, got {type(row).__name__}")
+            return convert(task, number, row)
+        return convert_row
+
+    out, first = Prepared(), {}
+    for task, path in files.items():
+        part = collect(path, [(n, (n, row)) for n, row in read_json_rows(path)], checked(task))
+        for rec in part.records:
+            if rec.id in first:
+                part.errors.append(RowError(str(path), 0, f"duplicate id {rec.id!r} (first in {first[rec.id]})"))
+                continue
+            first[rec.id] = str(path)
+            out.records.append(rec)
+        out.errors += part.errors
+    return out
+
+
+def options_list(row: dict[str, Any], name: str = "candidates", allow_empty: bool = False) -> list[str]:
+    """A JSON list of at least two option strings (MVBench's, MLVU's and LongVideoBench's
+    ``candidates``); numbers are kept as their text ("2" for a count). Empty options are refused
+    unless ``allow_empty`` (MLVU ships a few, and its scorer shows them as they are)."""
+    raw = row.get(name)
+    if not isinstance(raw, list) or len(raw) < 2 or any(isinstance(o, (dict, list)) or o is None for o in raw):
+        raise RowProblem(f"{name!r} must be a list of at least 2 options, got {raw!r}")
+    options = [str(o) for o in raw]
+    if not allow_empty and any(not o.strip() for o in options):
+        raise RowProblem(f"{name!r} holds an empty option: {raw!r}")
+    return options
+
+
+def scorer_answer(row: dict[str, Any], options: list[str]) -> tuple[str, int | None, dict[str, str]]:
+    """(answer, answer index, meta) as MVBench's and MLVU's ``qa_template`` sees a row: the index of
+    the LAST candidate equal to the answer (its loop overwrites earlier matches), and, when no
+    candidate equals it, no index: the scorer's letter becomes ``@`` and the question always counts
+    wrong, so the record is kept (``answer_index`` None never matches) with a note for the report."""
+    answer = row.get("answer")
+    if not isinstance(answer, str):
+        raise RowProblem(f"answer must be a string, got {answer!r}")
+    matches = [i for i, o in enumerate(options) if o == answer]
+    if matches:
+        return answer, matches[-1], {}
+    return answer, None, {"fixed": f"answer {answer!r} is none of the candidates: kept and always counted wrong, "
+                                   "as the official scorer counts it"}

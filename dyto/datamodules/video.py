@@ -1,9 +1,12 @@
 """Frame sampling, video decoding and frame preprocessing (docs/method.md §2).
 
 Decoding reads only the sampled frames: decord through `get_batch`, PyAV by seeking to the
-keyframe before each wanted frame and decoding forward only as far as needed. Every failure
-becomes a `VideoError` carrying the decoder's own message, and one video's decode is bounded
-in time, because a single bad file must never stop or hang a multi-hour run.
+keyframe before each wanted frame and decoding forward only as far as needed. GIFs are read
+with Pillow (decord cannot size one), each frame at its own display time; a folder of frame
+images is read in the order of its numbered names, at a frame rate the record gives (MVBench's
+TVQA frames: 3 per second). Every failure becomes a `VideoError` carrying the decoder's own
+message, and one video's decode is bounded in time, because a single bad file must never stop
+or hang a multi-hour run.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dyto.datamodules.paths import IMAGE_EXTENSIONS, VideoError
+from dyto.datamodules.image_sources import frame_files, read_frame_folder, read_gif
+from dyto.datamodules.paths import VideoError
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "DecodedVideo", "VideoError", "decode_video", "preprocess_frames",
+__all__ = ["CLIP_MEAN", "CLIP_STD", "DecodedVideo", "VideoError", "decode_video", "frame_files", "preprocess_frames",
            "sample_frame_indices"]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -63,21 +67,29 @@ class DecodedVideo:
     backend: str  # "decord" | "pyav" | "images"
 
 
-def _window_indices(total: int, fps: float, n: int, window: tuple[float, float] | None, method: str) -> list[int]:
-    """Sample inside `window` (seconds; frame i shows at i/fps) or over the whole video."""
+def _window_indices(total: int, fps: float, n: int, window: tuple[float, float] | None, method: str,
+                   times: list[float] | None = None) -> list[int]:
+    """Sample inside `window` (seconds) or over the whole video. Frame i shows at ``times[i]`` when
+    given (a GIF's own delays, a frame folder's numbered names), else at i/fps."""
     if total < 1:
         raise VideoError("video_unreadable", "the video has no frames")
     lo, hi = 0, total - 1
     if window is not None:
         start, end = window
-        if fps <= 0:
+        if times is not None:
+            # round() first, as below: a display time of 1.0000000002 s is 1 s.
+            rounded = [round(t, 6) for t in times]
+            lo, hi = bisect.bisect_left(rounded, round(start, 6)), bisect.bisect_right(rounded, round(end, 6)) - 1
+        elif fps <= 0:
             raise VideoError("video_unreadable", f"a time window {window} needs a frame rate, and this input has none")
-        # round() first: 11.1 * 30 = 333.00000000000006 must mean frame 333.
-        lo = max(0, math.ceil(round(start * fps, 6)))
-        hi = min(total - 1, math.floor(round(end * fps, 6)))
+        else:
+            # round() first: 11.1 * 30 = 333.00000000000006 must mean frame 333.
+            lo = max(0, math.ceil(round(start * fps, 6)))
+            hi = min(total - 1, math.floor(round(end * fps, 6)))
         if lo > hi:
+            length = f"{times[-1]:.2f}s" if times is not None else f"{total / fps:.2f}s"
             raise VideoError("video_unreadable", f"window {start}-{end}s holds no frame of a "
-                             f"{total}-frame video at {fps:g} fps ({total / fps:.2f}s)")
+                             f"{total}-frame video at {fps:g} fps ({length})")
     return [lo + i for i in sample_frame_indices(hi - lo + 1, n, method)]
 
 
@@ -212,19 +224,15 @@ def _pyav_sequential(path: Path, rows: dict[int, list[int]], frames: np.ndarray,
     raise VideoError("video_unreadable", f"the stream ended before frame {last}")
 
 
-def _decode_images(path: Path, choose: Callable[[int, float], list[int]], deadline: float) -> DecodedVideo:
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-    indices = choose(len(files), 0.0)
-    frames = []
-    for i in indices:
-        with Image.open(files[i]) as im:
-            frames.append(np.asarray(im.convert("RGB")))
-    if len({f.shape for f in frames}) > 1:
-        raise VideoError("video_unreadable", f"frame images of different sizes in {path}")
-    return DecodedVideo(np.stack(frames), indices, len(files), 0.0, "images")
+def _decode_images(path: Path, choose: Callable[..., list[int]], deadline: float, fps: float = 0.0) -> DecodedVideo:
+    return DecodedVideo(*read_frame_folder(path, choose, deadline, fps), "images")
 
 
-_BACKENDS = {"decord": _decode_decord, "pyav": _decode_pyav}
+def _decode_gif(path: Path, choose: Callable[..., list[int]], deadline: float) -> DecodedVideo:
+    return DecodedVideo(*read_gif(path, choose, deadline), "gif")
+
+
+_BACKENDS = {"decord": _decode_decord, "pyav": _decode_pyav, "gif": _decode_gif}
 
 
 def _bounded(fn: Callable[[], DecodedVideo], timeout_s: float, path: Path) -> DecodedVideo:
@@ -256,12 +264,14 @@ def _as_video_error(path: Path, backend: str, e: Exception) -> VideoError:
 
 def decode_video(path: str | os.PathLike, num_frames: int, *, backend: str = "auto",
                  window: tuple[float, float] | None = None, method: str = "reference",
-                 timeout_s: float = 120.0) -> DecodedVideo:
+                 timeout_s: float = 120.0, image_fps: float = 0.0) -> DecodedVideo:
     """Decode the `num_frames` sampled frames of a video file, GIF or directory of frame images.
 
     backend "auto" uses decord when installed (the reference's decoder) and falls back to PyAV
-    when decord fails on the file; the error then carries both messages. `window` (seconds)
-    restricts sampling to a clip of the video (STAR).
+    when decord fails on the file; the error then carries both messages. A ``.gif`` goes to
+    Pillow first under "auto" (decord cannot read GIFs), PyAV second. `window` (seconds)
+    restricts sampling to a clip of the video (STAR, MVBench). `image_fps` is the frame rate of a
+    folder of frame images (0: unknown, and then a window cannot be placed in it).
     """
     path = Path(path)
     if not path.exists():
@@ -270,18 +280,23 @@ def decode_video(path: str | os.PathLike, num_frames: int, *, backend: str = "au
         raise ValueError(f"unknown backend {backend!r}; expected 'auto', 'decord' or 'pyav'")
     deadline = time.monotonic() + timeout_s
 
-    def choose(total: int, fps: float) -> list[int]:
-        return _window_indices(total, fps, num_frames, window, method)
+    def choose(total: int, fps: float, times: list[float] | None = None) -> list[int]:
+        return _window_indices(total, fps, num_frames, window, method, times)
 
     if path.is_dir():
         names = ["images"]
+    elif backend == "auto" and path.suffix.lower() == ".gif":
+        names = ["gif", "pyav"]
     elif backend == "auto":
         names = ["decord", "pyav"] if importlib.util.find_spec("decord") is not None else ["pyav"]
     else:
         names = [backend]
     errors: list[VideoError] = []
     for name in names:
-        fn = _decode_images if name == "images" else _BACKENDS[name]
+        if name == "images":
+            fn = lambda p, c, d: _decode_images(p, c, d, image_fps)  # noqa: E731
+        else:
+            fn = _BACKENDS[name]
         remaining = deadline - time.monotonic()
         try:
             return _bounded(lambda: fn(path, choose, deadline), max(remaining, 0.001), path)

@@ -19,11 +19,16 @@ Modes of :func:`parse_choice`:
 * ``"videomme"`` -- the official VideoMME scorer rule: strip answer prefixes, then the first
   capital option letter anywhere (its "longer than 10 words without a letter" guard gives the
   same result as finding no letter).
+* a benchmark's name (``"mvbench"``, ``"mlvu"``, ``"longvideobench"``) -- that benchmark's own
+  rule, its spec's ``choice_rule`` (``dyto/datamodules/benchmarks/<name>.py``); the benchmark
+  configs set it.
 """
 
 from __future__ import annotations
 
 import re
+
+from dyto.datamodules.benchmarks import BENCHMARKS, find_benchmark
 
 LETTERS = "ABCDEFGHIJ"
 _REFERENCE_LETTERS = "ABCDE"
@@ -64,7 +69,13 @@ def _videomme(text: str, letters: str) -> int | None:
     return letters.index(match.group(0)) if match else None
 
 
-CHOICE_MODES = ("reference", "strict", "videomme")
+CHOICE_MODES = ("reference", "strict", "videomme")  # besides the benchmarks' own rules: choice_modes()
+
+
+def choice_modes() -> tuple[str, ...]:
+    """Every mode :func:`parse_choice` takes: the three above, then each registered benchmark with a
+    ``choice_rule``, by name."""
+    return CHOICE_MODES + tuple(sorted(n for n, spec in BENCHMARKS.items() if spec.choice_rule is not None))
 
 
 def parse_choice(text: str | None, num_options: int, mode: str = "reference") -> int | None:
@@ -81,6 +92,8 @@ def parse_choice(text: str | None, num_options: int, mode: str = "reference") ->
         choice = _strict(text, letters)
     elif mode == "videomme":
         choice = _videomme(text, letters)
+    elif (spec := find_benchmark(mode)) is not None and spec.choice_rule is not None:
+        choice = spec.choice_rule(text, num_options)
     else:
-        raise ValueError(f"unknown parse mode {mode!r}; expected one of {', '.join(CHOICE_MODES)}")
+        raise ValueError(f"unknown parse mode {mode!r}; expected one of {', '.join(choice_modes())}")
     return choice if choice is not None and choice < num_options else None

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from dyto import viz
 from dyto.evaluation.paired import paired_comparison, render_paired
+from dyto.evaluation.published import run_published
 from dyto.evaluation.stats import percent_of_baseline
 from dyto.records import write_text_atomic
 from dyto.runs import Run, RunFolder
@@ -51,6 +52,7 @@ def _row(run: Run, base: Run) -> str:
         _percent(run, base),
         f"{statistics.fmean(tokens):.0f} [{min(tokens)}, {max(tokens)}]" if tokens else "–",
         f"{statistics.fmean(frames):.1f}" if frames else "–", *ms,
+        run_published(run.predictions, run.results),
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -74,7 +76,7 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, baseline: str 
     out_dir.mkdir(parents=True, exist_ok=True)
     header = ["run", "reducer", "ok / failed", "accuracy (%)", "% of baseline", "visual tokens mean [min, max]",
               "frames kept",
-              *(f"{s} ms" for s in STAGES)]
+              *(f"{s} ms" for s in STAGES), "published, same (method, backbone, benchmark, retention)"]
     lines = ["# Run comparison", "",
              "Accuracy is each run's headline number from `logs/results.json` (multiple-choice accuracy, or "
              "the judge's open-ended accuracy with the reference denominator); compare runs judged by the same "

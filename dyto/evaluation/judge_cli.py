@@ -19,7 +19,7 @@ import sys
 import types
 import typing
 
-from dyto.evaluation.choice import CHOICE_MODES
+from dyto.evaluation.choice import choice_modes
 from dyto.evaluation.judge import JudgeFatalError, JudgeUnavailable
 from dyto.evaluation.protocol import JudgeConfig
 from dyto.evaluation.report import evaluate, locate_predictions
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "and the report (the API key is read from OPENAI_API_KEY only).")
     ap.add_argument("--predictions", required=True, help="predictions.jsonl or a run directory")
     ap.add_argument("--out", help="output directory (default: the run directory)")
-    ap.add_argument("--choice-mode", default="reference", choices=CHOICE_MODES,
+    ap.add_argument("--choice-mode", default="reference", choices=choice_modes(),
                     help="multiple-choice parsing (default: reference)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     judge = ap.add_argument_group("judge settings (JudgeConfig)")

@@ -30,7 +30,7 @@ from typing import Any, Iterable
 import torch
 from torchmetrics import Metric
 
-from dyto.datamodules.benchmarks import breakdown_keys, question_type  # noqa: F401 (question_type: public here too)
+from dyto.datamodules.benchmarks import breakdown_keys, find_benchmark, question_type  # noqa: F401 (question_type: public here too)
 from dyto.evaluation.choice import parse_choice
 from dyto.evaluation.protocol import input_hash, judge_identity, judge_inputs
 from dyto.evaluation.judge_prompts import PROMPT_VERSION, TASK_DIMENSIONS, parse_reply
@@ -89,6 +89,20 @@ def _multiple_choice(preds: list[dict[str, Any]], mode: str) -> dict[str, Any]:
     for (kind, name), t in sorted(groups.items()):
         out.setdefault(kind, {})[name] = _mc_entry(t)
     return out
+
+
+def _with_macro(mc: dict[str, Any], benchmark: str) -> dict[str, Any]:
+    """Adds the benchmark's official average where it is a mean over groups (the spec's
+    ``macro_over``; MLVU's M-avg over its tasks): ``macro_accuracy`` (each group's reference
+    accuracy, groups without an answered question left out) and ``macro_accuracy_all``."""
+    spec = find_benchmark(benchmark)
+    groups = mc.get(spec.macro_over) if spec is not None and spec.macro_over else None
+    if groups:
+        ref = [g["accuracy"] for g in groups.values() if g["accuracy"] is not None]
+        mc["macro_over"] = spec.macro_over
+        mc["macro_accuracy"] = sum(ref) / len(ref) if ref else None
+        mc["macro_accuracy_all"] = sum(g["accuracy_all"] for g in groups.values()) / len(groups)
+    return mc
 
 
 # ---------------------------------------------------------------- judged dimensions
@@ -189,7 +203,7 @@ def compute_metrics(predictions: Iterable[dict[str, Any]], judgments: Iterable[d
         entry: dict[str, Any] = {"items": len(preds), "status": dict(Counter(p.get("status") for p in preds))}
         mc = [p for p in preds if p.get("task") == "multiple_choice"]
         if mc:
-            entry["multiple_choice"] = _multiple_choice(mc, choice_mode)
+            entry["multiple_choice"] = _with_macro(_multiple_choice(mc, choice_mode), bench)
         for task, dims in TASK_DIMENSIONS.items():
             task_preds = [p for p in preds if p.get("task") == task]
             for dim in dims if task_preds else ():

@@ -17,6 +17,7 @@ from typing import Any
 
 from dyto import viz
 from dyto.evaluation.outcomes import headline_outcomes, run_outcomes
+from dyto.evaluation.published import run_published
 from dyto.evaluation.report import efficiency_summary
 from dyto.evaluation.stats import bootstrap_mean, percent_of_baseline
 from dyto.records import write_text_atomic
@@ -47,7 +48,8 @@ def cell_summary(cell, run_dir: Path, resamples: int = 10_000, seed: int = 0) ->
             "scorer": run.results.get("scorer"), "items": len(run.predictions), "ok": ok,
             "failed": len(run.predictions) - ok, "by_status": run.summary.get("by_status", {}),
             "visual_tokens": eff.get("visual_tokens_out"), "frames_kept": eff.get("frames_kept"),
-            "headline_accuracy": viz.headline_metric(run.results), "accuracy": accuracy}
+            "headline_accuracy": viz.headline_metric(run.results), "accuracy": accuracy,
+            "published": run_published(run.predictions, run.results)}
 
 
 def sweep_rows(cells, out: Path, baseline: str | None, resamples: int = 10_000) -> list[dict[str, Any]]:
@@ -75,15 +77,17 @@ def render_sweep(rows: list[dict[str, Any]], num_frames: int, baseline: str | No
              "(yes + no)), with a 95% percentile-bootstrap interval over questions. "
              + (f"% of unreduced: accuracy / accuracy of `{baseline}`." if baseline else
                 "% of unreduced: no baseline cell (add `concat` or `--baseline CELL`)."), "",
+             "Published: the numbers papers report for the same (method, backbone, benchmark, retention), "
+             "with who measured them, their frames and protocol (docs/paper-results.md).", "",
              "| cell | reducer | budget | visual tokens mean [min, max] | ok / failed | accuracy (%) [95% CI] "
-             "| % of unreduced |", "|---|---|---|---|---|---|---|"]
+             "| % of unreduced | published |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         t, a = r["visual_tokens"], r["accuracy"]
         tokens = f"{t['mean']:.1f} [{t['min']}, {t['max']}]" if t else "–"
         acc = f"{a['estimate']:.1f} [{a['low']:.1f}, {a['high']:.1f}]" if a else "–"
         pct = f"{r['percent_of_baseline']:.1f}" if r["percent_of_baseline"] is not None else "–"
         lines.append(f"| {r['cell']} | {r['label']} | {_budget(r)} | {tokens} | {r['ok']} / {r['failed']} | "
-                     f"{acc} | {pct} |")
+                     f"{acc} | {pct} | {r.get('published', '–')} |")
     return "\n".join(lines + ["", "![accuracy vs visual tokens](sweep.png)", ""])
 
 

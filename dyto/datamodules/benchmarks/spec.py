@@ -96,7 +96,8 @@ class BenchmarkSpec:
         videos: the video naming rule.
         num_frames: frames its protocol fixes, used only when neither the DataModule nor the
             model gives a count (the reducer decides for every built-in benchmark: None).
-        windows: its records carry a (start, end) window in seconds, sampled inside (STAR).
+        windows: its records carry a (start, end) window in seconds, sampled inside: all of them
+            (STAR) or those of some tasks (MVBench's windowed tasks).
         type_field: the record ``meta`` key holding the reporting question type -> ``by_type``.
         derive_type: raw ``meta["question_type"]`` -> reporting type, for records prepared
             without ``type_field`` (hand-written ones).
@@ -104,6 +105,11 @@ class BenchmarkSpec:
         breakdown_fields: further ``meta`` keys reported as ``by_<key>`` (VideoMME's duration, ...).
         published: DyTo's published numbers for this benchmark.
         lmms_eval: the task under ``protocol: lmms_eval``; None where lmms-eval has no such task.
+        choice_rule: the benchmark's own multiple-choice rule, (reply, number of options) -> option
+            index or None; it becomes ``choice_mode: <name>`` (``dyto.evaluation.choice``).
+        macro_over: a breakdown (``"by_type"``, ``"by_<field>"``) whose groups' mean accuracy is the
+            benchmark's official number (MLVU's M-avg over its 7 tasks): ``macro_accuracy`` in the
+            results. None: correct / answered over all questions is the number.
     """
 
     name: str
@@ -119,6 +125,8 @@ class BenchmarkSpec:
     breakdown_fields: tuple[str, ...] = ()
     published: tuple[Published, ...] = ()
     lmms_eval: LmmsEvalTask | None = None
+    choice_rule: Callable[[str, int], int | None] | None = None
+    macro_over: str | None = None
 
     def __post_init__(self) -> None:
         where = f"benchmark spec {self.name!r}"
@@ -132,6 +140,9 @@ class BenchmarkSpec:
             raise ValueError(f"{where}: num_frames must be >= 1 or None, got {self.num_frames}")
         if (self.type_groups or self.derive_type) and self.type_field is None:
             raise ValueError(f"{where}: type_groups / derive_type need a type_field")
+        if self.macro_over is not None and self.macro_over not in (
+                ("by_type",) * bool(self.type_field) + tuple(f"by_{f}" for f in self.breakdown_fields)):
+            raise ValueError(f"{where}: macro_over {self.macro_over!r} must be one of its breakdowns")
         for p in self.published:
             if p.benchmark != self.name or p.metric not in METRICS:
                 raise ValueError(f"{where}: published row {p} must name this benchmark and one of {METRICS}")
