@@ -225,3 +225,16 @@ def test_a_benchmark_without_a_task_is_refused_before_predicting(backbones):
         dm.setup("predict")
     with pytest.raises(ConfigError, match=r"protocol: 'lmms_eval_x' is not allowed; expected reference \| lmms_eval"):
         VideoQA(backbone=backbones["llava_onevision"], protocol="lmms_eval_x")
+
+
+def test_preflight_refuses_it_before_any_weights_load():
+    from dyto.preflight import PreflightError, preflight
+
+    def config(records):
+        return {"trainer": {"accelerator": "cpu"}, "model": {"protocol": "lmms_eval", "backbone": "llava_onevision"},
+                "data": {"class_path": "dyto.datamodules.VideoQADataModule",
+                         "init_args": {"records": str(DEMO / records), "video_root": str(DEMO)}}}
+
+    with pytest.raises(PreflightError, match="benchmark 'demo' has no lmms-eval task.*videomme"):
+        preflight(config("questions.jsonl"))
+    preflight(config("questions_lmms_eval.jsonl"))  # VideoMME rows: fine

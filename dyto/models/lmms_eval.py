@@ -20,9 +20,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dyto.datamodules.benchmarks import find_benchmark
 from dyto.datamodules.preprocess import Preprocessing
+from dyto.errors import ConfigError
 
-__all__ = ["LMMS_EVAL", "LmmsEvalModel", "llava_conversation", "internvl_conversation", "INTERNVL_SYSTEM"]
+__all__ = ["LMMS_EVAL", "LmmsEvalModel", "llava_conversation", "internvl_conversation", "INTERNVL_SYSTEM", "task_prompt"]
 
 LMMS_EVAL = "EvolvingLMMs-Lab/lmms-eval@75571cfe0fa36ca5ec2e6aa2bb268f9d38295af3"
 LLAVA_NEXT = "LLaVA-VL/LLaVA-NeXT@df179663 llava/conversation.py"
@@ -85,3 +87,13 @@ def internvl_conversation(text: str) -> tuple[str, str]:
     ``model.chat``'s ``internvl2_5`` template (MPT separators ``<|im_end|>\\n``)."""
     return (f"<|im_start|>system\n{INTERNVL_SYSTEM}<|im_end|>\n<|im_start|>user\n",
             f"{text}<|im_end|>\n<|im_start|>assistant\n")
+
+
+def task_prompt(backbone, model: LmmsEvalModel, record: dict):
+    """(the backbone's lmms-eval prompt for ``record``, the task's ``max_new_tokens`` or None): the
+    benchmark's lmms-eval task writes the user text for ``model.model``; no task: ``ConfigError``."""
+    spec = find_benchmark(record.get("benchmark"))
+    if spec is None or spec.lmms_eval is None:
+        raise ConfigError("model.protocol", "lmms_eval", "'reference'",
+                          f"benchmark {record.get('benchmark')!r} has no lmms-eval task")
+    return backbone.lmms_eval_prompt(spec.lmms_eval.text(record, model.model)), spec.lmms_eval.max_new_tokens

@@ -24,13 +24,13 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
-from dyto.datamodules.benchmarks import find_benchmark
 from dyto.errors import ConfigError
 from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, build_backbone
 from dyto.models.batching import BATCH_ORDERS, generate_in_groups, plan_groups
 from dyto.models.encode_ahead import EncodeAhead
 from dyto.models.generation_loop import (GENERATION_LOOPS, STATIC_CACHE_BUCKET, resolve_generation_loop,
                                         static_compiled_config)
+from dyto.models.lmms_eval import task_prompt
 from dyto.models.rope import dynamic_rope_limit
 from dyto.records import prediction_record
 from dyto.reduction import DyToReducer, TokenReducer
@@ -253,13 +253,7 @@ class VideoQA(LightningModule):
         """(the prompt, max_new_tokens; None: the lmms-eval model file's default, bounded by max_length)."""
         if self.lmms_model is None:
             return self.backbone.prompt(qa["task"], question, qa.get("options")), self.max_new_tokens
-        spec = find_benchmark(qa.get("benchmark"))
-        if spec is None or spec.lmms_eval is None:
-            raise ConfigError("model.protocol", "lmms_eval", "'reference'",
-                              f"benchmark {qa.get('benchmark')!r} has no lmms-eval task")
-        task = spec.lmms_eval
-        text = task.text({**qa, "question": question}, self.lmms_model.model)
-        return self.backbone.lmms_eval_prompt(text), task.max_new_tokens
+        return task_prompt(self.backbone, self.lmms_model, {**qa, "question": question})
 
     # -- generation --------------------------------------------------------------------------
     def resolved_generation_loop(self) -> tuple[str, str | None]:
