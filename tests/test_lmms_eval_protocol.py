@@ -238,3 +238,20 @@ def test_preflight_refuses_it_before_any_weights_load():
     with pytest.raises(PreflightError, match="benchmark 'demo' has no lmms-eval task.*videomme"):
         preflight(config("questions.jsonl"))
     preflight(config("questions_lmms_eval.jsonl"))  # VideoMME rows: fine
+
+
+def test_llava_video_pooling_and_row_newlines_are_llava_nexts(backbones):
+    """LLaVA-NeXT's get_2dPool (average, stride 2) and add_token_per_grid (fixture: llava_video.json)."""
+    from dyto.models.llava_onevision import LlavaOnevision, grid_newlines, row_ids
+    from dyto.reduction import ConcatReducer
+
+    fx = json.loads((LMMS / "llava_video.json").read_text())
+    video = LlavaOnevision(mm_spatial_pool_mode="average", mm_newline_position="grid", lmms_eval_as="llava_vid")
+    assert video.patch_grid(video.preprocessing.size) == (fx["side"], fx["side"]) and video.grid == (3, 3)
+    pooled = video.pool(torch.tensor(fx["features"]))
+    assert torch.allclose(pooled, torch.tensor(fx["pooled"]), atol=1e-6)
+    whole = ConcatReducer(num_frames=3)(pooled, video.grid)
+    for reduction in (whole, Reduction(whole.tokens, whole.frames_kept, whole.tokens_per_frame)):  # positions or none
+        rows = grid_newlines(reduction.tokens, row_ids(reduction, video.grid), torch.tensor(fx["newline"]))
+        assert torch.allclose(rows, torch.tensor(fx["with_row_newlines"]), atol=1e-6)
+    assert video.lmms_eval_model().model == "llava_vid" and video.fingerprint()["pooling"] == "average_2x"
