@@ -66,6 +66,28 @@ def _check_data(data: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _check_protocol(model: dict[str, Any], data: dict[str, Any]) -> list[str]:
+    """``model.protocol: lmms_eval`` needs a benchmark lmms-eval has a task for (the given one, else
+    the records' own, read from the first line)."""
+    if model.get("protocol") != "lmms_eval" or not isinstance(data, dict):
+        return []
+    import json
+
+    from dyto.datamodules.benchmarks import BENCHMARKS, find_benchmark
+
+    bench, records = _benchmark(data), (data.get("init_args") or data).get("records")
+    if bench is None and records and Path(records).is_file():
+        with open(records, encoding="utf-8") as f:
+            first = f.readline().strip()
+        bench = json.loads(first).get("benchmark") if first.startswith("{") else None
+    spec = find_benchmark(bench)
+    if bench is None or (spec is not None and spec.lmms_eval is not None):
+        return []
+    known = ", ".join(sorted(n for n, s in BENCHMARKS.items() if s.lmms_eval is not None))
+    return [f"model.protocol lmms_eval: benchmark {bench!r} has no lmms-eval task (lmms-eval tasks exist for: {known}; "
+            "dyto/assets/demo/questions_lmms_eval.jsonl holds demo questions as VideoMME rows), or use --model.protocol reference"]
+
+
 def _check_names(model: dict[str, Any]) -> list[str]:
     """Reducers and backbones given by registry name must be registered."""
     from dyto.models.backbone import list_backbones
@@ -124,6 +146,6 @@ def preflight(config: dict[str, Any]) -> None:
     if isinstance(config.get("data"), dict):
         problems += _check_data(config["data"])
     model = config.get("model") or {}
-    problems += _check_names(model) + _check_checkpoints(model)
+    problems += _check_names(model) + _check_checkpoints(model) + _check_protocol(model, config.get("data"))
     if problems:
         raise PreflightError(problems)

@@ -56,12 +56,13 @@ class QARecord:
 
 
 # Field order of a prediction record (docs/internals.md; `prediction2` holds the answer to
-# `question2` for VCGBench consistency items and is null otherwise).
+# `question2` for VCGBench consistency items and is null otherwise; `protocol` is "reference" or
+# "lmms_eval", the prompt/frames/parser protocol the run followed, null in older records).
 PREDICTION_FIELDS = (
     "id", "benchmark", "task", "question", "answer", "options", "answer_index", "question2",
     "meta", "status", "error", "prediction", "prediction2", "frames_sampled", "frames_kept",
     "visual_tokens_in", "visual_tokens_out", "prompt_tokens", "reducer", "model", "conv_mode",
-    "seed", "timings",
+    "seed", "timings", "protocol",
 )
 
 

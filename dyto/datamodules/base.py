@@ -21,10 +21,11 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from dyto.datamodules.benchmarks import BenchmarkSpec, find_benchmark, get_benchmark
+from dyto.datamodules.benchmarks import BENCHMARKS, BenchmarkSpec, find_benchmark, get_benchmark
 from dyto.datamodules.paths import VideoError, VideoResolver, resolver_for
 from dyto.datamodules.preprocess import Preprocessing
 from dyto.datamodules.video import decode_video
+from dyto.errors import ConfigError
 from dyto.records import QARecord, file_sha256, read_qa_records
 
 BATCH_KEYS = ("ids", "records", "pixel_values", "frame_indices", "frames_total", "status", "error", "decode_ms")
@@ -64,7 +65,8 @@ class VideoQADataset(Dataset):
             video = decode_video(self.resolver(rec), self.num_frames, backend=self.backend, window=window,
                                  method=self.sampling, timeout_s=self.decode_timeout_s,
                                  image_fps=float(rec.meta.get("frame_fps") or 0.0))  # frame folders (MVBench)
-            sample["pixel_values"] = self.preprocessing(video.frames)  # [T,3,H',W'] float
+            sample["pixel_values"] = self.preprocessing(video.frames, total_frames=video.total_frames,
+                                                        fps=video.fps)  # [T,3,H',W'] float
             sample["frame_indices"], sample["frames_total"] = video.indices, video.total_frames
         except VideoError as e:
             sample["status"], sample["error"] = e.status, e.message
@@ -198,6 +200,9 @@ class VideoQADataModule(L.LightningDataModule):
             ``preprocessing`` attribute, or for a module without one a ``Preprocessing`` built from
             its ``image_size`` / ``image_mean`` / ``image_std`` (336, CLIP's when it has none).
             ``image_size`` / ``image_mean`` / ``image_std`` given here override those fields.
+        sampling: how frames are picked (``video.SAMPLING_RULES``). None: the model's ``sampling``
+            attribute (under ``protocol: lmms_eval``, the backbone's lmms-eval rule), else
+            ``"reference"`` (SF-LLaVA's ``get_seq_frames``).
         num_frames: None: the model's ``num_frames`` (its reducer's: the one source of truth), else
             the benchmark spec's. When ``preprocessing.frames_per_patch`` is k > 1, the count is
             rounded UP to a multiple of k (a backbone folding k frames into one temporal patch
@@ -230,7 +235,7 @@ class VideoQADataModule(L.LightningDataModule):
                  preprocessing: Preprocessing | None = None, image_size: int | None = None,
                  image_mean: tuple[float, float, float] | None = None,
                  image_std: tuple[float, float, float] | None = None, backend: str = "auto",
-                 sampling: str = "reference", decode_timeout_s: float = 120.0, limit: int | None = None,
+                 sampling: str | None = None, decode_timeout_s: float = 120.0, limit: int | None = None,
                  video_map: str | None = None, pin_memory: bool | None = None,
                  prefetch_factor: int | str = "auto", order: str = "auto") -> None:
         super().__init__()
@@ -298,7 +303,15 @@ class VideoQADataModule(L.LightningDataModule):
                                                             self.preprocessing.std)
         if self.num_frames is None and module is not None:
             self.num_frames = getattr(module, "num_frames", None)
+        if self.sampling is None:
+            self.sampling = getattr(module, "sampling", None) or "reference"
         rules = self.rules()
+        if getattr(module, "protocol", "reference") == "lmms_eval" and (rules is None or rules.lmms_eval is None):
+            known = ", ".join(sorted(n for n, s in BENCHMARKS.items() if s.lmms_eval is not None))
+            name = rules.name if rules else (self.records[0].benchmark if self.records else self.benchmark)
+            raise ConfigError("model.protocol", "lmms_eval", f"'reference' for benchmark {name!r}, which lmms-eval has "
+                              f"no task for", f"lmms-eval tasks exist for: {known}; "
+                              "dyto/assets/demo/questions_lmms_eval.jsonl holds demo questions as VideoMME rows")
         if self.num_frames is None and rules is not None:
             self.num_frames = rules.num_frames
         if self.num_frames is None:
@@ -338,7 +351,7 @@ class VideoQADataModule(L.LightningDataModule):
             "records_sha256": file_sha256(self.records_path),
             "benchmark": self.benchmark if self.benchmark is not None else (rules.name if rules else None),
             "num_frames": self.num_frames,
-            "sampling": self.sampling,
+            "sampling": self.sampling or "reference",
             "backend": self.backend,
             "decode_timeout_s": self.decode_timeout_s,
             "preprocessing": self.preprocessing.config() if self.preprocessing is not None else None,
@@ -362,7 +375,7 @@ class VideoQADataModule(L.LightningDataModule):
             self.setup("predict")
         todo = [r for r in self.records if r.id not in self.skip_ids]
         return VideoQADataset(todo, self.resolver(), self.num_frames, self.preprocessing, backend=self.backend,
-                              sampling=self.sampling, decode_timeout_s=self.decode_timeout_s)
+                              sampling=self.sampling or "reference", decode_timeout_s=self.decode_timeout_s)
 
     def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:
         """Batches stay on the host: the model copies frames itself (``encode_frames``), so frames it

@@ -42,6 +42,7 @@ from torch import Tensor
 from transformers import GenerationConfig
 
 from dyto.datamodules.preprocess import Preprocessing
+from dyto.errors import ConfigError
 from dyto.models.inputs import left_pad
 from dyto.models.rope import reset_dynamic_rope
 
@@ -171,6 +172,21 @@ class Backbone(torch.nn.Module):
             "dtype": str(self.model.dtype).removeprefix("torch."),
             "attn_implementation": config._attn_implementation,
         }
+
+    # -- protocol: lmms_eval (dyto/models/lmms_eval.py) ------------------------------------------
+    def lmms_eval_model(self):
+        """How lmms-eval's model file runs this family (an ``LmmsEvalModel``); a family without one
+        cannot run ``protocol: lmms_eval``."""
+        raise ConfigError("model.protocol", "lmms_eval", "'reference'", f"backbone {self.name!r} has no lmms-eval model")
+
+    def lmms_eval_prompt(self, text: str) -> Prompt:
+        """A task's lmms-eval user text in this family's lmms-eval template, split at the visual tokens."""
+        raise ConfigError("model.protocol", "lmms_eval", "'reference'", f"backbone {self.name!r} has no lmms-eval model")
+
+    def grid_for(self, pixels: Tensor) -> tuple[int, int]:
+        """(h, w) of the tokens ``encode`` makes from ``pixels [T,3,H,W]``: ``grid`` unless the
+        family's grid depends on the frame size (Qwen2.5-VL's ``smart_resize``, InternVL's tiles)."""
+        return self.grid
 
     # -- defaults --------------------------------------------------------------------------
     def clean_answer(self, task: str, text: str) -> str:

@@ -20,6 +20,10 @@ load; to run them here they must first be converted the same way (InternVL2-8B h
 InternViT-300M + MLP-projector layout of InternVL2.5-8B with an InternLM2 LLM, which the
 converter rewrites as Llama). That conversion was not tried offline, so InternVL2 results
 through this backbone are unverified; InternVL3-8B-hf is the supported default.
+
+Under ``protocol: lmms_eval`` (lmms-eval's ``internvl3.py``) a frame is up to ``min(12, 64 // 32) = 2``
+tiles of the tower's size plus a thumbnail (``dynamic_preprocess``), stacked along the height:
+pixels ``[T, 3, k*448, 448]`` -> ``[T, k*256, D]`` on a ``(16k, 16)`` grid (tile after tile).
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ import torch
 from torch import Tensor
 from transformers import InternVLForConditionalGeneration
 
-from dyto.models.backbone import VisualFeatures, register_backbone
+from dyto.datamodules.preprocess import Preprocessing
+from dyto.models.backbone import Prompt, VisualFeatures, register_backbone
 from dyto.models.chat_backbone import ChatBackbone
+from dyto.models.lmms_eval import LMMS_EVAL, LmmsEvalModel, internvl_conversation
 from dyto.models.tiny_families import TINY_INTERNVL_NAME, build_tiny_internvl
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -91,9 +97,14 @@ class InternVL(ChatBackbone):
             hidden = out[0] if isinstance(out, tuple) else out
         return tower.layernorm(hidden) if feature_layer == -1 else hidden
 
+    def grid_for(self, pixels: Tensor) -> tuple[int, int]:
+        """``(16k, 16)`` for frames of k tiles stacked along the height (one tile: ``grid``)."""
+        return (self.grid[0] * pixels.shape[-2] // pixels.shape[-1], self.grid[1])
+
     @torch.no_grad()
     def encode(self, pixels: Tensor, with_cls: bool = False) -> VisualFeatures:
-        """``[T,3,448,448]`` -> ``[T,256,D]``: CLS dropped, pixel shuffle, projector (per chunk)."""
+        """``[T,3,448,448]`` -> ``[T,256,D]``: CLS dropped, pixel shuffle, projector (per chunk);
+        ``[T,3,k*448,448]`` (tiles stacked along H) -> ``[T,k*256,D]``, tile after tile."""
         if with_cls:
             raise ValueError("InternVL's CLS token has no projection into the LLM's space (the projector "
                              "reads pixel-shuffled 4C vectors); use a reducer descriptor that does not need it")
@@ -101,6 +112,9 @@ class InternVL(ChatBackbone):
         if isinstance(config.vision_feature_layer, list):
             raise ValueError("a list of vision_feature_layer values is not supported")
         pixels = pixels.to(self.device, non_blocking=True)
+        t, c, height, side = pixels.shape
+        tiles = height // side
+        pixels = pixels.reshape(t, c, tiles, side, side).transpose(1, 2).reshape(t * tiles, c, side, side)
         feats = []
         for chunk in pixels.split(self.vision_chunk_size):
             hidden = self.feature_hidden(chunk.to(dtype=self.dtype))
@@ -110,7 +124,9 @@ class InternVL(ChatBackbone):
             side = int(n**0.5)
             shuffled = inner.pixel_shuffle(hidden.reshape(t, side, side, c), scale_factor=config.downsample_ratio)
             feats.append(inner.multi_modal_projector(shuffled.reshape(t, -1, shuffled.shape[-1])))
-        return VisualFeatures(torch.cat(feats), self.grid, None)
+        features = torch.cat(feats)                                     # [T*k, 256, D]
+        return VisualFeatures(features.reshape(-1, tiles * features.shape[1], features.shape[2]),
+                              (self.grid[0] * tiles, self.grid[1]), None)
 
     def visual_layout(self, reduction) -> tuple[str, list[Tensor]]:
         start = getattr(self.tokenizer, "start_image_token", None) or "<img>"
@@ -121,6 +137,17 @@ class InternVL(ChatBackbone):
         blocks = list(reduction.tokens.split(list(reduction.tokens_per_frame)))
         text = "".join(f"Frame{k + 1}: {start}{marker}{end}\n" for k in range(len(blocks)))
         return text, blocks
+
+    def lmms_eval_model(self) -> LmmsEvalModel:
+        frames, size = 32, self.preprocessing.size
+        tiles = Preprocessing(size, "internvl_tiles", self.preprocessing.mean, self.preprocessing.std,
+                              max_tiles=max(1, min(12, 64 // frames)))  # internvl3.py: max_num, total_max_num // num_frame
+        return LmmsEvalModel("internvl3", f"{LMMS_EVAL} lmms_eval/models/simple/internvl3.py 25-30, 87-215, 239-257, "
+                             "450-471", frames, "internvl_segments", tiles, 1024, "internvl2_5")
+
+    def lmms_eval_prompt(self, text: str) -> Prompt:
+        before, after = internvl_conversation(text)
+        return Prompt(before, after, "lmms_eval:internvl2_5")
 
     def fingerprint(self) -> dict:
         return {**super().fingerprint(), "downsample_ratio": self.model.config.downsample_ratio,

@@ -19,10 +19,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+import dataclasses
+
 from dyto.datamodules.preprocess import Preprocessing
 from dyto.datamodules.video import CLIP_MEAN, CLIP_STD
 from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, register_backbone
+from dyto.errors import ConfigError
 from dyto.models.inputs import TOKENIZATIONS, splice, tokenize_prompt
+from dyto.models.lmms_eval import LMMS_EVAL, LmmsEvalModel, llava_conversation
 from dyto.models.loading import load_llava_next, resolve_attn_implementation, resolve_dtype
 from dyto.models.prompts import IMAGE_PLACEHOLDER, default_conv_mode, model_family, render_prompt
 from dyto.models.rope import ROPE_STATES
@@ -176,6 +180,21 @@ class LlavaNext(Backbone):
                                         self.tokenization)
         embeds = splice(self.input_embeddings(), before, reduction.tokens, after)
         return LLMInput(embeds, None, reduction.tokens.shape[0])
+
+    def lmms_eval_model(self) -> LmmsEvalModel:
+        """lmms-eval's ``llava_vid.py`` with its defaults (``conv_template=vicuna_v1``, ``max_frames_num=20``,
+        ``video_fps=1``) and the CLIP processor of LLaVA-NeXT's original checkpoints. Its 2x2 average
+        pooling and per-row newlines are not applied: this backbone keeps the reference's 24x24 tokens."""
+        if self.family != "7b":
+            raise ConfigError("model.protocol", "lmms_eval", "'reference'", "lmms-eval's llava_vid defaults are "
+                              "written for Vicuna (7B); LLaVA-NeXT-34B's template there is not set")
+        return LmmsEvalModel("llava_vid", f"{LMMS_EVAL} lmms_eval/models/simple/llava_vid.py 86-106, 331-349, 505-524",
+                             20, "fps_then_linspace",
+                             dataclasses.replace(self.preprocessing, resize="shortest_edge_center_crop"), 1024, "vicuna_v1")
+
+    def lmms_eval_prompt(self, text: str) -> Prompt:
+        before, after = llava_conversation("vicuna_v1", text)
+        return Prompt(before, after, "lmms_eval:vicuna_v1")
 
     def clean_answer(self, task: str, text: str) -> str:
         # SF-LLaVA's fix: its multiple-choice answers sometimes speak of "the image"

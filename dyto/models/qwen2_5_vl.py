@@ -20,6 +20,14 @@ What differs from the model's own pipeline (``Qwen2_5_VLProcessor`` + ``generate
 With the identity reducer the answers equal ``model.generate`` on the processor's layout
 (tested on the tiny model).
 
+Under ``protocol: lmms_eval`` (lmms-eval's ``qwen2_5_vl.py`` with qwen-vl-utils 0.0.10) frames are
+sampled at 2 fps and 32 of them kept, and resized with ``smart_resize`` (aspect kept, a pixel
+budget per frame between ``min_pixels`` 256*28*28 and ``max_pixels`` 1605632, smaller for long
+clips), so the grid ``(H/28, W/28)`` is the video's own (``grid_for``, ``Reduction.grid``); the
+prompt is the checkpoint's template with lmms-eval's messages (system "You are a helpful
+assistant.", then the video and the task's text); ``second_per_grid_t`` stays 1.0, which is what
+the processor assumes there (no ``fps`` is passed to it).
+
     dyto predict --config configs/models/qwen2_5_vl_7b.yaml --config configs/reducers/dyto_qwen2_5_vl.yaml \\
                  --config configs/benchmarks/nextqa.yaml
     pytest -q tests/test_backbone_qwen2_5_vl.py tests/test_backbone_qwen2_5_vl_e2e.py
@@ -40,6 +48,7 @@ from dyto.models.inputs import left_pad
 from dyto.models.loading import (
     DTYPES, checkpoint_chat_template, checkpoint_preprocessing, load_checkpoint, resolve_attn_implementation,
 )
+from dyto.models.lmms_eval import LMMS_EVAL, LmmsEvalModel
 from dyto.models.prompts import chat_layout, render_chat
 from dyto.models.qwen2_5_vl_inputs import TEXT_AFTER_VIDEO, VIDEO_PAD, grid_positions, mrope_positions, patchify
 from dyto.models.tiny_qwen2_5_vl import TINY_QWEN_NAME, build_tiny_qwen2_5_vl
@@ -47,6 +56,9 @@ from dyto.models.tiny_qwen2_5_vl import TINY_QWEN_NAME, build_tiny_qwen2_5_vl
 __all__ = ["Qwen2_5_VL", "reduction_positions"]
 
 TINY_SIZE = 84  # the tiny model's frames: 6x6 patches of 14 px, a 3x3 merged grid
+# lmms-eval qwen2_5_vl.py defaults; the tiny model's budget is scaled to its 84 px frames (9 to 36 cells)
+LMMS_PIXELS = {"checkpoint": (256 * 28 * 28, 1605632), "tiny": (9 * 28 * 28, 36 * 28 * 28)}
+LMMS_SYSTEM = "You are a helpful assistant."
 
 
 def reduction_positions(reduction, grid: tuple[int, int]) -> Tensor:
@@ -178,6 +190,32 @@ class Qwen2_5_VL(Backbone):
         h, w = gh // vision.spatial_merge_size, gw // vision.spatial_merge_size
         return VisualFeatures(features=torch.cat(out).reshape(gt, h * w, -1), grid=(h, w), cls=None)
 
+    def grid_for(self, pixels: Tensor) -> tuple[int, int]:
+        """``(H/28, W/28)``: frames of any size whose sides are multiples of 28 (``smart_resize``)."""
+        vision = self.model.config.vision_config
+        unit = vision.patch_size * vision.spatial_merge_size
+        return (pixels.shape[-2] // unit, pixels.shape[-1] // unit)
+
+    def lmms_eval_model(self) -> LmmsEvalModel:
+        low, high = LMMS_PIXELS["tiny" if self.checkpoint == "tiny" else "checkpoint"]
+        resize = Preprocessing(self.preprocessing.size, "qwen_smart_resize", self.preprocessing.mean,
+                               self.preprocessing.std, self.preprocessing.frames_per_patch, min_pixels=low, max_pixels=high)
+        return LmmsEvalModel("qwen2_5_vl", f"{LMMS_EVAL} lmms_eval/models/simple/qwen2_5_vl.py 36-49, 220-292; "
+                             "QwenLM/Qwen2.5-VL@f0af2996 qwen-vl-utils/src/qwen_vl_utils/vision_process.py 24-332",
+                             32, "qwen_fps", resize, 32768, "chat_template")
+
+    def lmms_eval_prompt(self, text: str) -> Prompt:
+        """lmms-eval's messages through the checkpoint's template: a system turn ``LMMS_SYSTEM``, then a
+        user turn with the video item and the task's text, split at ``<|video_pad|>``."""
+        messages = [{"role": "system", "content": LMMS_SYSTEM},
+                    {"role": "user", "content": [{"type": "video", "video": "video"}, {"type": "text", "text": text}]}]
+        rendered = self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
+                                                      add_generation_prompt=True)
+        if rendered.count(VIDEO_PAD) != 1:
+            raise ValueError(f"the chat template does not place exactly one {VIDEO_PAD}: {rendered!r}")
+        before, after = rendered.split(VIDEO_PAD)
+        return Prompt(before, after, "lmms_eval:chat_template")
+
     def prompt(self, task: str, question: str, options: list[str] | None = None) -> Prompt:
         """The reference's wording through the checkpoint's chat template, split at ``<|video_pad|>``
         (``before`` ends with ``<|vision_start|>``, ``after`` starts with ``<|vision_end|>``)."""
@@ -199,11 +237,12 @@ class Qwen2_5_VL(Backbone):
             raise ValueError(f"the prompt holds {ids.count(pad)} {VIDEO_PAD} tokens, expected 1 "
                              "(does the question itself contain one?)")
         at = ids.index(pad)
-        cells = reduction_positions(reduction, self.grid).to(self.device)
+        grid = getattr(reduction, "grid", None) or self.grid
+        cells = reduction_positions(reduction, grid).to(self.device)
         tokens = reduction.tokens.to(device=self.device, dtype=embed.weight.dtype)
         text = embed(torch.tensor(ids, dtype=torch.long, device=self.device))
         embeds = torch.cat([text[:at], tokens, text[at + 1 :]])
-        positions = mrope_positions(self.model.model, at, cells, self.grid, len(ids) - at - 1,
+        positions = mrope_positions(self.model.model, at, cells, grid, len(ids) - at - 1,
                                     self.second_per_grid_t, self.text_after_video)
         return LLMInput(embeds=embeds, positions=positions, visual_tokens=tokens.shape[0])
 

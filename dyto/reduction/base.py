@@ -27,6 +27,8 @@ class Reduction:
     output token in the input grid, in output order (docs/internals.md, "Seams"): a kept token
     keeps its own cell, a merged token takes its destination's cell, a pooled token the top-left
     cell of its window. Backbones with 3-D positions (M-RoPE) place the tokens with it.
+    ``grid`` is the input grid those cells belong to; ``VideoQA`` fills it when the reducer does not,
+    since under ``protocol: lmms_eval`` a Qwen2.5-VL or InternVL grid depends on the video.
     """
 
     tokens: Tensor               # [L, D], the visual tokens in LLM order
@@ -34,6 +36,7 @@ class Reduction:
     tokens_per_frame: list[int]  # one entry per output block, in output order; sum == L
     info: dict = field(default_factory=dict)  # reducer-specific introspection
     positions: Tensor | None = None  # [L, 3] long: (frame, row, col) in the input grid
+    grid: tuple[int, int] | None = None  # (h, w) of the input grid; VideoQA sets it (frames of varying size)
 
 
 def cell_positions(frames: Tensor, cells: Tensor, width: int) -> Tensor:
