@@ -13,18 +13,24 @@
     dyto reduce-demo [--video clip.mp4]
 
 `predict` goes to LightningCLI; `python cli.py ...` in the repository root is the same entry
-point.
+point. Every command ends a wrong setting or a bad input file (a ``dyto.errors.UserError``, or
+a parse or constructor error of the config) in one line, ``dyto: <key or file:line>: <problem>``,
+and exit status 2; any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import sys
 
-from jsonargparse import lazy_instance
+from jsonargparse import ArgumentError, lazy_instance
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+
+from dyto.errors import UserError, config_error, parser_error
 
 # Inference only: the module has no training step, so fit/validate/test are not offered.
 LIGHTNING_SUBCOMMANDS = ("predict",)
+# parse errors are raised (and shown in one line by DyToCLI.parse_arguments), not printed with the usage
+PARSER_KWARGS = {"exit_on_error": False}
 
 
 class RunDirConfigSaver(SaveConfigCallback):
@@ -49,6 +55,31 @@ class RunDirConfigSaver(SaveConfigCallback):
 
 class DyToCLI(LightningCLI):
     """LightningCLI with the prediction writer and the evaluation always wired in."""
+
+    def parse_arguments(self, parser, args) -> None:
+        """jsonargparse's parse errors (a wrong type, an unknown key) as one line, not the usage dump."""
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as e:
+            raise parser_error(str(e), "dyto predict") from None
+
+    def instantiate_classes(self) -> None:
+        """A constructor's error about a setting names the dotted key the user wrote."""
+        try:
+            super().instantiate_classes()
+        except Exception as e:
+            from dyto.callbacks import EvaluateCallback, PicturesCallback
+            from dyto.evaluation.protocol import JudgeConfig
+            from dyto.models.videoqa import VideoQA
+            from dyto.predict import PredictionWriter
+
+            config = (self.config[self.subcommand] if self.subcommand else self.config).as_dict()
+            groups = {"model": VideoQA, "output": PredictionWriter, "pictures": PicturesCallback,
+                      "evaluation": EvaluateCallback, "evaluation.judge": JudgeConfig}
+            found = config_error(e, config, groups)
+            if found is None:
+                raise
+            raise found from None
 
     def before_instantiate_classes(self) -> None:
         """Stop in one line, before any weights load, when the config cannot run here."""
@@ -108,6 +139,7 @@ def run_lightning(argv: list[str]) -> None:
             trainer_defaults={"logger": False, "enable_checkpointing": False},
             args=argv,
             auto_configure_optimizers=False,
+            parser_kwargs={**PARSER_KWARGS, "predict": PARSER_KWARGS},
         )
 
 
@@ -124,7 +156,7 @@ def build_for_sweep(argv: list[str]):
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         cli = DyToCLI(VideoQA, VideoQADataModule, subclass_mode_data=True, run=False, save_config_callback=None,
                       seed_everything_default=0, trainer_defaults={"logger": False, "enable_checkpointing": False},
-                      args=argv, auto_configure_optimizers=False)
+                      args=argv, auto_configure_optimizers=False, parser_kwargs=PARSER_KWARGS)
     return cli.model, cli.datamodule, cli.trainer, cli.config.as_dict(), find_evaluator(cli.trainer)
 
 
@@ -133,16 +165,17 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return
-    cmd, rest = argv[0], argv[1:]
-    if cmd in LIGHTNING_SUBCOMMANDS:
-        from dyto.evaluation.judge import JudgeFatalError
-        from dyto.runs import MixedSettingsError, SettingsChanged
+    try:
+        run_command(argv[0], argv[1:])
+    except UserError as e:  # the one handler: a setting or an input file to fix, in one line
+        for line in e.lines():
+            print(f"dyto: {line}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
 
-        try:
-            run_lightning(argv)
-        except (SettingsChanged, MixedSettingsError, JudgeFatalError) as e:
-            # a known way for a run to stop: one line that says what to change, no traceback
-            sys.exit(f"dyto {cmd}: {e}")
+
+def run_command(cmd: str, rest: list[str]) -> None:
+    if cmd in LIGHTNING_SUBCOMMANDS:
+        run_lightning([cmd, *rest])
     elif cmd == "prepare":
         from dyto.datamodules.prepare import main as prepare_main
 
@@ -156,14 +189,9 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.exit(compare_main(rest))
     elif cmd == "sweep":
-        from dyto.evaluation.judge import JudgeFatalError
         from dyto.evaluation.sweep import sweep_main
-        from dyto.runs import MixedSettingsError, SettingsChanged
 
-        try:
-            sys.exit(sweep_main(rest, build_for_sweep))
-        except (SettingsChanged, MixedSettingsError, JudgeFatalError, ValueError) as e:
-            sys.exit(f"dyto sweep: {e}")
+        sys.exit(sweep_main(rest, build_for_sweep))
     elif cmd == "demo":
         from dyto.demo import demo_main
 
@@ -173,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.exit(reduce_demo_main(rest))
     else:
-        sys.exit(f"dyto: unknown command {cmd!r}; try `dyto --help`")
+        raise UserError(f"unknown command {cmd!r}; try `dyto --help`")
 
 
 if __name__ == "__main__":

@@ -12,15 +12,20 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
+from dyto.errors import UserError
+
 __all__ = ["PreflightError", "preflight"]
 
 
-class PreflightError(SystemExit):
-    """A config that cannot run; its message is one line (or one line per problem)."""
+class PreflightError(UserError):
+    """A config that cannot run: one line per problem (each printed after ``dyto: ``)."""
 
     def __init__(self, problems: list[str]):
         self.problems = problems
-        super().__init__("\n".join(f"dyto: {p}" for p in problems))
+        super().__init__("; ".join(problems))
+
+    def lines(self) -> list[str]:
+        return [" ".join(p.split()) for p in self.problems]
 
 
 def _walk(obj: Any, path: str = "") -> Iterator[tuple[str, Any]]:
@@ -118,7 +123,7 @@ def _check_trainer(trainer: dict[str, Any]) -> list[str]:
 
 
 def preflight(config: dict[str, Any]) -> None:
-    """Raise ``PreflightError`` (a ``SystemExit`` with one line per problem) if the parsed
+    """Raise ``PreflightError`` (a ``UserError``, one line per problem) if the parsed
     ``dyto predict`` config cannot run here; return quietly otherwise."""
     problems = _check_trainer(config.get("trainer") or {})
     if isinstance(config.get("data"), dict):

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from dyto import __version__
+from dyto.errors import UserError
 from dyto.records import read_jsonl, write_text_atomic
 
 __all__ = ["RunFolder", "Run", "SettingsChanged", "MixedSettingsError", "run_fingerprint",
@@ -72,7 +73,7 @@ def fingerprint_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[
     return changes
 
 
-class SettingsChanged(RuntimeError):
+class SettingsChanged(UserError, RuntimeError):
     """A rerun into a run folder whose predictions were made with other settings."""
 
     def __init__(self, run_dir: Path, changes: list[tuple[str, Any, Any]], legacy: bool = False):
@@ -91,7 +92,7 @@ class SettingsChanged(RuntimeError):
                          "(old logs are moved aside, never deleted).")
 
 
-class MixedSettingsError(ValueError):
+class MixedSettingsError(UserError, ValueError):
     """Predictions made with different settings were asked to be scored as one result."""
 
 
