@@ -153,7 +153,7 @@ def test_grid_parsing_and_bad_input():
     assert [c.name for c in build_grid(["dyto"], [], [], 16)] == ["dyto-default"]
     with pytest.raises(ValueError, match="key=value"):
         parse_reducer("slowfast:fast_grid")
-    with pytest.raises(ValueError, match="--reducers: 'nope' is not allowed; expected a registered reducer"):
+    with pytest.raises(ValueError, match="--reducers: 'nope' is not allowed; expected one of the known reducers"):
         build_grid(["nope"], [0.5], [], 8)
     with pytest.raises(ValueError, match="twice"):
         build_grid(["dyto", "dyto"], [0.5], [], 8)

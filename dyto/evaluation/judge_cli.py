@@ -18,6 +18,7 @@ import sys
 import types
 import typing
 
+from dyto.errors import ConfigError, UserError
 from dyto.evaluation.choice import CHOICE_MODES
 from dyto.evaluation.judge import JudgeFatalError, JudgeUnavailable
 from dyto.evaluation.protocol import JudgeConfig
@@ -58,9 +59,12 @@ def judge_main(argv: list[str] | None = None) -> int:
     values = {name: getattr(args, name) for name, _, _ in JudgeConfig.options()}
     try:
         config = JudgeConfig(**values)
-    except ValueError as e:
-        ap.error(str(e))
+    except ConfigError as e:  # the handler of dyto.cli prints it in one line, as the flag
+        raise e.at("--" + e.key.replace("_", "-")) from None
     predictions, out = locate_predictions(args.predictions, args.out)
+    if not predictions.is_file():
+        raise UserError(f"--predictions: {predictions} does not exist: give a run folder (outputs/<run>) "
+                        "that finished predict, or its artifacts/predictions.jsonl")
     try:
         results = evaluate(predictions, out, scorer="gpt", judge_config=config, choice_mode=args.choice_mode,
                            progress=not args.no_progress)

@@ -135,7 +135,7 @@ def register_reducer(name: str) -> Callable[[type[TokenReducer]], type[TokenRedu
 def build_reducer(name: str, **params: Any) -> TokenReducer:
     """Instantiate the reducer registered as ``name`` with ``params``."""
     if name not in REDUCERS:
-        raise ConfigError("reducer", name, "a registered reducer: " + ", ".join(list_reducers()))
+        raise ConfigError("reducer", name, "one of the known reducers: " + ", ".join(list_reducers()))
     known = [p for p in inspect.signature(REDUCERS[name].__init__).parameters if p != "self"]
     for key in params:
         if key not in known:
