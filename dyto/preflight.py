@@ -1,8 +1,9 @@
 """Checks a ``dyto predict`` config before any weights load: one line per problem, with the fix.
 
-Loading a 7B or 34B checkpoint takes minutes; a run that would then stop on a missing records
-file, video folder or GPU should stop before that, in one line that says what to do. The
-checks read only the parsed config (plain dicts) and the file system.
+Loading a 7B or 34B checkpoint takes minutes; a run that would then stop on a missing or
+malformed records file (a torn line, a missing field, a duplicate id, options that do not hold
+the answer), a video folder or GPU should stop before that, in one line that says what to do.
+The checks read only the parsed config (plain dicts) and the file system.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from dyto.errors import UserError
+from dyto.errors import RecordsError, UserError
 
 __all__ = ["PreflightError", "preflight"]
 
@@ -65,10 +66,25 @@ def _check_data(data: dict[str, Any]) -> list[str]:
                + (f" --video-root {init['video_root']}" if init.get("video_root") else "")) if bench else \
             "dyto prepare <benchmark> --qa-file <QA sheet> --out " + str(records)
         problems.append(f"records file {records} does not exist (data.records): make it with `{how}`")
+    elif records:
+        problems += _check_records(records, bench if bench in BENCHMARKS else None)
     root = init.get("video_root")
     if root and not Path(root).is_dir():
         problems.append(f"video folder {root} does not exist (data.video_root): point it at the benchmark's videos")
     return problems
+
+
+def _check_records(records: str, bench: str | None) -> list[str]:
+    """Every row of the records file usable (JSON, fields, ids, options), all of ``bench``."""
+    from dyto.datamodules.base import read_benchmark_records
+    from dyto.datamodules.benchmarks import get_benchmark
+
+    try:
+        read_benchmark_records(records, get_benchmark(bench) if bench else None)
+    except RecordsError as e:
+        fix = f"; remake it with `dyto prepare {bench} --qa-file <its QA sheet> --out {records}`" if bench else ""
+        return [f"{e.one_line()} (data.records){fix}"]
+    return []
 
 
 def _check_names(model: dict[str, Any]) -> list[str]:
