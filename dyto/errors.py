@@ -208,9 +208,9 @@ def config_error(exc: BaseException, config: dict, groups: dict[str, type] | Non
             return err
     inner = chain[-1]
     if isinstance(inner, ValueError) and _raised_by_constructor(inner):
-        owners = _constructors(inner)
-        paths = _owner_paths(owners[0], config, groups) if owners else []
-        where = paths[0].removesuffix(".init_args") if paths else type(owners[0]).__name__ if owners else "config"
+        owners = _constructors(inner)  # the innermost raised; an outer one may be where it sits
+        paths = [p.removesuffix(".init_args") for o in reversed(owners) for p in _owner_paths(o, config, groups)]
+        where = paths[0] if paths else type(owners[-1]).__name__ if owners else "config"
         return UserError(f"{where}: {inner}")
     return None
 

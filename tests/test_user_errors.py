@@ -1,10 +1,10 @@
 """A wrong setting or a malformed records file ends in one line naming it (issue 25).
 
 Every case of the table runs as its own process (``tests/cli_processes.py`` forks one per command
-line after importing torch, Lightning and transformers once; two cases also run as plain
-``python cli.py`` / ``python -m dyto.cli`` processes) and must: exit with status 2, print no
-traceback, write no prediction record, and say ``dyto: <key or file:line>: <problem>`` in one
-line. A bug (an exception that is not the user's) must keep its traceback.
+line after importing torch, Lightning and transformers once; one case also runs as a plain
+``python cli.py`` process) and must: exit with status 2, print no traceback, write no prediction
+record, and say ``dyto: <key or file:line>: <problem>`` in one line. A bug (an exception that is
+not the user's) must keep its traceback.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
         # more of the same kinds
         "num_workers_negative": (["--data.init_args.num_workers", "-1"], "data.init_args.num_workers: -1"),
         "decode_timeout_0": (["--data.init_args.decode_timeout_s", "0"], "data.init_args.decode_timeout_s: 0.0"),
-        "judge_concurrency_0": (["--evaluation.judge.concurrency", "0"], "evaluation.judge.concurrency: 0"),
+        "evaluation_judge_concurrency_0": (["--evaluation.judge.concurrency", "0"], "evaluation.judge.concurrency: 0"),
         "judge_max_cost_negative": (["--evaluation.judge.max_cost", "-1"], "evaluation.judge.max_cost: -1.0"),
         "scorer_typo": (["--evaluation.scorer", "gtp"], "evaluation.scorer: 'gtp' is not allowed"),
         "not_an_int": (["--model.max_new_tokens", "abc"], "model.max_new_tokens: Expected a <class 'int'>"),
@@ -95,30 +95,32 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
                              "model.reducer.init_args.num_frames: 0"),
     }
     cases = {name: (predict(name, *argv), want) for name, (argv, want) in table.items()}
-    cases["records_of_a_registered_benchmark"] = (
+    more: dict[str, tuple[list[str], str]] = {}
+    more["records_of_a_registered_benchmark"] = (
         ["predict", "--config", "configs/trainer/cpu.yaml", "--config", "configs/models/tiny.yaml", "--config",
          "configs/benchmarks/nextqa.yaml", "--data.records", str(rec["nextqa"]), "--data.video_root", str(video_root),
          "--output.output_dir", str(tmp / "records_of_a_registered_benchmark")],
         f"{rec['nextqa']}:2: duplicate id 'demo-bikes-2' (first at line 1) (data.records); remake it with "
         f"`dyto prepare nextqa --qa-file <its QA sheet> --out {rec['nextqa']}`")
-    cases["sweep_unknown_reducer"] = (sweep("sweep_unknown_reducer", "--reducers", "dyto", "dytoo"),
-                                      "--reducers: 'dytoo' is not allowed; expected one of")
-    cases["sweep_empty_grid"] = (sweep("sweep_empty_grid", "--reducers", "--retention", "0.5"),
-                                 "--reducers: expected at least one argument")
-    cases["sweep_retention_over_1"] = (sweep("sweep_retention_over_1", "--reducers", "uniform", "--retention", "1.5"),
-                                       "--retention: 1.5 is not allowed; expected a number in (0, 1]")
-    cases["judge_missing_folder"] = (["judge", "--predictions", str(tmp / "judge_missing_folder")],
-                                     f"--predictions: {tmp / 'judge_missing_folder'} does not exist")
-    cases["judge_concurrency_0"] = (["judge", "--predictions", str(tmp / "judge_concurrency_0"), "--concurrency", "0"],
-                                    "--concurrency: 0 is not allowed; expected an integer >= 1")
-    cases["demo_reducer_arg"] = (["demo", "--video", str(DEMO / "bikes.mp4"), "--question", "what?",
-                                  "--reducer-arg", "budget=0"], "--reducer-arg budget: 0 is not allowed")
+    more["sweep_unknown_reducer"] = (sweep("sweep_unknown_reducer", "--reducers", "dyto", "dytoo"),
+                                     "--reducers: 'dytoo' is not allowed; expected one of")
+    more["sweep_empty_grid"] = (sweep("sweep_empty_grid", "--reducers", "--retention", "0.5"),
+                                "--reducers: expected at least one argument")
+    more["sweep_retention_over_1"] = (sweep("sweep_retention_over_1", "--reducers", "uniform", "--retention", "1.5"),
+                                      "--retention: 1.5 is not allowed; expected a number in (0, 1]")
+    more["judge_missing_folder"] = (["judge", "--predictions", str(tmp / "judge_missing_folder")],
+                                    f"--predictions: {tmp / 'judge_missing_folder'} does not exist")
+    more["judge_concurrency_0"] = (["judge", "--predictions", str(tmp / "judge_concurrency_0"), "--concurrency", "0"],
+                                   "--concurrency: 0 is not allowed; expected an integer >= 1")
+    more["demo_reducer_arg"] = (["demo", "--video", str(DEMO / "bikes.mp4"), "--question", "what?",
+                                 "--reducer-arg", "budget=0"], "--reducer-arg budget: 0 is not allowed")
+    assert not set(more) & set(cases)  # one name per case
+    cases.update(more)
     return cases
 
 
-DIRECT = {  # also run as the plain entry points, without the fork server
+DIRECT = {  # also run as the plain entry point, without the fork server (each costs ~6 s of imports)
     "max_new_tokens_0": [sys.executable, "cli.py"],
-    "judge_concurrency_0": [sys.executable, "-m", "dyto.cli"],
 }
 
 
