@@ -89,10 +89,11 @@ def _num(v: Any) -> bool:
     return (_int(v) or isinstance(v, float)) and not math.isnan(v)
 
 
-def check(key: str, value: Any, rule: str | tuple | list, optional: bool = False) -> None:
+def check(key: str, value: Any, rule: str | tuple | list, optional: bool = False, also: tuple = ()) -> None:
     """Raise ``ConfigError(key, value, ...)`` unless ``value`` keeps ``rule``: one of ``_RULES``
-    (``">=1"``, ``">0"``, ``"(0,1]"``, ...) or the tuple of allowed values. ``optional``: None passes."""
-    if value is None and optional:
+    (``">=1"``, ``">0"``, ``"(0,1]"``, ...) or the tuple of allowed values. ``optional``: None
+    passes; ``also``: these values pass too (``("auto",)``)."""
+    if (value is None and optional) or any(value == a and type(value) is type(a) for a in also):
         return
     if isinstance(rule, (tuple, list)):
         if value not in rule:
@@ -100,7 +101,7 @@ def check(key: str, value: Any, rule: str | tuple | list, optional: bool = False
         return
     test, allowed = _RULES[rule]
     if not test(value):
-        raise ConfigError(key, value, allowed + (" or null" if optional else ""))
+        raise ConfigError(key, value, "".join(f"{a!r} or " for a in also) + allowed + (" or null" if optional else ""))
 
 
 # -- the CLI's side: which setting a constructor's error is about --------------------------------

@@ -208,11 +208,10 @@ def check_settings(**settings: Any) -> None:
     """``ConfigError`` naming the first of the DataModule's ``settings`` it cannot run with: frames,
     sizes and batches >= 1, workers and limit >= 0 (or ``auto``), a timeout > 0, known names."""
     for key, value in settings.items():
-        if key in ("num_workers", "prefetch_factor") and value == "auto":
-            continue
         rule = {"num_workers": ">=0", "limit": ">=0", "decode_timeout_s": ">0", "backend": DECODE_BACKENDS,
                 "sampling": SAMPLING_METHODS, "order": QUESTION_ORDERS}.get(key, ">=1")
-        check(key, value, rule, optional=key in ("num_frames", "image_size", "limit"))
+        check(key, value, rule, optional=key in ("num_frames", "image_size", "limit"),
+              also=("auto",) if key in ("num_workers", "prefetch_factor") else ())
 
 
 class VideoQADataModule(L.LightningDataModule):

@@ -98,8 +98,7 @@ class VideoQA(LightningModule):
         check("max_new_tokens", max_new_tokens, ">=1")
         check("max_length", max_length, ">=1")
         check("overflow", overflow, OVERFLOWS)
-        if generation_batch_size not in (None, "auto"):
-            check("generation_batch_size", generation_batch_size, ">=1")
+        check("generation_batch_size", generation_batch_size, ">=1", optional=True, also=("auto",))
         check("batch_order", batch_order, BATCH_ORDERS)
         check("generation_loop", generation_loop, GENERATION_LOOPS)
 
