@@ -135,8 +135,8 @@ def test_a_rerun_with_a_changed_setting_stops(swept, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["sweep", *COMMON[:-4], "--model.max_new_tokens", "4", "--data.init_args.num_workers", "0",
               "--reducers", *REDUCERS, "--retention", *RETENTION, "--num-frames", "16", "--out", str(copy)])
-    message = str(exit_.value.code)
-    assert message.startswith("dyto sweep: sweep cell dyto-retention0.1:")
+    [message] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("dyto: ")]
+    assert exit_.value.code == 2 and message.startswith("dyto: sweep cell dyto-retention0.1:")
     assert "max_new_tokens: 3 -> 4" in message and "another --out" in message
     assert {p: p.read_text() for p in copy.glob("*/artifacts/predictions.rank0.jsonl")} == before
 
@@ -153,7 +153,7 @@ def test_grid_parsing_and_bad_input():
     assert [c.name for c in build_grid(["dyto"], [], [], 16)] == ["dyto-default"]
     with pytest.raises(ValueError, match="key=value"):
         parse_reducer("slowfast:fast_grid")
-    with pytest.raises(ValueError, match="unknown reducer 'nope'"):
+    with pytest.raises(ValueError, match="--reducers: 'nope' is not allowed; expected one of the known reducers"):
         build_grid(["nope"], [0.5], [], 8)
     with pytest.raises(ValueError, match="twice"):
         build_grid(["dyto", "dyto"], [0.5], [], 8)

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from dyto.datamodules.preprocess import Preprocessing
+from dyto.errors import check
 from dyto.models.backbone import Backbone, LLMInput, Prompt
 from dyto.models.loading import (
     checkpoint_chat_template,
@@ -56,8 +57,7 @@ class ChatBackbone(Backbone):
                  vision_chunk_size: int = 16, chat_template: str | None = None, system_prompt: bool = True,
                  seed: int = 0):
         super().__init__()
-        if vision_chunk_size < 1:
-            raise ValueError(f"vision_chunk_size must be >= 1, got {vision_chunk_size}")
+        check("vision_chunk_size", vision_chunk_size, ">=1")
         self.checkpoint, self.vision_chunk_size, self.system_prompt = checkpoint, vision_chunk_size, system_prompt
         torch_dtype, attn = resolve_dtype(dtype), resolve_attn_implementation(attn_implementation)
         if checkpoint == "tiny":

@@ -43,6 +43,7 @@ from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
 from dyto.datamodules.preprocess import Preprocessing
 from dyto.datamodules.video import CLIP_MEAN, CLIP_STD
+from dyto.errors import ConfigError, check
 from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, register_backbone
 from dyto.models.inputs import left_pad
 from dyto.models.loading import (
@@ -118,7 +119,7 @@ class Qwen2_5_VL(Backbone):
         elif dtype in DTYPES:
             torch_dtype = DTYPES[dtype]
         else:
-            raise ValueError(f"unknown dtype {dtype!r}; expected 'auto' or one of {sorted(DTYPES)}")
+            raise ConfigError("dtype", dtype, "'auto' or one of " + ", ".join(sorted(DTYPES)))
         attn = resolve_attn_implementation(attn_implementation)
         if checkpoint == "tiny":
             model, tokenizer = build_tiny_qwen2_5_vl(seed=seed)
@@ -145,12 +146,9 @@ class Qwen2_5_VL(Backbone):
         return self
 
     def _options(self, checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, system_prompt, seed):
-        if text_after_video not in TEXT_AFTER_VIDEO:
-            raise ValueError(f"unknown text_after_video {text_after_video!r}; expected one of {TEXT_AFTER_VIDEO}")
-        if vision_chunk_size is not None and vision_chunk_size < 1:
-            raise ValueError(f"vision_chunk_size must be >= 1 or None, got {vision_chunk_size}")
-        if second_per_grid_t <= 0:
-            raise ValueError(f"second_per_grid_t must be > 0, got {second_per_grid_t}")
+        check("text_after_video", text_after_video, TEXT_AFTER_VIDEO)
+        check("vision_chunk_size", vision_chunk_size, ">=1", optional=True)
+        check("second_per_grid_t", second_per_grid_t, ">0")
         self.checkpoint, self.second_per_grid_t, self.text_after_video = checkpoint, second_per_grid_t, text_after_video
         self.vision_chunk_size, self.system_prompt, self.seed = vision_chunk_size, system_prompt, seed
         # what run names are made of: a hub id or a path; the tiny model says its family, so its runs
@@ -162,7 +160,7 @@ class Qwen2_5_VL(Backbone):
         vision = model.config.vision_config
         unit = vision.patch_size * vision.spatial_merge_size
         if image_size % unit:
-            raise ValueError(f"image_size must be a multiple of {unit} (patch x merge), got {image_size}")
+            raise ConfigError("image_size", image_size, f"a multiple of {unit} (patch x merge)")
         self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
         self.grid = (image_size // unit, image_size // unit)
         self.preprocessing = Preprocessing(size=(image_size, image_size), resize="squash_bicubic", mean=mean, std=std,

@@ -15,6 +15,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from dyto.errors import ConfigError, check
+
 __all__ = ["Reduction", "TokenReducer", "REDUCERS", "register_reducer", "build_reducer",
            "list_reducers", "check_features", "check_budget", "cell_positions"]
 
@@ -95,14 +97,12 @@ class TokenReducer:
 
 
 def check_budget(target_tokens: int | None, retention: float | None) -> None:
-    """Validate the matched-budget knobs (ValueError naming the bad one)."""
+    """Validate the matched-budget knobs (``ConfigError`` naming the bad one)."""
+    check("target_tokens", target_tokens, ">=1", optional=True)
+    check("retention", retention, "(0,1]", optional=True)
     if target_tokens is not None and retention is not None:
-        raise ValueError(f"set target_tokens ({target_tokens}) or retention ({retention}), not both")
-    if target_tokens is not None and (isinstance(target_tokens, bool) or int(target_tokens) != target_tokens
-                                      or target_tokens < 1):
-        raise ValueError(f"target_tokens must be an integer >= 1, got {target_tokens!r}")
-    if retention is not None and not 0.0 < retention <= 1.0:
-        raise ValueError(f"retention must be in (0, 1], got {retention!r}")
+        raise ConfigError("retention", retention, f"null while target_tokens ({target_tokens}) is set",
+                          "one budget knob at a time: a token count or a share, not both")
 
 
 def check_features(features: Tensor, grid: tuple[int, int]) -> tuple[int, int, int]:
@@ -138,7 +138,11 @@ def register_reducer(name: str) -> Callable[[type[TokenReducer]], type[TokenRedu
 def build_reducer(name: str, **params: Any) -> TokenReducer:
     """Instantiate the reducer registered as ``name`` with ``params``."""
     if name not in REDUCERS:
-        raise ValueError(f"unknown reducer {name!r}; known reducers: {', '.join(list_reducers())}")
+        raise ConfigError("reducer", name, "one of the known reducers: " + ", ".join(list_reducers()))
+    known = [p for p in inspect.signature(REDUCERS[name].__init__).parameters if p != "self"]
+    for key in params:
+        if key not in known:
+            raise ConfigError(key, params[key], f"a parameter of {name}: " + ", ".join(known))
     return REDUCERS[name](**params)
 
 

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dyto.errors import check
+
 from .base import (Reduction, TokenReducer, cell_positions, check_budget, check_features,
                    register_reducer)
 from .selection import linspace_int
@@ -97,8 +99,7 @@ class SlowFastReducer(TokenReducer):
                  retention: float | None = None):
         for key, value in (("num_frames", num_frames), ("slow_frames", slow_frames),
                            ("slow_pool", slow_pool), ("fast_grid", fast_grid)):
-            if value < 1:
-                raise ValueError(f"{key} must be >= 1, got {value}")
+            check(key, value, ">=1")
         check_budget(target_tokens, retention)
         self.num_frames, self.slow_frames = num_frames, slow_frames
         self.slow_pool, self.fast_grid = slow_pool, fast_grid
@@ -197,8 +198,8 @@ class UniformReducer(TokenReducer):
 
     def __init__(self, num_frames: int = 8, pool: int = 1, target_tokens: int | None = None,
                  retention: float | None = None):
-        if num_frames < 1 or pool < 1:
-            raise ValueError(f"num_frames and pool must be >= 1, got {num_frames}, {pool}")
+        check("num_frames", num_frames, ">=1")
+        check("pool", pool, ">=1")
         check_budget(target_tokens, retention)
         self.num_frames, self.pool = num_frames, pool
         self.target_tokens, self.retention = target_tokens, retention
@@ -253,8 +254,7 @@ class ConcatReducer(TokenReducer):
 
     def __init__(self, num_frames: int = 100, target_tokens: int | None = None,
                  retention: float | None = None):
-        if num_frames < 1:
-            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        check("num_frames", num_frames, ">=1")
         check_budget(target_tokens, retention)
         self.num_frames = num_frames
         self.target_tokens, self.retention = target_tokens, retention

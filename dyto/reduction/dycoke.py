@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dyto.errors import check
+
 from .base import (Reduction, TokenReducer, cell_positions, check_budget, check_features,
                    register_reducer)
 from .density import cell_cosine
@@ -59,10 +61,8 @@ class DyCokeReducer(TokenReducer):
 
     def __init__(self, num_frames: int = 32, prune_ratio: float = 0.7,
                  target_tokens: int | None = None, retention: float | None = None):
-        if num_frames < 1:
-            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-        if not 0.0 <= prune_ratio < 1.0:
-            raise ValueError(f"prune_ratio must be in [0, 1), got {prune_ratio}")
+        check("num_frames", num_frames, ">=1")
+        check("prune_ratio", prune_ratio, "[0,1)")
         check_budget(target_tokens, retention)
         self.num_frames, self.prune_ratio = num_frames, prune_ratio
         self.target_tokens, self.retention = target_tokens, retention

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dyto.errors import check
+
 from .base import (Reduction, TokenReducer, cell_positions, check_budget, check_features,
                    register_reducer)
 from .density import allocate, density_scores, pairwise_distances, saliency_proxy
@@ -76,10 +78,9 @@ class FastVIDReducer(TokenReducer):
                  p: int = 4, alpha: float = 0.6, k: int = 4, target_tokens: int | None = None,
                  retention: float | None = None):
         for key, value in (("num_frames", num_frames), ("c", c), ("p", p), ("k", k)):
-            if value < 1:
-                raise ValueError(f"{key} must be >= 1, got {value}")
-        if not 0.0 <= d <= 1.0 or not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"d and alpha must be in [0, 1], got {d}, {alpha}")
+            check(key, value, ">=1")
+        check("d", d, "[0,1]")
+        check("alpha", alpha, "[0,1]")
         check_budget(target_tokens, retention)
         self.num_frames, self.c, self.tau, self.d, self.p = num_frames, c, tau, d, p
         self.alpha, self.k = alpha, k

@@ -28,6 +28,8 @@ import math
 import torch
 from torch import Tensor
 
+from dyto.errors import check
+
 from .base import (Reduction, TokenReducer, cell_positions, check_budget, check_features,
                    register_reducer)
 from .density import (allocate, assign_to_centres, cell_cosine, dpc_centres,
@@ -109,10 +111,10 @@ class HoliTomReducer(TokenReducer):
     def __init__(self, num_frames: int = 32, tau: float = 0.8, beta: float = 0.6,
                  contextual: float = 0.0, k: int = 7, max_window: int = 1024,
                  target_tokens: int | None = None, retention: float | None = None):
-        if num_frames < 1 or k < 1 or max_window < 1:
-            raise ValueError("num_frames, k and max_window must be >= 1")
-        if not 0.0 <= beta <= 1.0 or not 0.0 <= contextual <= 1.0:
-            raise ValueError(f"beta and contextual must be in [0, 1], got {beta}, {contextual}")
+        for key, value in (("num_frames", num_frames), ("k", k), ("max_window", max_window)):
+            check(key, value, ">=1")
+        check("beta", beta, "[0,1]")
+        check("contextual", contextual, "[0,1]")
         check_budget(target_tokens, retention)
         self.num_frames, self.tau, self.beta, self.contextual = num_frames, tau, beta, contextual
         self.k, self.max_window = k, max_window

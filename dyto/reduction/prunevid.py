@@ -25,6 +25,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dyto.errors import check
+
 from .base import (Reduction, TokenReducer, cell_positions, check_budget, check_features,
                    register_reducer)
 from .density import allocate, assign_to_centres, dpc_centres, merge_clusters, pairwise_distances
@@ -106,11 +108,11 @@ class PruneVidReducer(TokenReducer):
     def __init__(self, num_frames: int = 16, tau: float = 0.8, cluster_ratio: float = 0.5,
                  temporal_segment_ratio: float = 0.25, k: int = 7, min_tokens_to_merge: int = 14,
                  target_tokens: int | None = None, retention: float | None = None):
-        if num_frames < 1 or k < 1 or min_tokens_to_merge < 0:
-            raise ValueError("num_frames and k must be >= 1 and min_tokens_to_merge >= 0")
-        if not 0.0 < cluster_ratio <= 1.0 or not 0.0 < temporal_segment_ratio <= 1.0:
-            raise ValueError(f"cluster_ratio and temporal_segment_ratio must be in (0, 1], got "
-                             f"{cluster_ratio}, {temporal_segment_ratio}")
+        check("num_frames", num_frames, ">=1")
+        check("k", k, ">=1")
+        check("min_tokens_to_merge", min_tokens_to_merge, ">=0")
+        check("cluster_ratio", cluster_ratio, "(0,1]")
+        check("temporal_segment_ratio", temporal_segment_ratio, "(0,1]")
         check_budget(target_tokens, retention)
         self.num_frames, self.tau, self.cluster_ratio = num_frames, tau, cluster_ratio
         self.temporal_segment_ratio, self.k = temporal_segment_ratio, k

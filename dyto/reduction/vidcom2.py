@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dyto.errors import check
+
 from .base import (Reduction, TokenReducer, cell_positions, check_budget, check_features,
                    register_reducer)
 from .density import allocate
@@ -92,9 +94,9 @@ class VidCom2Reducer(TokenReducer):
 
     def __init__(self, num_frames: int = 32, temperature: float = 0.01, channel_ratio: float = 0.5,
                  target_tokens: int | None = None, retention: float | None = None):
-        if num_frames < 1 or temperature <= 0 or not 0.0 < channel_ratio <= 1.0:
-            raise ValueError(f"need num_frames >= 1, temperature > 0, channel_ratio in (0, 1]; "
-                             f"got {num_frames}, {temperature}, {channel_ratio}")
+        check("num_frames", num_frames, ">=1")
+        check("temperature", temperature, ">0")
+        check("channel_ratio", channel_ratio, "(0,1]")
         check_budget(target_tokens, retention)
         self.num_frames, self.temperature, self.channel_ratio = num_frames, temperature, channel_ratio
         self.target_tokens, self.retention = target_tokens, retention
