@@ -27,6 +27,12 @@ class Reduction:
     output token in the input grid, in output order (docs/internals.md, "Seams"): a kept token
     keeps its own cell, a merged token takes its destination's cell, a pooled token the top-left
     cell of its window. Backbones with 3-D positions (M-RoPE) place the tokens with it.
+
+    ``input_frames`` is the T of the ``[T, N, D]`` input (every registered reducer sets it), so a
+    backbone knows where the unreduced video would have ended. ``keep_input_positions`` True asks
+    the backbone to give every token the position it has in the unreduced sequence (its cell's)
+    and the text after the video the positions it has there (FastVID's pruning inside the LLM);
+    False (default): the tokens are a sequence of their own.
     """
 
     tokens: Tensor               # [L, D], the visual tokens in LLM order
@@ -34,6 +40,8 @@ class Reduction:
     tokens_per_frame: list[int]  # one entry per output block, in output order; sum == L
     info: dict = field(default_factory=dict)  # reducer-specific introspection
     positions: Tensor | None = None  # [L, 3] long: (frame, row, col) in the input grid
+    input_frames: int | None = None  # T of the input grid the positions refer to
+    keep_input_positions: bool = False  # True: positions as in the unreduced sequence (needs positions)
 
 
 def cell_positions(frames: Tensor, cells: Tensor, width: int) -> Tensor:

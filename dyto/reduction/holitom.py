@@ -151,12 +151,13 @@ class HoliTomReducer(TokenReducer):
                            for f in range(s, e + 1)]
         sizes = [len(g[2]) for g in groups]
         target = self.target_for(t, n)
-        if target is None:
-            r = min(DEFAULT_RETENTION * t * n / max(t * n - redundant, 1), 1.0)
+        if target is None:                   # the public expression, float for float
+            r = min(DEFAULT_RETENTION / ((t * n - redundant) / (t * n)), 1) if redundant < t * n else 1.0
             shares = [round(size * r) if kind == "static" else math.ceil(size * r)
                       for (kind, *_), size in zip(groups, sizes)]
         else:
             shares = allocate(target, sizes, caps=sizes, minimum=1, budget_of="holitom")
+        saliency = saliency_proxy(features)                  # [T, N], over each whole frame
         tokens, positions, per_block = [], [], []
         for (kind, frame, group_cells, x), share in zip(groups, shares):
             if share == 0:
@@ -166,7 +167,7 @@ class HoliTomReducer(TokenReducer):
                 centres = dpc_centres(dist[None], share, min(self.k, share))[0]
                 out, idx = _beta_merge(x, dist, centres, self.beta), centres
             else:
-                out, idx = self._dynamic(x, saliency_proxy(x[None])[0], share)
+                out, idx = self._dynamic(x, saliency[frame, group_cells], share)
             tokens.append(out)
             positions.append(cell_positions(torch.tensor(frame, device=device), group_cells[idx],
                                             grid[1]))
@@ -178,4 +179,5 @@ class HoliTomReducer(TokenReducer):
             tokens_per_frame=per_block,
             info={"windows": windows, "redundant": redundant, "group_sizes": sizes},
             positions=positions,
+            input_frames=t,
         )

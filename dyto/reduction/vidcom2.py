@@ -123,4 +123,5 @@ class VidCom2Reducer(TokenReducer):
             tokens_per_frame=shares,
             info={"frame_weights": weights.tolist()},
             positions=torch.cat(positions),
+            input_frames=t,
         )
