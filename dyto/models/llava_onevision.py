@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from transformers import LlavaOnevisionForConditionalGeneration
 
-from dyto.models.backbone import VisualFeatures, register_backbone
+from dyto.models.backbone import VisualFeatures, input_cells, register_backbone
 from dyto.models.chat_backbone import ChatBackbone
 from dyto.models.tiny_families import TINY_ONEVISION_NAME, build_tiny_llava_onevision
 
@@ -110,6 +110,16 @@ class LlavaOnevision(ChatBackbone):
             newline = self.model.model.image_newline.to(device=tokens.device, dtype=tokens.dtype)
             tokens = torch.cat([tokens, newline[None]])
         return self.marker_token, [tokens]
+
+    def block_offsets(self, reduction) -> list[tuple[Tensor, int]]:
+        """One block: a token at (frame f, cell c) sits at f*N + c of the unreduced video, the
+        newline after all T*N of them."""
+        frames, cells, t = input_cells(reduction, self.grid)
+        n = self.grid[0] * self.grid[1]
+        offsets = frames * n + cells
+        if self.video_newline:
+            return [(torch.cat([offsets, torch.tensor([t * n])]), t * n + 1)]
+        return [(offsets, t * n)]
 
     def fingerprint(self) -> dict:
         return {**super().fingerprint(), "video_newline": self.video_newline, "pooling": "bilinear_2x"}
