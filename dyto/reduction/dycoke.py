@@ -33,7 +33,7 @@ from torch import Tensor
 from .base import (Reduction, TokenReducer, cell_positions, check_budget, check_features,
                    register_reducer)
 
-__all__ = ["DyCokeReducer", "dycoke_references"]
+__all__ = ["DyCokeReducer", "dycoke_references", "ttm_floor"]
 
 
 def dycoke_references(num_frames: int) -> list[int | None]:
@@ -44,6 +44,14 @@ def dycoke_references(num_frames: int) -> list[int | None]:
     for i in range(0, num_frames - 4, 4):          # frame i+2 against frame i
         refs[i + 2] = i
     return refs
+
+
+def ttm_floor(num_frames: int) -> tuple[int, int]:
+    """(frames TTM keeps whole, frames it compares): the fewest tokens it can emit are
+    ``whole * N + compared`` (one per compared frame)."""
+    refs = dycoke_references(num_frames)
+    whole = sum(r is None for r in refs)
+    return whole, num_frames - whole
 
 
 @register_reducer("dycoke")
@@ -75,7 +83,7 @@ class DyCokeReducer(TokenReducer):
     def _shares(self, t: int, n: int) -> tuple[list[int | None], list[int]]:
         """(reference per frame, tokens kept per compared frame in time order)."""
         refs = dycoke_references(t)
-        compared = sum(r is not None for r in refs)
+        compared = ttm_floor(t)[1]
         target = self.target_for(t, n)
         if target is None:
             return refs, [int((1 - self.prune_ratio) * n)] * compared
