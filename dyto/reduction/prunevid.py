@@ -19,7 +19,9 @@ Upstream: Visual-AI/PruneVid @ b12600c, ``models/pllava/modeling_pllava.py``
 
 Left out / changed: the question-guided pruning inside the LLM (§3.3, attention of the question
 to the visual tokens at layer M, keeping alpha of them) needs the LLM and is left out; the DPC
-tie-break is deterministic (``density``, no ``rand * 1e-6``). Output, as the public code: per
+tie-break is deterministic (``density``, no ``rand * 1e-6``); ``target_tokens`` / ``retention``
+are this project's. Defaults: the public eval.sh (16 frames, tau 0.8, temporal ratio 0.25,
+cluster ratio 0.5, k = 7). Output, as the public code: per
 segment the static block, then each frame's dynamic block; a clustered block's tokens in the
 order of their centres' DPC scores, highest first (unclustered blocks in cell order).
 Run: ``build_reducer("prunevid")(features [T, N, D], grid)``.
