@@ -141,11 +141,11 @@ class PruneVidReducer(TokenReducer):
         self.target_tokens, self.retention = target_tokens, retention
 
     def segments(self, features: Tensor) -> list[int]:
-        """Segment lengths for features [T, N, D]."""
+        """Segment lengths for features [T, N, D]. As upstream, a cluster per frame (ratio 1)
+        leaves only single-frame runs, which ``refine_clusters`` dissolves into one segment;
+        fewer than one cluster (T * ratio < 1, where upstream fails) is taken as one."""
         t = features.shape[0]
         num = max(1, int(t * self.temporal_segment_ratio))
-        if num >= t:
-            return [1] * t
         dist = pairwise_distances(features.mean(dim=1)[None])                  # [1, T, T]
         labels = assign_to_centres(dist, dpc_centres(dist, num, self.k))[0]
         return contiguous_segments(labels.tolist())
