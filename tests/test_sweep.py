@@ -197,3 +197,15 @@ def test_percent_of_the_unreduced_cell(tmp_path):
     assert reduced["percent_of_baseline"] == 50.0 and unreduced["percent_of_baseline"] == 100.0
     assert reduced["visual_tokens"] == {"mean": 32, "min": 32, "max": 32}
     assert 0.0 <= reduced["accuracy"]["low"] <= 25.0 <= reduced["accuracy"]["high"] <= 100.0
+
+
+def test_the_table_states_dycokes_floor():
+    """TTM alone keeps frames 0, 4, ..., 28 and 30 of 32 whole: a 10% or 25% DyCoke cell cannot be met."""
+    from dyto.evaluation.sweep_report import render_sweep
+
+    row = {"cell": "dycoke-retention0.1", "reducer": "dycoke", "label": "dycoke", "knob": "retention", "value": 0.1,
+           "visual_tokens": None, "accuracy": None, "ok": 0, "failed": 4, "percent_of_baseline": None}
+    text = render_sweep([row], 32, None, {})
+    assert "keeps 9 of the 32 frames whole" in text and "floor is 28% of T x N plus 23 tokens" in text
+    assert "| dycoke-retention0.1 | dycoke | retention = 0.1 | – | 0 / 4 |" in text
+    assert "DyCoke" not in render_sweep([{**row, "reducer": "fastvid", "label": "fastvid"}], 32, None, {})

@@ -23,9 +23,8 @@ import dataclasses
 
 from dyto.datamodules.preprocess import Preprocessing
 from dyto.datamodules.video import CLIP_MEAN, CLIP_STD
-from dyto.errors import check
-from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, register_backbone
-from dyto.errors import ConfigError
+from dyto.errors import ConfigError, check
+from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, input_cells, register_backbone
 from dyto.models.inputs import TOKENIZATIONS, splice, tokenize_prompt
 from dyto.models.lmms_eval import LMMS_EVAL, LmmsEvalModel, llava_conversation
 from dyto.models.loading import load_llava_next, resolve_attn_implementation, resolve_dtype
@@ -178,7 +177,13 @@ class LlavaNext(Backbone):
         before, after = tokenize_prompt(self.tokenizer, prompt.before + IMAGE_PLACEHOLDER + prompt.after,
                                         self.tokenization)
         embeds = splice(self.input_embeddings(), before, reduction.tokens, after)
-        return LLMInput(embeds, None, reduction.tokens.shape[0])
+        positions = None
+        if reduction.keep_input_positions:   # each token at its place in the unreduced sequence
+            frames, cells, t = input_cells(reduction, self.grid)
+            n, b = self.grid[0] * self.grid[1], len(before)
+            positions = torch.cat([torch.arange(b), b + frames * n + cells,
+                                   torch.arange(len(after)) + b + t * n])[None].to(embeds.device)
+        return LLMInput(embeds, positions, reduction.tokens.shape[0])
 
     def lmms_eval_model(self) -> LmmsEvalModel:
         """lmms-eval's ``llava_vid.py`` with its defaults (``conv_template=vicuna_v1``, ``max_frames_num=20``,

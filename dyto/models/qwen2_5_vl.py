@@ -16,7 +16,10 @@ What differs from the model's own pipeline (``Qwen2_5_VLProcessor`` + ``generate
   its default 2 fps sampling; the data side samples a fixed frame count, not a rate).
 * text after the video starts at max id + 1 (Qwen's released rule); ``text_after_video=
   "transformers"`` gives the installed transformers' rule instead (see
-  :data:`~dyto.models.qwen2_5_vl_inputs.TEXT_AFTER_VIDEO`).
+  :data:`~dyto.models.qwen2_5_vl_inputs.TEXT_AFTER_VIDEO`). The max is the unreduced video's
+  (``text_positions="full"``, the default: the ids the full sequence gives the text, as
+  VidCom² and FastVID index the full sequence's position ids), or the kept tokens'
+  (``"kept"``).
 With the identity reducer the answers equal ``model.generate`` on the processor's layout
 (tested on the tiny model).
 
@@ -51,7 +54,8 @@ from dyto.models.loading import (
 )
 from dyto.models.lmms_eval import LMMS_EVAL, LmmsEvalModel
 from dyto.models.prompts import chat_layout, render_chat
-from dyto.models.qwen2_5_vl_inputs import TEXT_AFTER_VIDEO, VIDEO_PAD, grid_positions, mrope_positions, patchify
+from dyto.models.qwen2_5_vl_inputs import (TEXT_AFTER_VIDEO, TEXT_POSITIONS, VIDEO_PAD, grid_positions,
+                                           mrope_positions, patchify)
 from dyto.models.tiny_qwen2_5_vl import TINY_QWEN_NAME, build_tiny_qwen2_5_vl
 
 __all__ = ["Qwen2_5_VL", "reduction_positions"]
@@ -99,6 +103,8 @@ class Qwen2_5_VL(Backbone):
         attn_implementation: "sdpa" | "eager" | "flash_attention_2" | "auto", as for LLaVA-NeXT.
         second_per_grid_t: seconds per temporal patch for the temporal ids (see module docstring).
         text_after_video: "max_plus_one" (Qwen's rule, default) or "transformers".
+        text_positions: with "max_plus_one", the text after the video follows the unreduced
+            video ("full", default) or the kept tokens ("kept").
         vision_chunk_size: temporal patches per vision-tower call; None = the whole clip in one
             call, as the model's own path (the tower attends within a temporal patch only, so
             chunks change nothing but rounding).
@@ -111,9 +117,11 @@ class Qwen2_5_VL(Backbone):
     def __init__(self, checkpoint: str = "tiny", image_size: int | None = None, dtype: str = "auto",
                  attn_implementation: str = "sdpa", second_per_grid_t: float = 1.0,
                  text_after_video: str = "max_plus_one", vision_chunk_size: int | None = None,
-                 chat_template: str | None = None, system_prompt: bool = True, seed: int = 0):
+                 chat_template: str | None = None, system_prompt: bool = True, seed: int = 0,
+                 text_positions: str = "full"):
         super().__init__()
-        self._options(checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, system_prompt, seed)
+        self._options(checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, system_prompt, seed,
+                      text_positions)
         if dtype == "auto":
             torch_dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
         elif dtype in DTYPES:
@@ -136,19 +144,23 @@ class Qwen2_5_VL(Backbone):
     def from_parts(cls, model, tokenizer, model_name: str, image_size: int = 448, checkpoint: str = "tiny",
                    second_per_grid_t: float = 1.0, text_after_video: str = "max_plus_one",
                    vision_chunk_size: int | None = None, chat_template: str | None = None,
-                   system_prompt: bool = True) -> "Qwen2_5_VL":
+                   system_prompt: bool = True, text_positions: str = "full") -> "Qwen2_5_VL":
         """An already built model and tokenizer (benchmarks: full-size random weights)."""
         self = cls.__new__(cls)
         Backbone.__init__(self)
-        self._options(checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, system_prompt, 0)
+        self._options(checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, system_prompt, 0,
+                      text_positions)
         self.chat_template = chat_template or tokenizer.chat_template
         self.attach(model.eval(), tokenizer, model_name, image_size, CLIP_MEAN, CLIP_STD)
         return self
 
-    def _options(self, checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, system_prompt, seed):
+    def _options(self, checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, system_prompt, seed,
+                 text_positions="full"):
         check("text_after_video", text_after_video, TEXT_AFTER_VIDEO)
         check("vision_chunk_size", vision_chunk_size, ">=1", optional=True)
         check("second_per_grid_t", second_per_grid_t, ">0")
+        check("text_positions", text_positions, TEXT_POSITIONS)
+        self.text_positions = text_positions
         self.checkpoint, self.second_per_grid_t, self.text_after_video = checkpoint, second_per_grid_t, text_after_video
         self.vision_chunk_size, self.system_prompt, self.seed = vision_chunk_size, system_prompt, seed
         # what run names are made of: a hub id or a path; the tiny model says its family, so its runs
@@ -241,7 +253,8 @@ class Qwen2_5_VL(Backbone):
         text = embed(torch.tensor(ids, dtype=torch.long, device=self.device))
         embeds = torch.cat([text[:at], tokens, text[at + 1 :]])
         positions = mrope_positions(self.model.model, at, cells, grid, len(ids) - at - 1,
-                                    self.second_per_grid_t, self.text_after_video)
+                                    self.second_per_grid_t, self.text_after_video, self.text_positions,
+                                    getattr(reduction, "input_frames", None))
         return LLMInput(embeds=embeds, positions=positions, visual_tokens=tokens.shape[0])
 
     @torch.no_grad()
@@ -275,6 +288,7 @@ class Qwen2_5_VL(Backbone):
             "preprocessing": self.preprocessing.config(),
             "tokens_per_second": config.vision_config.tokens_per_second,
             "second_per_grid_t": self.second_per_grid_t, "text_after_video": self.text_after_video,
+            "text_positions": self.text_positions,
             "vision_chunk_size": self.vision_chunk_size, "system_prompt": self.system_prompt,
             "chat_template_sha256": hashlib.sha256((self.chat_template or "").encode("utf-8")).hexdigest(),
             "tokenization": "whole", "seed": self.seed,

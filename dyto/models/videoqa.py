@@ -271,7 +271,7 @@ class VideoQA(LightningModule):
         a sequence that can pass the backbone's dynamic-RoPE limit gets a call of its own (:mod:`dyto.models.rope`)."""
         # a static cache is rounded up to its bucket: count a whole bucket more, to be safe
         extra = STATIC_CACHE_BUCKET if self.resolved_generation_loop()[0] == "static_compiled" else 0
-        return plan_groups([s.length for s in sequences], self.generation_batch_size, self.batch_order, self.backbone,
+        return plan_groups([s.span for s in sequences], self.generation_batch_size, self.batch_order, self.backbone,
                            self.max_new_tokens, cache_extra=extra, rope_limit=dynamic_rope_limit(self.backbone.model))
 
     def _generation_config_for(self, group: list[LLMInput]):

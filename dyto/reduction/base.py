@@ -31,6 +31,12 @@ class Reduction:
     cell of its window. Backbones with 3-D positions (M-RoPE) place the tokens with it.
     ``grid`` is the input grid those cells belong to; ``VideoQA`` fills it when the reducer does not,
     since under ``protocol: lmms_eval`` a Qwen2.5-VL or InternVL grid depends on the video.
+
+    ``input_frames`` is the T of the ``[T, N, D]`` input (every registered reducer sets it), so a
+    backbone knows where the unreduced video would have ended. ``keep_input_positions`` True asks
+    the backbone to give every token the position it has in the unreduced sequence (its cell's)
+    and the text after the video the positions it has there (FastVID's pruning inside the LLM);
+    False (default): the tokens are a sequence of their own.
     """
 
     tokens: Tensor               # [L, D], the visual tokens in LLM order
@@ -39,6 +45,8 @@ class Reduction:
     info: dict = field(default_factory=dict)  # reducer-specific introspection
     positions: Tensor | None = None  # [L, 3] long: (frame, row, col) in the input grid
     grid: tuple[int, int] | None = None  # (h, w) of the input grid; VideoQA sets it (frames of varying size)
+    input_frames: int | None = None  # T of the input grid the positions refer to
+    keep_input_positions: bool = False  # True: positions as in the unreduced sequence (needs positions)
 
 
 def cell_positions(frames: Tensor, cells: Tensor, width: int) -> Tensor:

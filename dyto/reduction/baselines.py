@@ -166,6 +166,7 @@ class SlowFastReducer(TokenReducer):
             tokens_per_frame=[slow.shape[1]] * len(slow_idx) + [fast.shape[1]] * t,
             info={"slow_frames": slow_idx},
             positions=positions,
+            input_frames=t,
         )
 
     def _budget_call(self, features: Tensor, grid: tuple[int, int], slow_idx: list[int]) -> Reduction:
@@ -179,6 +180,7 @@ class SlowFastReducer(TokenReducer):
             info={"slow_frames": slow_idx, "slow_shares": shares},
             positions=torch.cat([slow_positions, pooled_positions(
                 list(range(t)), grid, (self.fast_grid,) * 2, features.device)]),
+            input_frames=t,
         )
 
 
@@ -226,7 +228,8 @@ class UniformReducer(TokenReducer):
             pooled = _tokens(F.adaptive_avg_pool2d(_grid_view(features, grid), out_grid))
             return Reduction(pooled.reshape(-1, d), list(range(t)), [pooled.shape[1]] * t,
                              info={"grid": out_grid},
-                             positions=pooled_positions(list(range(t)), grid, out_grid, features.device))
+                             positions=pooled_positions(list(range(t)), grid, out_grid, features.device),
+                             input_frames=t)
         if self.pool > min(grid):
             raise ValueError(f"pool={self.pool} is larger than the grid {tuple(grid)}")
         pooled = features
@@ -239,7 +242,7 @@ class UniformReducer(TokenReducer):
         positions = torch.cat([torch.arange(t).repeat_interleave(len(positions))[:, None],
                                positions.repeat(t, 1)], 1).to(features.device)
         return Reduction(pooled.reshape(-1, d), list(range(t)), [pooled.shape[1]] * t,
-                         positions=positions)
+                         positions=positions, input_frames=t)
 
 
 @register_reducer("concat")
@@ -279,4 +282,5 @@ class ConcatReducer(TokenReducer):
         cells = torch.arange(n, device=features.device)[None].expand(len(frames), -1)
         positions = cell_positions(torch.tensor(frames, device=features.device)[:, None], cells,
                                    grid[1])
-        return Reduction(kept.reshape(-1, d), frames, [n] * len(frames), positions=positions)
+        return Reduction(kept.reshape(-1, d), frames, [n] * len(frames), positions=positions,
+                         input_frames=t)

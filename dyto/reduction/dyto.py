@@ -179,4 +179,5 @@ class DyToReducer(TokenReducer):
                   "r_effective": effective_r(n - 1, r_list),
                   "groups": [(frames, steps) for frames, steps in groups]},
             positions=torch.cat(positions),
+            input_frames=t,
         )

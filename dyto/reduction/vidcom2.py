@@ -1,6 +1,7 @@
 """VidCom² (Liu et al., EMNLP 2025, arXiv 2505.14454): frame-uniqueness budgets, outlier tokens.
 
-As the public ``vidcom2_compression`` (LLaVA-OneVision path):
+Upstream: xuyang-liu16/VidCom2 @ 944a17d, ``token_compressor/vidcom2/vidcom2.py``. As its
+``vidcom2_compression`` (the LLaVA-OneVision path):
 1. the half of the channels with the lowest variance over all the video's tokens is kept, and
    every token is L2-normalised on those channels;
 2. each token is scored against the video centre (mean of all tokens) and its frame centre
@@ -13,7 +14,9 @@ As the public ``vidcom2_compression`` (LLaVA-OneVision path):
    (the most distinctive ones), in cell order.
 
 Nothing is left out (VidCom² runs entirely before the LLM); the score is computed on the
-projected patch features the dyto contract carries, as the public code does on LLaVA-OV's.
+projected patch features the dyto contract carries, as the public code does on LLaVA-OV's
+(whose ``llava_ov`` spec fixes 196 tokens a frame; the same arithmetic runs on any grid here).
+Only ``target_tokens`` / ``retention`` (matched budgets) are this project's.
 Run: ``build_reducer("vidcom2", retention=0.25)(features [T, N, D], grid)``.
 """
 
@@ -125,4 +128,5 @@ class VidCom2Reducer(TokenReducer):
             tokens_per_frame=shares,
             info={"frame_weights": weights.tolist()},
             positions=torch.cat(positions),
+            input_frames=t,
         )
