@@ -197,3 +197,25 @@ def test_percent_of_the_unreduced_cell(tmp_path):
     assert reduced["percent_of_baseline"] == 50.0 and unreduced["percent_of_baseline"] == 100.0
     assert reduced["visual_tokens"] == {"mean": 32, "min": 32, "max": 32}
     assert 0.0 <= reduced["accuracy"]["low"] <= 25.0 <= reduced["accuracy"]["high"] <= 100.0
+
+
+def test_the_sweep_decodes_in_workers_with_dyto_predicts_default_loader_settings(tmp_path, monkeypatch):
+    """No config sets data.num_workers / prefetch_factor: both stay "auto", as in `dyto predict`,
+    and the sweep resolves them the same way (it once handed "auto" to the DataLoader)."""
+    import dyto.datamodules.base as base
+
+    monkeypatch.setattr(base, "available_cpus", lambda: 3)  # this machine's shape: 3 cores -> 2 workers
+    decodes = Counter(base.decode_video)
+    monkeypatch.setattr(base, "decode_video", decodes)  # counts calls in this process only
+    out = tmp_path / "sweep"
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", "--config", str(ROOT / "configs" / "trainer" / "cpu.yaml"),
+              "--config", str(ROOT / "configs" / "models" / "tiny.yaml"), "--model.max_new_tokens", "2",
+              "--data", "VideoQADataModule", "--data.records", str(ROOT / "dyto/assets/demo/questions.jsonl"),
+              "--data.video_root", str(ROOT / "dyto/assets/demo"),
+              "--reducers", "uniform", "--retention", "0.25", "--num-frames", "8", "--out", str(out),
+              "--resamples", "200"])
+    assert exit_.value.code == 0
+    preds = list(read_jsonl(out / "uniform-retention0.25" / "artifacts" / "predictions.jsonl"))
+    assert len(preds) == 5 and {p["status"] for p in preds} == {"ok"}
+    assert decodes.calls == 0  # every video was decoded in a DataLoader worker process

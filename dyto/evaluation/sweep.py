@@ -202,8 +202,9 @@ def run_sweep(module, datamodule, cells: list[Cell], out: str | Path, config: di
         needed = [g for g, recs in groups.items() if any(r.id in s.pending for s in states for r in recs)]
         heads = {groups[g][0].id: g for g in needed}
         datamodule.skip_ids = set(records) - set(heads)  # the dataset then decodes one record per group
+        workers, prefetch = datamodule.loader_workers()  # "auto" resolved as `dyto predict` resolves it
         loader = DataLoader(datamodule.predict_dataset(), batch_size=1, shuffle=False, collate_fn=collate,
-                            num_workers=datamodule.num_workers)
+                            num_workers=workers, prefetch_factor=prefetch if workers else None)
         cache = FeatureCache(module, with_cls=any(c.reducer.needs_cls for c in cells))
         decoded = 0
         for sample in loader:
