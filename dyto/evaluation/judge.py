@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from dyto.evaluation.judge_prompts import PROMPTS, parse_reply
 from dyto.evaluation.protocol import (CACHE_FILE, DEFAULT_MODEL, JudgeConfig, asks_bound, input_hash,
-                                      judge_configured, judge_inputs, load_cache, plan_jobs)
+                                      judge_configured, judge_inputs, load_cache, no_judge_message, plan_jobs)
 from dyto.records import append_jsonl, open_append_log
 
 FINAL_STATUSES = ("ok", "unparsable")
@@ -111,7 +111,7 @@ class Judge:
         self.config = config = config or JudgeConfig()
         base_url = config.base_url or os.environ.get("OPENAI_BASE_URL") or None
         if not judge_configured(config):
-            raise JudgeUnavailable("no judge configured: set OPENAI_API_KEY (and optionally OPENAI_BASE_URL)")
+            raise JudgeUnavailable(no_judge_message())
         if config.max_cost is not None and config.prices() is None:
             raise ValueError(f"max_cost needs token prices for {config.model!r}: set price_per_mtok")
         self.base_url, self.progress = base_url, progress

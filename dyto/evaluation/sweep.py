@@ -268,6 +268,8 @@ def sweep_main(argv: list[str], build: Callable[[list[str]], tuple]) -> int:
                    "(default: concat-unreduced when concat is in the grid)")
     p.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples for the intervals")
     args, rest = p.parse_known_args(argv)
+    if args.scorer is not None:  # as dyto predict's option, so the preflight checks the judge it needs
+        rest = [*rest, "--evaluation.scorer", args.scorer]
     module, datamodule, trainer, config, evaluation = build(rest)
     if args.num_frames is not None:
         datamodule.num_frames = args.num_frames
@@ -290,9 +292,8 @@ def sweep_main(argv: list[str], build: Callable[[list[str]], tuple]) -> int:
     with trainer.precision_plugin.forward_context():
         done = run_sweep(module, datamodule, cells, args.out, config, trainer.strategy.root_device)
     print(f"[dyto] decoded {done['decoded']} videos, encoded {done['encoded']}")
-    scorer = args.scorer or evaluation.scorer
     for state in done["cells"]:
-        evaluate_run(state.folder.root, scorer, evaluation.judge_config, evaluation.choice_mode)
+        evaluate_run(state.folder.root, evaluation.scorer, evaluation.judge_config, evaluation.choice_mode)
     text = write_sweep_report(args.out, cells, num_frames, baseline, args.resamples,
                               {"decoded": done["decoded"], "encoded": done["encoded"]})
     print(text)
