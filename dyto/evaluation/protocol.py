@@ -71,6 +71,8 @@ class JudgeConfig:
             raise ValueError(f"judge max_asks must be >= 1, got {self.max_asks}")
         if self.price_per_mtok is not None:
             self.price_per_mtok = tuple(float(p) for p in self.price_per_mtok)
+        if self.max_cost is not None and self.prices() is None:
+            raise ValueError(f"judge max_cost needs token prices for {self.model!r}: set price_per_mtok")
 
     def prices(self) -> tuple[float, float] | None:
         return tuple(self.price_per_mtok) if self.price_per_mtok else PRICES_PER_MTOK.get(self.model)

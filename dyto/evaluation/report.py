@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from dyto.evaluation.choice import parse_choice
-from dyto.evaluation.judge import Judge, JudgeFatalError, JudgeStats
+from dyto.evaluation.judge import Judge, JudgeFatalError, JudgeStats, JudgeUnreachable
 from dyto.evaluation.protocol import (CACHE_FILE, JudgeConfig, judge_configured, judge_inputs, load_cache,
                                       plan_jobs)
 from dyto.evaluation.match import MATCH_CACHE_FILE, MATCH_MODEL, MATCH_VERSION, match_judgments
@@ -136,7 +136,7 @@ def evaluate(predictions_path: str | os.PathLike, out_dir: str | os.PathLike, sc
         draw_budget(preds, results, logs / "budget.png")
     write_text_atomic(out_dir / results["outputs"]["report"], render_report(results, logs))
     if fatal := results.get("judge_run", {}).get("fatal"):
-        raise JudgeFatalError(fatal)
+        raise (JudgeUnreachable if results["judge_run"].get("unreachable") else JudgeFatalError)(fatal)
     return results
 
 
