@@ -63,6 +63,26 @@ def test_match_report_has_paper_numbers_counts_and_budget(tmp_path):
     assert json.loads((run / "logs" / "results.json").read_text())["model_size"] == "7B"
 
 
+def test_a_multiple_choice_only_report_names_no_judge_and_keeps_the_two_unparsed_counts_apart(tmp_path):
+    run = tmp_path / "run"
+    preds = [prediction_record({"id": f"n{i}", "benchmark": "nextqa", "task": "multiple_choice", "question": "q",
+                                "answer": "x", "options": list("abcde"), "answer_index": 0}, status="ok",
+                               prediction=["A)", "no option named here"][i], **COMMON) for i in range(2)]
+    write_jsonl(run / "artifacts" / "predictions.jsonl", preds)
+    res = evaluate_run(run)
+    assert res["metrics"]["benchmarks"]["nextqa"]["multiple_choice"]["unparsed"] == 1
+    report = (run / "logs" / "report.md").read_text()
+    assert "scorer: none needed (multiple choice only" in report
+    assert "prompt versions" not in report and "offline string matching" not in report
+    assert "| MC unparsed | judged | unjudged | judge unparsable |" in report
+    assert "| nextqa | 2 | ok: 2 | 1 | – | – | – | – |" in report
+    mixed = make_run(tmp_path / "mixed")  # open-ended too: the judge's columns and prompt version are back
+    evaluate_run(mixed)
+    report = (mixed / "logs" / "report.md").read_text()
+    assert "prompt versions: default=" in report and "correctness" not in report  # no VCGBench item here
+    assert "| MSVD_QA | 4 | ok: 3, video_missing: 1 | – | 3 | 0 | 0 | 0 |" in report
+
+
 def test_auto_uses_gpt_when_a_base_url_is_configured(tmp_path):
     run = make_run(tmp_path / "run")
     with JudgeServer("good") as srv:
@@ -180,7 +200,7 @@ def test_cached_only_evaluation_needs_no_key(tmp_path):
     assert res["scorer"] == "gpt" and (oe["judged"], oe["unjudged"]) == (2, 1)
     assert res["judge_run"]["unjudged"] == 1 and "no judge configured" in res["judge_run"]["stopped"]
     report = (run / "logs" / "report.md").read_text()
-    assert "1 unjudged" in report and "| MSVD_QA | 4 | ok: 3, video_missing: 1 | 2 | 1 | 0 | 0 |" in report
+    assert "1 unjudged" in report and "| MSVD_QA | 4 | ok: 3, video_missing: 1 | – | 2 | 1 | 0 | 0 |" in report
     with pytest.raises(JudgeUnavailable):  # explicitly asked to judge, with work left and no judge
         evaluate_run(run, "gpt")
 

@@ -218,11 +218,16 @@ def _result_rows(bench: str, entry: dict[str, Any], paper: list[dict[str, Any]])
 
 def render_report(results: dict[str, Any], logs_dir: Path | None = None) -> str:
     m = results["metrics"]
-    lines = ["# Evaluation report", "", f"- predictions: `{results['predictions']}`",
-             f"- scorer: **{results['scorer']}**, judge model `{m['judge_model'] or 'none (nothing to judge)'}`",
-             f"- prompt versions: {', '.join(f'{k}=`{v}`' for k, v in sorted(m['prompt_versions'].items()))}",
-             f"- multiple-choice parsing: `{m['choice_mode']}`; model size: {results.get('model_size') or 'unknown'}"]
-    if results["scorer"] == "match":
+    dims = {d for e in m["benchmarks"].values() for d in e.get("judged", {})}  # what was (to be) judged
+    lines = ["# Evaluation report", "", f"- predictions: `{results['predictions']}`"]
+    if dims:
+        lines += [f"- scorer: **{results['scorer']}**, judge model `{m['judge_model'] or 'none'}`",
+                  f"- prompt versions: " + ", ".join(f"{k}=`{v}`" for k, v in sorted(m["prompt_versions"].items())
+                                                     if k in dims)]
+    else:
+        lines.append("- scorer: none needed (multiple choice only: every answer is parsed, nothing is judged)")
+    lines.append(f"- multiple-choice parsing: `{m['choice_mode']}`; model size: {results.get('model_size') or 'unknown'}")
+    if results["scorer"] == "match" and dims:
         lines.append("- **WARNING: open-ended answers were scored by offline string matching, not by the GPT "
                      "judge; these numbers are not comparable with the paper.**")
         if results.get("outputs", {}).get("report", "logs/report.md") != "logs/report.md":
@@ -239,14 +244,19 @@ def render_report(results: dict[str, Any], logs_dir: Path | None = None) -> str:
               "| benchmark | metric | ours (reference) | ours (all items) | paper |", "|---|---|---|---|---|"]
     for bench, entry in m["benchmarks"].items():
         lines += _result_rows(bench, entry, results["paper"].get(bench, []))
-    lines += ["", "## Counts", "", "| benchmark | items | status | judged | unjudged | unparsable | lenient parses |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "## Counts", "",
+              "`MC unparsed`: multiple-choice answers in which no option could be found (counted wrong); "
+              "`judge unparsable`: judge replies without a verdict after every ask; `lenient parses`: judge "
+              "replies read only by the lenient fallbacks.", "",
+              "| benchmark | items | status | MC unparsed | judged | unjudged | judge unparsable | lenient parses |",
+              "|---|---|---|---|---|---|---|---|"]
     for bench, entry in m["benchmarks"].items():
         jd = entry.get("judged", {}).values()
+        mc = entry.get("multiple_choice")
         status = ", ".join(f"{k}: {v}" for k, v in sorted(entry["status"].items()))
-        lines.append(f"| {bench} | {entry['items']} | {status} | {sum(d['judged'] for d in jd)} | "
-                     f"{sum(d['unjudged'] for d in jd)} | {sum(d['unparsable'] for d in jd)} | "
-                     f"{sum(d['lenient'] for d in jd)} |")
+        judge_cells = (f"{sum(d['judged'] for d in jd)} | {sum(d['unjudged'] for d in jd)} | "
+                       f"{sum(d['unparsable'] for d in jd)} | {sum(d['lenient'] for d in jd)}") if jd else "– | – | – | –"
+        lines.append(f"| {bench} | {entry['items']} | {status} | {mc['unparsed'] if mc else '–'} | {judge_cells} |")
     for bench, entry in m["benchmarks"].items():
         for kind, groups in sorted((k, v) for k, v in entry.get("multiple_choice", {}).items() if k.startswith("by_")):
             lines += ["", f"### {bench}: accuracy {kind.replace('_', ' ')}", "",
