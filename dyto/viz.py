@@ -122,16 +122,29 @@ def budget_plot(runs: dict[str, Any]) -> Figure:
     fig = Figure(figsize=(10, 3.6))
     left, right = fig.subplots(1, 2)
     colours = _palette(len(runs))
+    tokens_of = {label: [p["visual_tokens_out"] for p in run.predictions
+                         if p.get("status") == "ok" and p.get("visual_tokens_out") is not None]
+                 for label, run in runs.items()}
+    every = [t for tokens in tokens_of.values() for t in tokens]
+    # one set of whole-token bins for every run: a run whose questions all have one count gets a
+    # bar as wide as the others' (bins of its own would be 1/20 token wide, i.e. invisible)
+    lo, hi = (min(every), max(every)) if every else (0, 0)
+    edges = np.linspace(lo - 0.5, hi + 0.5, min(20, hi - lo + 1) + 1)
+    accs = []
     for colour, (label, run) in zip(colours, runs.items()):
-        tokens = [p["visual_tokens_out"] for p in run.predictions
-                  if p.get("status") == "ok" and p.get("visual_tokens_out") is not None]
+        tokens = tokens_of[label]
         if not tokens:
             continue
-        left.hist(tokens, bins=20, alpha=0.6, color=colour, label=f"{label} (mean {np.mean(tokens):.0f})")
+        left.hist(tokens, bins=edges, alpha=0.6, color=colour, label=f"{label} (mean {np.mean(tokens):.0f})")
         acc = headline_metric(run.results)
         if acc is not None:
+            accs.append(acc)
             right.scatter([np.mean(tokens)], [acc], color=colour, s=60)
             right.annotate(label, (np.mean(tokens), acc), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    if accs:  # accuracy lives in [0, 100]: no negative range around an all-zero panel
+        low, high = right.get_ylim()
+        low, high = max(0.0, low), min(100.0, high)
+        right.set_ylim((0.0, max(5.0, 1.2 * max(accs))) if high - low < 1.0 else (low, high))
     left.set_xlabel("visual tokens per question"), left.set_ylabel("questions"), left.legend(fontsize=8)
     right.set_xlabel("mean visual tokens"), right.set_ylabel("accuracy (%)")
     right.set_title("accuracy vs token budget", fontsize=10)
