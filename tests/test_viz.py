@@ -102,3 +102,23 @@ def test_budget_plot_keeps_a_single_valued_run_and_an_all_zero_panel_non_negativ
     assert widths[1][0] / span > 0.02
     low, high = right.get_ylim()
     assert low == 0.0 and high > 0.0  # an all-zero accuracy panel, not [-0.06, 0.06]
+
+
+def test_the_run_pictures_name_their_video_and_explain_the_marks():
+    clip = api.load_clip(DEMO / "bikes.mp4", num_frames=20)  # 20 frames: a strip of 100 takes seconds
+    feats = api.standin_features(clip)
+    red = api.reduce(feats, "dyto")
+    figs = viz.reduction_pictures(clip.frames, feats, red, (24, 24), reducer="dyto", video="bikes.mp4")
+    strip = figs["keyframes"]
+    assert strip._suptitle.get_text().startswith("bikes.mp4: dyto, 20 sampled frames, ")
+    legend = strip.legends[0]
+    labels = [t.get_text() for t in legend.get_texts()]
+    clusters = len(set(red.info["selection"].labels.tolist()))
+    assert labels[:2] == ["\u2605 kept (thick border)", "not kept (thin border)"]
+    assert labels[2:] == [f"cluster {c}" for c in range(min(clusters, viz.LEGEND_CLUSTERS))] + \
+        ([f"+ {clusters - viz.LEGEND_CLUSTERS} more"] if clusters > viz.LEGEND_CLUSTERS else [])
+    assert "TW-FINCH cluster" in legend.get_title().get_text()
+    assert figs["merge_map"].axes[0].get_title().startswith("bikes.mp4: frame ")
+    plain = viz.reduction_pictures(clip.frames, feats, api.reduce(feats, "uniform"), (24, 24), reducer="uniform")
+    assert set(plain) == {"keyframes"}  # nothing merged within frames: no merge map
+    assert [t.get_text() for t in plain["keyframes"].legends[0].get_texts()][2:] == []  # and no clusters to name

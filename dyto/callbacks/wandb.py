@@ -25,13 +25,13 @@ import torch
 import torch.nn.functional as F
 
 from dyto.callbacks.evaluate import find_evaluator
-from dyto.callbacks.pictures import to_uint8_frames
 from dyto.datamodules.video import CLIP_MEAN, CLIP_STD
 from dyto.evaluation.metrics import per_item
 from dyto.evaluation.report import efficiency_summary, saved_judgments
 from dyto.predict.writer import find_writer
 from dyto.records import read_jsonl
 from dyto.runs import RunFolder, fingerprint_digest
+from dyto.viz import to_uint8_frames
 
 _SECRET_KEY = re.compile(r"api[_-]?key|secret|password|passwd|credential|(^|[_-])token$", re.IGNORECASE)
 _SECRET_VALUE = re.compile(r"^(sk-|hf_|wandb_)[A-Za-z0-9_-]{12,}$")

@@ -21,7 +21,9 @@ generation (``VideoQA.use_features`` + ``predict_step``: the per-question code p
 run). So every cell samples the same `--num-frames` frames. A rerun skips each (cell,
 question) already ``ok`` and decodes only the videos some cell still needs; a cell folder made
 with other settings stops the sweep (``SettingsChanged``) before anything is predicted.
-Writes `<out>/sweep.md`, `<out>/sweep.json` and `<out>/sweep.png` (see ``sweep_report``).
+Each cell also gets the pictures of a run (`logs/keyframes.png`, `logs/merge_map.png`) from the
+first video it predicts. Writes `<out>/sweep.md`, `<out>/sweep.json` and `<out>/sweep.png` (see
+``sweep_report``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +41,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
+from dyto import viz
 from dyto.datamodules.base import collate
 from dyto.evaluation.report import evaluate_run
 from dyto.evaluation.sweep_report import write_sweep_report
@@ -115,6 +119,7 @@ class _CellState:
     digest: str
     pending: set[str]
     log: Any = None
+    drawn: bool = False  # the cell's keyframes / merge-map pictures (of the first video it predicts)
 
 
 def _claim(cells: list[Cell], module, datamodule, out: Path, config: dict | None) -> list[_CellState]:
@@ -184,10 +189,11 @@ class FeatureCache:
 
 
 def run_sweep(module, datamodule, cells: list[Cell], out: str | Path, config: dict | None = None,
-              device: torch.device | str = "cpu") -> dict[str, Any]:
+              device: torch.device | str = "cpu", pictures: bool = True) -> dict[str, Any]:
     """Predict every cell's pending questions (each video decoded and encoded once) and merge each
     cell's predictions. ``datamodule`` must be set up for ``module`` (its preprocessing and frame
     count resolved, as ``sweep_main`` does); every cell's reducer samples its ``num_frames``.
+    ``pictures``: draw each cell's keyframes / merge map from the first video it predicts.
     Returns {"decoded": videos decoded, "encoded": encoder calls, "cells": per-cell states}."""
     out = Path(out)
     wrong = [c.name for c in cells if c.reducer.num_frames != datamodule.num_frames]
@@ -218,6 +224,8 @@ def run_sweep(module, datamodule, cells: list[Cell], out: str | Path, config: di
                     sample = dict(sample, status=["error"], error=[f"encode failed: {type(e).__name__}: {e}"])
             for state in states:
                 todo = [r for r in groups[group] if r.id in state.pending]
+                if pictures and features is not None and todo and not state.drawn:
+                    state.drawn = _draw(module, state, sample, features, todo[0].video)
                 for start in range(0, len(todo), max(1, datamodule.batch_size)):
                     _predict_chunk(module, state, todo[start:start + max(1, datamodule.batch_size)], sample, features)
         for state in states:
@@ -229,6 +237,21 @@ def run_sweep(module, datamodule, cells: list[Cell], out: str | Path, config: di
         for state in states:  # a failure above: what was appended stays, flushed, for the rerun
             if state.log is not None:
                 state.log.close()
+
+
+def _draw(module, state: _CellState, sample: dict, features, video: str) -> bool:
+    """The cell's `logs/keyframes.png` and `merge_map.png`, as a run draws them; never fatal."""
+    feats, cls, _ = features
+    reducer = state.cell.reducer
+    try:
+        with torch.no_grad():
+            viz.save_reduction_pictures(state.folder.logs, sample["pixel_values"][0], module.image_mean,
+                                        module.image_std, feats, reducer(feats, module.grid, cls), module.grid,
+                                        reducer=state.cell.name, reduce=getattr(reducer, "reduce", "amax"),
+                                        frames_per_patch=module.preprocessing.frames_per_patch, video=video)
+    except Exception as e:  # a picture is never worth the sweep
+        warnings.warn(f"dyto sweep: could not draw {state.cell.name}'s pictures: {type(e).__name__}: {e}")
+    return True
 
 
 def _predict_chunk(module, state: _CellState, recs, sample: dict, features) -> None:
@@ -267,6 +290,9 @@ def sweep_main(argv: list[str], build: Callable[[list[str]], tuple]) -> int:
     p.add_argument("--baseline", default=None, help="the cell of the '%% of the unreduced run' column "
                    "(default: concat-unreduced when concat is in the grid)")
     p.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples for the intervals")
+    p.add_argument("--pictures", action=argparse.BooleanOptionalAction, default=True,
+                   help="each cell's logs/keyframes.png and merge_map.png, as a run draws them (about 0.4 s of "
+                        "CPU a cell)")
     args, rest = p.parse_known_args(argv)
     if args.scorer is not None:  # as dyto predict's option, so the preflight checks the judge it needs
         rest = [*rest, "--evaluation.scorer", args.scorer]
@@ -290,7 +316,7 @@ def sweep_main(argv: list[str], build: Callable[[list[str]], tuple]) -> int:
     print(f"[dyto] sweep {args.out}: {len(cells)} cells x {len(datamodule.input_ids())} questions, "
           f"{num_frames} frames per video")
     with trainer.precision_plugin.forward_context():
-        done = run_sweep(module, datamodule, cells, args.out, config, trainer.strategy.root_device)
+        done = run_sweep(module, datamodule, cells, args.out, config, trainer.strategy.root_device, args.pictures)
     print(f"[dyto] decoded {done['decoded']} videos, encoded {done['encoded']}")
     for state in done["cells"]:
         evaluate_run(state.folder.root, evaluation.scorer, evaluation.judge_config, evaluation.choice_mode)
