@@ -1,4 +1,4 @@
-"""The `dyto` command line.
+r"""The `dyto` command line.
 
     dyto predict --config configs/demo.yaml                     # LightningCLI: run a benchmark
     dyto predict --config configs/trainer/gpu.yaml --config configs/models/llava_next_7b.yaml \
@@ -13,7 +13,8 @@
     dyto reduce-demo [--video clip.mp4]
 
 `predict` goes to LightningCLI; `python cli.py ...` in the repository root is the same entry
-point.
+point. `dyto <command> --help` lists a command's options (`dyto predict --help` ends with the
+DataModule's `--data.*`).
 """
 
 from __future__ import annotations
@@ -87,6 +88,28 @@ class DyToCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "output")
         parser.add_lightning_class_args(PicturesCallback, "pictures")
         parser.add_lightning_class_args(EvaluateCallback, "evaluation")
+        _append_data_help(parser)
+
+
+def _append_data_help(parser) -> None:
+    """`--help` ends with the DataModule's options: in subclass mode jsonargparse lists only
+    `--data` and `--data.help CLASS`, which hides `--data.records`, `--data.limit`, ..."""
+    format_help = parser.format_help
+
+    def with_data() -> str:
+        from jsonargparse import ArgumentParser
+
+        from dyto.datamodules import VideoQADataModule
+
+        data = ArgumentParser(prog="", description="")
+        data.add_class_arguments(VideoQADataModule, "data")
+        sections = data.format_help().split("\n\n")[1:]  # no usage line, no -h / --data CONFIG
+        options = "\n".join(line for line in "\n\n".join(s for s in sections if not s.startswith("options:"))
+                            .splitlines()[1:] if not line.startswith("  --data CONFIG "))
+        return (format_help() + "\nThe DataModule's options (dyto.datamodules.VideoQADataModule, chosen by a "
+                "benchmark config or --data VideoQADataModule; each also as --data.init_args.<name>):\n" + options)
+
+    parser.format_help = with_data
 
 
 def run_lightning(argv: list[str]) -> None:
