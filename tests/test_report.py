@@ -121,7 +121,8 @@ def test_evaluate_and_wandb_callbacks_offline(tmp_path, monkeypatch, capsys):
 
     Image.new("RGB", (8, 8), "red").save(run / "logs" / "keyframes.png")
     wb, ev = WandbCallback(project="dyto-test"), EvaluateCallback(scorer="match")
-    module = SimpleNamespace(hparams={"model": "tiny", "openai_api_key": "sk-abcdefabcdefabcdef", "max_new_tokens": 12},
+    module = SimpleNamespace(hparams={"model": "tiny", "openai_api_key": "sk-abcdefabcdefabcdef", "max_new_tokens": 12,
+                                      "_instantiator": "jsonargparse's own"},
                              image_mean=None, image_std=None)
     trainer = SimpleNamespace(is_global_zero=True, callbacks=[wb, ev], datamodule=None, lightning_module=module,
                               strategy=SimpleNamespace(barrier=lambda name=None: None))
@@ -152,7 +153,9 @@ def test_evaluate_and_wandb_callbacks_offline(tmp_path, monkeypatch, capsys):
     # offline, the metrics and config live in the run's .wandb record log; media go to the staged artifact
     logged = read_offline_run(runs[0])
     assert logged["logged"]["eval/nextqa/accuracy"] == 100.0 and logged["config"]["model"]["max_new_tokens"] == 12
-    assert logged["config"]["model"]["openai_api_key"] == "***"
+    assert logged["config"]["model"]["openai_api_key"] == "***" and "_instantiator" not in logged["config"]["model"]
+    assert logged["config"]["evaluation"]["scorer"] == "match"  # no config.yaml here: the callback's settings
+    assert logged["config"]["evaluation"]["judge"]["model"] == "gpt-3.5-turbo-0125"
     staged = [p for p in (tmp_path / "wandb_data_dir").rglob("*") if p.is_file()]
     assert any(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in staged)  # the thumbnail strip
     everything = b"".join(p.read_bytes() for p in [*files.values(), *staged])
@@ -231,3 +234,14 @@ def test_one_vcgbench_average_row_and_choice_mode(tmp_path):
     assert ev.evaluate(trainer)["metrics"]["choice_mode"] == "strict"
     with pytest.raises(ValueError, match="parse mode"):
         evaluate_run(run, choice_mode="nope")
+
+
+def test_wandb_config_without_a_saved_config_has_the_datamodule_arguments():
+    from dyto.callbacks.wandb import run_config
+    from dyto.datamodules import VideoQADataModule
+
+    records = str(Path(__file__).resolve().parents[1] / "dyto" / "assets" / "demo" / "questions.jsonl")
+    dm = VideoQADataModule(records, video_root="videos", limit=2, only_found_videos=False)
+    cfg = run_config(SimpleNamespace(hparams={"_instantiator": "x"}), dm, None)  # as built from Python
+    assert cfg["data"]["records"] == records and cfg["data"]["limit"] == 2 and cfg["data"]["num_workers"] == "auto"
+    assert cfg["model"] == {} and cfg["benchmark"] == "demo"
