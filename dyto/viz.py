@@ -53,8 +53,10 @@ def keyframe_strip(frames: np.ndarray, labels: Sequence[int], kept: Sequence[int
         raise ValueError(f"{len(labels)} cluster labels for {t} frames")
     kept_set = set(int(k) for k in kept)
     colours = _palette(int(max(labels)) + 1)
+    columns = max(1, min(columns, t))
     rows = -(-t // columns)
-    fig = Figure(figsize=(columns * 0.9, rows * 0.9 + 1.1))
+    top, bottom = 0.45, 0.75  # inches above the frames (title, stars) and below them (legend)
+    fig = Figure(figsize=(max(columns * 0.9, 7.5), rows * 0.95 + top + bottom))
     axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -81,13 +83,16 @@ def keyframe_strip(frames: np.ndarray, labels: Sequence[int], kept: Sequence[int
             handles.append(Patch(facecolor="none", edgecolor="none", label=f"+ {len(shown) - LEGEND_CLUSTERS} more"))
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), fontsize=8, frameon=False,
                title="border colour: the frame's TW-FINCH cluster" if clustered else None, title_fontsize=8)
-    fig.tight_layout(pad=0.3, rect=(0, 0.9 / (rows * 0.9 + 1.1), 1, 1))
+    height = fig.get_figheight()
+    fig.tight_layout(pad=0.3, rect=(0, bottom / height, 1, 1 - top / height))
     return fig
 
 
 def merge_map(image: np.ndarray, features: torch.Tensor, grid: tuple[int, int], r_list: Sequence[int],
-              reduce: str = "amax", drop_first: bool = True, title: str | None = None) -> Figure:
-    """image: uint8 [H, W, 3]; features: [h*w, D] of that frame before merging.
+              reduce: str = "amax", drop_first: bool = True, title: str | None = None,
+              subtitle: str | None = None) -> Figure:
+    """image: uint8 [H, W, 3]; features: [h*w, D] of that frame before merging; ``subtitle``: a
+    first title line (the video and frame).
 
     Recomputes the frame's merge with `merge_with_assignment` (the same code path as DyTo) and
     paints each patch: clear = survived as its own token, coloured = merged (one colour per
@@ -109,7 +114,7 @@ def merge_map(image: np.ndarray, features: torch.Tensor, grid: tuple[int, int], 
         dest = int(assignment[tok - offset])
         if group_size[dest] > 1:
             overlay[tok, :3], overlay[tok, 3] = colour_of[dest], 0.55
-    fig = Figure(figsize=(5, 5 * image.shape[0] / image.shape[1] + 0.4))
+    fig = Figure(figsize=(5, 5 * image.shape[0] / image.shape[1] + (0.6 if subtitle else 0.4)))
     ax = fig.subplots()
     ax.imshow(image, extent=(0, w, h, 0))
     ax.imshow(overlay.reshape(h, w, 4), extent=(0, w, h, 0), interpolation="nearest")
@@ -117,8 +122,9 @@ def merge_map(image: np.ndarray, features: torch.Tensor, grid: tuple[int, int], 
         ax.add_patch(Rectangle((0, 0), 1, 1, facecolor="0.5", hatch="xx", alpha=0.8))
     ax.set_xticks([]), ax.set_yticks([])
     own = int((group_size[assignment[np.arange(n - offset)]] == 1).sum())
-    ax.set_title(title or f"{n - offset} patches -> {len(group_size)} tokens: {own} kept alone, "
-                 f"{n - offset - own} merged into {len(merged_groups)} groups", fontsize=9)
+    title = title or (f"{n - offset} patches -> {len(group_size)} tokens: {own} kept alone, "
+                      f"{n - offset - own} merged into {len(merged_groups)} groups")
+    ax.set_title(f"{subtitle}\n{title}" if subtitle else title, fontsize=9)
     fig.tight_layout(pad=0.3)
     return fig
 
@@ -220,10 +226,8 @@ def reduction_pictures(frames: np.ndarray, features: torch.Tensor, reduction: An
                                                  f"{len(reduction.frames_kept)} kept")}
     if "r_list" in reduction.info and reduction.frames_kept:
         k = reduction.frames_kept[len(reduction.frames_kept) // 2]
-        fig = merge_map(frames[k], features[k].float().cpu(), grid, reduction.info["r_list"], reduce)
-        ax = fig.axes[0]
-        ax.set_title(f"{where}frame {k}\n{ax.get_title()}", fontsize=9)
-        figures["merge_map"] = fig
+        figures["merge_map"] = merge_map(frames[k], features[k].float().cpu(), grid, reduction.info["r_list"],
+                                         reduce, subtitle=f"{where}{reducer}, frame {k}")
     return figures
 
 

@@ -118,7 +118,7 @@ def test_the_run_pictures_name_their_video_and_explain_the_marks():
     assert labels[2:] == [f"cluster {c}" for c in range(min(clusters, viz.LEGEND_CLUSTERS))] + \
         ([f"+ {clusters - viz.LEGEND_CLUSTERS} more"] if clusters > viz.LEGEND_CLUSTERS else [])
     assert "TW-FINCH cluster" in legend.get_title().get_text()
-    assert figs["merge_map"].axes[0].get_title().startswith("bikes.mp4: frame ")
+    assert figs["merge_map"].axes[0].get_title().startswith("bikes.mp4: dyto, frame ")
     plain = viz.reduction_pictures(clip.frames, feats, api.reduce(feats, "uniform"), (24, 24), reducer="uniform")
     assert set(plain) == {"keyframes"}  # nothing merged within frames: no merge map
     assert [t.get_text() for t in plain["keyframes"].legends[0].get_texts()][2:] == []  # and no clusters to name
