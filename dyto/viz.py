@@ -162,7 +162,7 @@ def budget_plot(runs: dict[str, Any]) -> Figure:
         acc = headline_metric(run.results)
         if acc is not None:
             accs.append(acc)
-            right.scatter([np.mean(tokens)], [acc], color=colour, s=60)
+            right.scatter([np.mean(tokens)], [acc], color=colour, s=60, clip_on=False)  # whole at 0 or 100
             right.annotate(label, (np.mean(tokens), acc), textcoords="offset points", xytext=(5, 5), fontsize=8)
     if accs:  # accuracy lives in [0, 100]: no negative range around an all-zero panel
         low, high = right.get_ylim()

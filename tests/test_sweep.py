@@ -213,7 +213,7 @@ def test_the_sweep_decodes_in_workers_with_dyto_predicts_default_loader_settings
         main(["sweep", "--config", str(ROOT / "configs" / "trainer" / "cpu.yaml"),
               "--config", str(ROOT / "configs" / "models" / "tiny.yaml"), "--model.max_new_tokens", "2",
               "--data", "VideoQADataModule", "--data.records", str(ROOT / "dyto/assets/demo/questions.jsonl"),
-              "--data.video_root", str(ROOT / "dyto/assets/demo"),
+              "--data.video_root", str(ROOT / "dyto/assets/demo"), "--data.only_found_videos", "true",
               "--reducers", "dyto", "uniform", "--retention", "0.25", "--num-frames", "8", "--out", str(out),
               "--resamples", "200"])
     assert exit_.value.code == 0

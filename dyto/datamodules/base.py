@@ -313,7 +313,7 @@ class VideoQADataModule(L.LightningDataModule):
                 except VideoError:
                     found[rec.video] = False
         kept = [r for r in records if found[r.video]]
-        if self.trainer is None or self.trainer.is_global_zero:
+        if getattr(self.trainer, "is_global_zero", True):  # one line per run, not per rank
             print(f"[dyto] data.only_found_videos: {len(kept)} of {len(records)} questions have their video under "
                   f"{self.video_root}; the other {len(records) - len(kept)} are left out of this run")
         return kept
