@@ -46,7 +46,7 @@ from dyto.models.inputs import left_pad
 from dyto.models.rope import reset_dynamic_rope
 
 __all__ = ["Backbone", "VisualFeatures", "LLMInput", "Prompt", "BACKBONES", "register_backbone",
-           "build_backbone", "list_backbones", "left_pad"]
+           "build_backbone", "list_backbones", "left_pad", "visual_layout"]
 
 
 @dataclass
@@ -69,20 +69,50 @@ class Prompt:
 
 @dataclass
 class LLMInput:
-    """One sequence ready for the LLM."""
+    """One sequence ready for the LLM.
+
+    ``visual_span`` / ``visual_rows`` / ``blocks`` tell an inner-LLM stage (:mod:`dyto.models.inner`)
+    where the visual tokens are; ``counts`` is filled by the inner loop (tokens per layer)."""
 
     embeds: Tensor                # [S, D] text + visual embeddings
     positions: Tensor | None      # None: ordinary 1-D positions; M-RoPE: LongTensor [3, S] (t, h, w) ids
-    visual_tokens: int            # how many of the S rows are visual
+    visual_tokens: int            # how many of the S rows are visual (a model's own extra rows included)
+    visual_span: tuple[int, int] | None = None  # (first row, end row) of the reducer's tokens in embeds
+    visual_rows: Tensor | None = None           # [V] their rows when the span also holds text (InternVL's labels)
+    blocks: tuple[int, ...] | None = None       # the reducer's tokens per block (tokens_per_frame), sum V
+    counts: object | None = None                # cost.LayerCounts of the prefill, set by an inner stage's loop
 
     @property
     def length(self) -> int:
         return self.embeds.shape[0]
 
     def truncated(self, length: int) -> "LLMInput":
-        """The first ``length`` rows (the reference's right-side cut of the input embeddings)."""
+        """The first ``length`` rows (the reference's right-side cut of the input embeddings); a cut
+        through the visual tokens drops the last ones from ``visual_rows`` and ``blocks``."""
         pos = None if self.positions is None else self.positions[:, :length]
-        return LLMInput(self.embeds[:length], pos, self.visual_tokens)
+        span, rows, blocks = self.visual_span, self.visual_rows, self.blocks
+        if span is not None and span[1] > length:
+            all_rows = torch.arange(*span) if rows is None else rows
+            rows = all_rows[all_rows < length]
+            span = (span[0], max(span[0], min(span[1], length)))
+            left, cut = len(rows), []
+            for n in blocks or ():
+                cut.append(min(n, left))
+                left -= cut[-1]
+            blocks = tuple(n for n in cut if n) if blocks is not None else None
+        return LLMInput(self.embeds[:length], pos, self.visual_tokens, span, rows, blocks)
+
+
+def visual_layout(start: int, reduction, rows: Tensor | None = None) -> dict:
+    """``visual_span`` / ``visual_rows`` / ``blocks`` for a reduction whose tokens start at row
+    ``start`` (contiguous) or sit at ``rows``."""
+    count = reduction.tokens.shape[0]
+    blocks = tuple(int(n) for n in reduction.tokens_per_frame)
+    if rows is None:
+        return {"visual_span": (start, start + count), "blocks": blocks}
+    contiguous = bool(len(rows) == 0 or (rows == torch.arange(int(rows[0]), int(rows[0]) + len(rows))).all())
+    span = (int(rows[0]), int(rows[-1]) + 1) if len(rows) else (start, start)
+    return {"visual_span": span, "visual_rows": None if contiguous else rows.cpu(), "blocks": blocks}
 
 
 BACKBONES: dict[str, type["Backbone"]] = {}
@@ -209,15 +239,28 @@ class Backbone(torch.nn.Module):
             config.eos_token_id = self.tokenizer.eos_token_id
         return config
 
-    @torch.no_grad()
-    def generate(self, inputs: list[LLMInput], generation_config: GenerationConfig,
-                 logits_processor=None) -> list[str]:
-        """Greedy continuations of left-padded ``inputs`` (one batch), decoded, not yet stripped."""
+    def llm_batch(self, inputs: list[LLMInput]) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(embeds [B,S,D] left-padded, attention mask [B,S], position ids | None)``: what ``generate``
+        hands Hugging Face's ``generate`` and the inner-stage loop (None: 1-D positions from the mask)."""
         if any(i.positions is not None for i in inputs):
             raise ValueError(f"{type(self).__name__} does not place tokens by explicit positions")
         embed = self.input_embeddings()
         pad = embed(torch.tensor(self.pad_token_id, device=embed.weight.device))
         embeds, mask = left_pad([i.embeds for i in inputs], pad)
+        return embeds, mask, None
+
+    def inner_hook(self, inputs: list[LLMInput]):
+        """For inner stages: None, or ``hook(layer, hidden [B,S,D], columns [B,S]) -> hidden`` called after
+        every prefill layer, ``columns`` = the original row each current row holds (-1: padding).
+        A backbone that adds per-visual-token state inside the LLM (Qwen3-VL's DeepStack features)
+        indexes that state with ``columns`` so it follows the tokens an inner stage kept."""
+        return None
+
+    @torch.no_grad()
+    def generate(self, inputs: list[LLMInput], generation_config: GenerationConfig,
+                 logits_processor=None) -> list[str]:
+        """Greedy continuations of left-padded ``inputs`` (one batch), decoded, not yet stripped."""
+        embeds, mask, _ = self.llm_batch(inputs)
         self.before_generation()
         ids = self.model.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=generation_config,
                                   logits_processor=logits_processor)

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from dyto.datamodules.preprocess import Preprocessing
 from dyto.datamodules.video import CLIP_MEAN, CLIP_STD
-from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, register_backbone
+from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, register_backbone, visual_layout
 from dyto.models.inputs import TOKENIZATIONS, splice, tokenize_prompt
 from dyto.models.loading import load_llava_next, resolve_attn_implementation, resolve_dtype
 from dyto.models.prompts import IMAGE_PLACEHOLDER, default_conv_mode, model_family, render_prompt
@@ -175,7 +175,7 @@ class LlavaNext(Backbone):
         before, after = tokenize_prompt(self.tokenizer, prompt.before + IMAGE_PLACEHOLDER + prompt.after,
                                         self.tokenization)
         embeds = splice(self.input_embeddings(), before, reduction.tokens, after)
-        return LLMInput(embeds, None, reduction.tokens.shape[0])
+        return LLMInput(embeds, None, reduction.tokens.shape[0], **visual_layout(len(before), reduction))
 
     def clean_answer(self, task: str, text: str) -> str:
         # SF-LLaVA's fix: its multiple-choice answers sometimes speak of "the image"
