@@ -125,7 +125,7 @@ class InnerStage:
             low, high = self.layer - self.attention_layer, num_layers - 1 - (self.prune_layer - self.layer)
             raise ConfigError("model.inner_stage.init_args.layer", self.layer,
                               f"{low}..{high} for this {num_layers}-layer language model",
-                              "the tiny models have 2 layers: add --config configs/reducers/inner_tiny.yaml")
+                              "the tiny models have 2 layers: set --model.inner_stage.init_args.layer")
 
     def select(self, view: RowView) -> Keep:
         """Prefill: the visual tokens one sequence keeps from ``prune_layer`` on."""
