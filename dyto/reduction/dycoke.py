@@ -9,7 +9,8 @@ for windows starting below T - 4 only, so frame 2 of the last window is kept who
 
 Left out / changed (say so in comparisons):
 * stage 2, the dynamic KV-cache pruning inside the LLM at decoding time, is not a visual-token
-  reducer and is left out, so DyCoke here is TTM alone (the paper's "DyCoke w/o KV" ablation);
+  reducer: this is TTM alone (the paper's "DyCoke w/o KV" ablation); stage 2 is the inner stage
+  ``dycoke_kv`` (dyto.models.inner), the whole method configs/reducers/dycoke_full.yaml;
 * the public ``dycole_ttm`` reads the similarity of the *previous* pair for frames 1 and 3
   (``similarities[(i - 2) // 2]``); this follows the paper (a frame against its own reference);
 * an odd last frame, which the public code drops silently, is kept whole here.

@@ -13,7 +13,8 @@
    frame: ``ceil(n * r')`` kept, ``1 - contextual`` of them the most attended (dominant), the
    rest DPC-kNN centres of the remaining tokens merged the same way (contextual).
 
-Left out / changed: the inner-LLM merging (§3.4, at layer K of the LLM) is left out; dominant
+Left out / changed: the inner-LLM merging (§3.4, at layer K of the LLM) is the inner stage
+``holitom_inner`` (dyto.models.inner; the whole method: configs/reducers/holitom_full.yaml); dominant
 tokens are ranked by ``density.saliency_proxy`` (the dyto contract carries no SigLIP
 attention); the DPC tie-break is deterministic. Output, as the public code with LLaVA-OV's
 ``one_token`` newline mode: per window the static tokens, then each frame's dominant tokens

@@ -14,7 +14,8 @@
    14 of them; a cluster becomes the mean of its members and sits at its centre's cell.
 
 Left out / changed: the question-guided pruning inside the LLM (§3.3, attention of the question
-to the visual tokens at layer M, keeping alpha of them) needs the LLM and is left out; the DPC
+to the visual tokens at layer M, keeping alpha of them) needs the LLM: it is the inner stage
+``prunevid_llm`` (dyto.models.inner; the whole method: configs/reducers/prunevid_full.yaml); the DPC
 tie-break is deterministic (``density``). Output: per segment the static block, then each
 frame's dynamic block; clusters in the order of their centres' cells.
 Run: ``build_reducer("prunevid")(features [T, N, D], grid)``.
