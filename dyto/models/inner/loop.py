@@ -62,6 +62,21 @@ class _Group:
     cols: Tensor            # [B, C] original column of each cache entry (-1: padding)
 
 
+# generation settings the loop does not implement, with the value that means "off"
+_OFF = {"repetition_penalty": (None, 1.0), "no_repeat_ngram_size": (None, 0), "bad_words_ids": (None,),
+        "suppress_tokens": (None,), "begin_suppress_tokens": (None,), "min_length": (None, 0),
+        "length_penalty": (None, 1.0), "forced_bos_token_id": (None,), "forced_eos_token_id": (None,)}
+
+
+def _check_greedy(config: GenerationConfig) -> None:
+    """The loop is greedy decoding with ``max_new_tokens`` / ``min_new_tokens`` and EOS: refuse the rest."""
+    if config.do_sample or (config.num_beams or 1) != 1:
+        raise ValueError("inner stages decode greedily (do_sample=False, num_beams=1)")
+    on = [k for k, off in _OFF.items() if getattr(config, k, None) not in off]
+    if on:
+        raise ValueError(f"inner stages do not implement the generation settings {on}")
+
+
 def _split(positions: Tensor) -> tuple[Tensor | None, Tensor]:
     """(positions the mask and layers read, positions the rotary embedding reads), as the text models split them."""
     if positions.ndim == 3 and positions.shape[0] == 4:
@@ -86,8 +101,7 @@ class InnerLoop:
     @torch.no_grad()
     def generate_ids(self, inputs: list, config: GenerationConfig, logits_processor=None) -> Tensor:
         """New token ids ``[B, n]``; fills each input's ``counts`` (per-layer token counts)."""
-        if config.do_sample or (config.num_beams or 1) != 1:
-            raise ValueError("inner stages decode greedily (do_sample=False, num_beams=1)")
+        _check_greedy(config)
         embeds, mask, positions = self.backbone.llm_batch(inputs)
         if positions is None:  # what generate derives from the mask
             positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
@@ -104,6 +118,8 @@ class InnerLoop:
             ids = torch.empty(embeds.shape[0], 0, dtype=torch.long, device=embeds.device)
             unfinished = torch.ones(embeds.shape[0], dtype=torch.long, device=embeds.device)
             for step in range(config.max_new_tokens):
+                if len(eos) and step < (config.min_new_tokens or 0):   # as MinNewTokensLengthLogitsProcessor
+                    logits[:, eos] = float("-inf")
                 scores = logits if logits_processor is None else logits_processor(ids, logits)
                 token = scores.argmax(dim=-1)
                 if len(eos):
