@@ -237,3 +237,22 @@ def test_the_backbone_hook_sees_the_original_rows_the_stage_kept(tiny):
     kept = after[0][after[0] >= 0] - pad
     dropped = set(range(inputs[0].length)) - set(kept.tolist())
     assert dropped <= set(rows.tolist()) and len(dropped) == len(rows) - round(len(rows) * 0.25)
+
+
+def test_preflight_stops_a_stage_layer_the_checkpoint_does_not_have(tmp_path):
+    import json
+
+    from dyto.preflight import PreflightError, preflight
+
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"text_config": {"num_hidden_layers": 28}}))
+    stage = {"class_path": "dyto.models.inner.HoliTomInnerStage", "init_args": {"layer": 18}}
+    model = {"backbone": {"class_path": "dyto.models.LlavaOnevision", "init_args": {"checkpoint": str(folder)}},
+             "inner_stage": stage}
+    preflight({"model": model})                                                     # 18 of 28: fine
+    stage["init_args"]["layer"] = 28
+    with pytest.raises(PreflightError, match=r"inner_stage.init_args.layer: 28 .*1..27 for this 28-layer"):
+        preflight({"model": model})
+    with pytest.raises(PreflightError, match="2-layer"):                           # the tiny models
+        preflight({"model": {"backbone": "internvl", "inner_stage": stage}})
