@@ -59,7 +59,7 @@ def test_sweep_compares_whole_methods_at_matched_prefill_flops(tmp_path):
     table = (out / "sweep.md").read_text()
     assert "prefill TFLOPs mean [min, max]" in table and f"equal FLOPs (outer {fastv['visual_target']})" in table
     config = yaml.safe_load((out / fastv["cell"] / "config.yaml").read_text())
-    assert config["model"]["inner_stage"] == {"class_path": "dyto.models.inner.FastVStage",
+    assert config["model"]["inner_stage"] == {"class_path": "dyto.models.inner.stages.FastVStage",
                                               "init_args": {"layer": 1, "ratio": 0.5}}
     assert "inner_stage" not in yaml.safe_load((out / plain["cell"] / "config.yaml").read_text())["model"]
     run = RunFolder(out / fastv["cell"]).load()
