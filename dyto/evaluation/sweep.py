@@ -173,7 +173,8 @@ def _cell_config(config: dict, cell: Cell) -> dict:
     cfg["model"].pop("inner_stage", None)
     if cell.stage is not None:
         stage = type(cell.stage)
-        cfg["model"]["inner_stage"] = {"class_path": f"{stage.__module__}.{stage.__name__}", "init_args": cell.stage.params()}
+        cfg["model"]["inner_stage"] = {"class_path": f"{stage.__module__}.{stage.__name__}",
+                                       "init_args": cell.stage.params()}
     cfg.setdefault("data", {}).setdefault("init_args", {})["num_frames"] = cell.reducer.num_frames
     return cfg
 

@@ -283,7 +283,8 @@ class VideoQA(LightningModule):
     def prefill_cost(self, sequences: list[LLMInput]) -> dict:
         """``prefill_tflops``, ``kv_cache_mb``, ``visual_tokens_per_layer`` of one question's prefills
         (:mod:`dyto.models.cost`): per-layer counts from the inner loop, else every layer on the whole sequence."""
-        counts = [s.counts or LayerCounts.uniform(self.text_shape.layers, s.length, _visual_count(s)) for s in sequences]
+        layers = self.text_shape.layers
+        counts = [s.counts or LayerCounts.uniform(layers, s.length, _visual_count(s)) for s in sequences]
         return record_cost(self.text_shape, counts, self.backbone.dtype)
 
     # -- Lightning ---------------------------------------------------------------------------

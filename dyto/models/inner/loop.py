@@ -38,7 +38,7 @@ from transformers.masking_utils import create_causal_mask
 
 from dyto.models.cost import LayerCounts
 from dyto.models.inner.attention import KeyView, Probe, hooked_attention
-from dyto.models.inner.base import InnerStage, RowView
+from dyto.models.inner.base import InnerStage, Keep, RowView
 
 __all__ = ["InnerLoop", "language_model"]
 
@@ -202,7 +202,7 @@ class InnerLoop:
             visual_in_valid = (r["visual"] - r["pad"]).to(h.device)
             view = RowView(attention=attention[:, :, visual_in_valid], hidden=h[row, r["visual"].to(h.device)],
                            blocks=r["blocks"])
-            keep = stage.select(view)
+            keep = stage.select(view) if len(r["visual"]) else Keep(torch.empty(0, dtype=torch.long, device=h.device))
             keep_cols = r["visual"].to(h.device)[keep.index]
             is_visual = torch.zeros(s, dtype=torch.bool, device=h.device)
             is_visual[r["visual"].to(h.device)] = True
@@ -278,9 +278,13 @@ class InnerLoop:
         for row, r in enumerate(self.rows):
             valid = torch.nonzero(cols[row] >= 0).flatten()
             visual = torch.nonzero(torch.isin(cols[row], r["visual"].to(cols.device))).flatten()
-            attention = probe.row_attention(row, torch.tensor([now], device=cols.device), valid)[:, :, torch.searchsorted(valid, visual)]
-            r.setdefault("state", {})
-            index = self.stage.select_step(RowView(attention=attention, hidden=None, blocks=r["blocks"], state=r["state"]))
+            if len(visual) == 0:
+                picks.append(valid)
+                continue
+            attention = probe.row_attention(row, torch.tensor([now], device=cols.device), valid)  # [H, 1, K]
+            view = RowView(attention=attention[:, :, torch.searchsorted(valid, visual)], hidden=None,
+                           blocks=r["blocks"], state=r.setdefault("state", {}))
+            index = self.stage.select_step(view)
             if index is None or len(index) == len(visual):
                 picks.append(valid)
                 continue
