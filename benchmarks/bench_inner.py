@@ -6,7 +6,7 @@ For each backbone and each registered inner stage: the median wall time of the p
 the ratio the FLOPs arithmetic predicts (``dyto.models.cost``: the record's ``prefill_tflops``),
 and the same for a stage that keeps every token (``keep_all``: the loop's own overhead). DyCoke's
 stage prunes while decoding, not in the prefill: its row times ``--decode-tokens`` decoding steps
-instead (``min_new_tokens`` set, so EOS cannot stop them early), less the prefill.
+instead (``min_new_tokens`` set, so EOS cannot stop them early), timed from the first logits on.
 
 The input: ``--frames`` frames of seeded random pixels through the backbone's own vision tower,
 ``concat`` (every token), one open-ended question. The models are the families' tiny builders with
@@ -25,6 +25,7 @@ import statistics
 import time
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 from transformers import logging as hf_logging
 
 from dyto.models.backbone import BACKBONES, list_backbones
@@ -58,6 +59,28 @@ def timed(fn, repeats: int) -> float:
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
+
+
+class _FirstLogits(LogitsProcessor):
+    def __call__(self, input_ids, scores):
+        if self.first is None:
+            self.first = time.perf_counter()
+        return scores
+
+
+def decode_ms(b, inp, config, stage, repeats: int) -> float:
+    """Median ms from the first logits to the end of a generation (the decoding steps)."""
+    times = []
+    for _ in range(repeats + 1):
+        timer = _FirstLogits()
+        timer.first = None
+        processors = LogitsProcessorList([timer])
+        if stage is None:
+            b.generate([inp], config, processors)
+        else:
+            InnerLoop(b, stage).generate_ids([inp], config, processors)
+        times.append((time.perf_counter() - timer.first) * 1e3)
+    return statistics.median(times[1:])
 
 
 def stage_at(name: str, prune_layer: int, **params):
@@ -109,15 +132,13 @@ def main() -> None:
             def with_stage(s=stage):
                 InnerLoop(b, s).generate_ids([inp], config)
 
-            base, ours, overhead = timed(plain, args.repeats), timed(with_stage, args.repeats), \
-                timed(lambda: with_stage(keep_all), args.repeats)
-            if decode:  # per decoding step, the prefill taken off
-                pre_base, pre_ours = timed(lambda: b.generate([inp], one), args.repeats), \
-                    timed(lambda: InnerLoop(b, stage).generate_ids([inp], one), args.repeats)
-                base, ours = (base - pre_base) / args.decode_tokens, (ours - pre_ours) / args.decode_tokens
-                overhead = (overhead - pre_ours) / args.decode_tokens
+            if decode:  # ms per decoding step: from the first logits (the prefill's end) to the end
+                base, ours, overhead = (decode_ms(b, inp, many, s, args.repeats) / args.decode_tokens
+                                        for s in (None, stage, keep_all))
                 flops_ratio = "-"
             else:
+                base, ours, overhead = timed(plain, args.repeats), timed(with_stage, args.repeats), \
+                    timed(lambda: with_stage(keep_all), args.repeats)
                 InnerLoop(b, stage).generate_ids([inp], one)
                 full = prefill_flops(shape, LayerCounts.uniform(shape.layers, inp.length, visual).tokens)
                 flops_ratio = f"{prefill_flops(shape, inp.counts.tokens) / full:.3f}"
