@@ -42,8 +42,8 @@ tokens) exceeds the 8192-token limit and would be marked too_long.
 
 Whole methods (``--whole-methods fastv dycoke prunevid holitom``) add one configuration each,
 built from ``configs/reducers/<name>_full.yaml``: the outer reducer and its inner-LLM stage
-(dyto.models.inner), answered by dyto's inner loop; on LLaVA-NeXT FastV's concat takes 6 frames
-(32 whole frames pass max_length). ``--prune-layer K`` moves every stage's first pruned layer to
+(dyto.models.inner), answered by dyto's inner loop; on LLaVA-NeXT (576 tokens a frame) FastV's
+concat takes 6 frames and the others at most 16, as their 32 frames pass max_length. ``--prune-layer K`` moves every stage's first pruned layer to
 K (a model cut to ``--num-layers`` has fewer layers than the papers' K, M and L).
 
     python benchmarks/bench_e2e.py --full-size-random --backbone qwen2_5_vl --reducers slowfast \
@@ -182,7 +182,10 @@ def whole_method(name: str, backbone: str, prune_layer: int | None):
         module, _, cls = spec["class_path"].rpartition(".")
         return getattr(importlib.import_module(module), cls)(**{**spec.get("init_args", {}), **override})
 
-    reducer = build(model["reducer"], **({"num_frames": 6} if name == "fastv" and backbone == "llava_next" else {}))
+    frames = {}
+    if backbone == "llava_next":  # 576 tokens a frame: the 32-frame configs pass max_length (8192)
+        frames = {"num_frames": 6 if name == "fastv" else min(16, model["reducer"]["init_args"]["num_frames"])}
+    reducer = build(model["reducer"], **frames)
     stage = build(model["inner_stage"])
     if prune_layer is not None:
         stage = build(model["inner_stage"], layer=prune_layer - (stage.prune_layer - stage.layer))
