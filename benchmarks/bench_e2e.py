@@ -39,6 +39,15 @@ tokens) exceeds the 8192-token limit and would be marked too_long.
     python benchmarks/bench_e2e.py --full-size-random --size 7b --reducers dyto slowfast \
         --max-new-tokens 128 32 --json e2e.jsonl          # on a GPU; results/ holds H100 logs
     python benchmarks/bench_e2e.py --backbone llava_onevision [--full-size-random] --encode-ahead off
+
+Whole methods (``--whole-methods fastv dycoke prunevid holitom``) add one configuration each,
+built from ``configs/reducers/<name>_full.yaml``: the outer reducer and its inner-LLM stage
+(dyto.models.inner), answered by dyto's inner loop; on LLaVA-NeXT (576 tokens a frame) FastV's
+concat takes 6 frames and the others at most 16, as their 32 frames pass max_length. ``--prune-layer K`` moves every stage's first pruned layer to
+K (a model cut to ``--num-layers`` has fewer layers than the papers' K, M and L).
+
+    python benchmarks/bench_e2e.py --full-size-random --backbone qwen2_5_vl --reducers slowfast \
+        --whole-methods fastv dycoke prunevid holitom --encode-ahead off --max-new-tokens 32
 """
 
 from __future__ import annotations
@@ -67,6 +76,9 @@ from dyto.models.videoqa import VideoQA
 from dyto.models.tiny import build_tiny_llava_next, build_tiny_tokenizer, random_weight_model
 from dyto.records import QARecord
 from dyto.reduction import ConcatReducer, DyToReducer, SlowFastReducer
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "reducers"
+WHOLE_METHODS = ("fastv", "dycoke", "prunevid", "holitom")
 
 VIDEO = Path(__file__).resolve().parents[1] / "dyto" / "assets" / "demo" / "bikes.mp4"
 STAGES = ("decode", "encode", "reduce", "prefill", "generate")
@@ -158,6 +170,28 @@ def family_reducers(n: int, frames_per_patch: int = 1) -> dict:
             "concat-6": lambda: ConcatReducer(num_frames=6)}
 
 
+def whole_method(name: str, backbone: str, prune_layer: int | None):
+    """(reducer, inner stage) of ``configs/reducers/<name>_full.yaml``, the stage moved to ``prune_layer``."""
+    import importlib
+
+    import yaml
+
+    model = yaml.safe_load((CONFIGS / f"{name}_full.yaml").read_text())["model"]
+
+    def build(spec, **override):
+        module, _, cls = spec["class_path"].rpartition(".")
+        return getattr(importlib.import_module(module), cls)(**{**spec.get("init_args", {}), **override})
+
+    frames = {}
+    if backbone == "llava_next":  # 576 tokens a frame: the 32-frame configs pass max_length (8192)
+        frames = {"num_frames": 6 if name == "fastv" else min(16, model["reducer"]["init_args"]["num_frames"])}
+    reducer = build(model["reducer"], **frames)
+    stage = build(model["inner_stage"])
+    if prune_layer is not None:
+        stage = build(model["inner_stage"], layer=prune_layer - (stage.prune_layer - stage.layer))
+    return reducer, stage
+
+
 def sample(module: DyToVideoQA, q: int) -> dict:
     """Question `q` on the clip as a batch of one, decoded and preprocessed by the data side's own
     dataset code (timed into ``decode_ms``); frames pinned on CUDA, as the DataModule does."""
@@ -202,7 +236,8 @@ def run(modules: dict[str, DyToVideoQA], questions: int) -> dict[str, dict]:
         last = recs[-1]
         out[name] = {s: statistics.median(r["timings"][s] for r in recs) for s in (*STAGES, "step")}
         out[name].update(frames=last["frames_sampled"], kept=len(last["frames_kept"]),
-                         tokens=last["visual_tokens_out"], prompt=last["prompt_tokens"])
+                         tokens=last["visual_tokens_out"], prompt=last["prompt_tokens"],
+                         tflops=statistics.median(r["prefill_tflops"] for r in recs))
         plain = records.get(name.removesuffix("+ahead"))
         if name.endswith("+ahead") and plain:  # encode_ahead must not change a single answer
             out[name]["same_answers"] = sum(a["prediction"] == b["prediction"] for a, b in zip(recs, plain))
@@ -212,13 +247,14 @@ def run(modules: dict[str, DyToVideoQA], questions: int) -> dict[str, dict]:
 def table(results: dict[str, dict], title: str) -> str:
     """The printed comparison. ``model`` is the wall time of ``predict_step`` (everything but
     decoding, which DataLoader workers overlap with the model); ratios are against SlowFast."""
-    header = ["config", "frames", "kept", "tokens", "prompt", *STAGES, "model", "model/sf", "+decode/sf"]
+    header = ["config", "frames", "kept", "tokens", "prompt", *STAGES, "model", "model/sf", "+decode/sf",
+              "prefill TF"]
     lines = [title, " | ".join(f"{h:>14}" if i == 0 else f"{h:>10}" for i, h in enumerate(header))]
     base = results["slowfast"]
     for name, r in results.items():
         cells = [name, r["frames"], r["kept"], r["tokens"], r["prompt"], *(f"{r[s]:.1f}" for s in STAGES),
                  f"{r['step']:.1f}", f"{r['step'] / base['step']:.3f}",
-                 f"{(r['step'] + r['decode']) / (base['step'] + base['decode']):.3f}"]
+                 f"{(r['step'] + r['decode']) / (base['step'] + base['decode']):.3f}", f"{r['tflops']:.4g}"]
         lines.append(" | ".join(f"{c:>14}" if i == 0 else f"{c:>10}" for i, c in enumerate(cells)))
     return "\n".join(lines)
 
@@ -238,6 +274,9 @@ def main() -> None:
     parser.add_argument("--reducers", nargs="+", choices=sorted(REDUCERS), default=list(REDUCERS))
     parser.add_argument("--encode-ahead", choices=("off", "on", "both"), default="both",
                         help="configurations without / with encode_ahead (it only overlaps anything on CUDA)")
+    parser.add_argument("--whole-methods", nargs="*", choices=WHOLE_METHODS, default=[],
+                        help="add configs/reducers/<name>_full.yaml (outer reducer + inner stage) as configurations")
+    parser.add_argument("--prune-layer", type=int, default=None, help="every stage's first pruned layer")
     parser.add_argument("--json", type=Path, default=None, help="append every table here as JSON lines")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
@@ -285,6 +324,13 @@ def main() -> None:
                 module.attach_backbone(*backbone)
                 modules[name + ("+ahead" if ahead and args.encode_ahead == "both" else "")] = module.to(device)
                 module.on_predict_epoch_start()  # what trainer.predict does first: makes the CUDA streams
+        for name in args.whole_methods:
+            reducer, stage = whole_method(name, args.backbone, args.prune_layer)
+            module = DyToVideoQA(model="tiny", reducer=reducer, vision_chunk_size=args.vision_chunk_size)
+            module.inner_stage = stage
+            module.attach_backbone(*backbone)
+            modules[f"{name}_full"] = module.to(device)
+            module.on_predict_epoch_start()
     else:
         options = {"vision_chunk_size": args.vision_chunk_size}
         if args.backbone == "qwen2_5_vl":  # its input size is an option (any multiple of 28), not the tower's
@@ -296,6 +342,10 @@ def main() -> None:
                 module = VideoQA(shared, reducer=family[name](), encode_ahead=ahead)
                 modules[name + ("+ahead" if ahead and args.encode_ahead == "both" else "")] = module.to(device)
                 module.on_predict_epoch_start()
+        for name in args.whole_methods:
+            reducer, stage = whole_method(name, args.backbone, args.prune_layer)
+            modules[f"{name}_full"] = module = VideoQA(shared, reducer=reducer, inner_stage=stage).to(device)
+            module.on_predict_epoch_start()
     gpu = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     memory = f"; {torch.cuda.memory_allocated() / 2**30:.1f} GiB of weights" if device == "cuda" else ""
     print(f"model: {backbone[2]}; built in {build_s:.0f} s{memory}; device: {gpu}; {dtype}; "

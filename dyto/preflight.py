@@ -9,6 +9,7 @@ says what to do. The checks read only the parsed config (plain dicts) and the fi
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from pathlib import Path
 from typing import Any, Iterator
@@ -149,6 +150,43 @@ def _check_checkpoints(model: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _text_layers(checkpoint: str) -> int | None:
+    """Decoder layers of a checkpoint's language model from its config.json (local or cached); the tiny
+    models have 2; None when the config is not at hand."""
+    if checkpoint.startswith("tiny"):
+        return 2
+    path = Path(checkpoint) / "config.json"
+    if not path.is_file() and checkpoint.count("/") == 1:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(checkpoint, "config.json")
+        path = Path(found) if isinstance(found, str) else path
+    if not path.is_file():
+        return None
+    config = json.loads(path.read_text())
+    return (config.get("text_config") or config).get("num_hidden_layers")
+
+
+def _check_inner_stage(model: dict[str, Any]) -> list[str]:
+    """An inner stage's layer must exist in the checkpoint's language model (checked before it loads)."""
+    from dyto.errors import ConfigError
+
+    stage, backbone = model.get("inner_stage"), model.get("backbone")
+    if not isinstance(stage, dict) or "class_path" not in stage:
+        return []
+    checkpoint = "tiny" if isinstance(backbone, str) else \
+        ((backbone or {}).get("init_args") or {}).get("checkpoint", "tiny") if isinstance(backbone, dict) else None
+    checkpoint = model.get("model", checkpoint)  # DyToVideoQA names it `model`
+    layers = _text_layers(checkpoint) if isinstance(checkpoint, str) else None
+    if layers is None:
+        return []
+    try:
+        _import(stage["class_path"])(**(stage.get("init_args") or {})).check(layers)
+    except ConfigError as e:
+        return [str(e)]
+    return []
+
+
 def _check_trainer(trainer: dict[str, Any]) -> list[str]:
     accel = str(trainer.get("accelerator") or "auto").lower()
     if accel in ("gpu", "cuda"):
@@ -180,6 +218,6 @@ def preflight(config: dict[str, Any]) -> None:
         problems += _check_data(config["data"])
     model = config.get("model") or {}
     problems += (_check_names(model) + _check_checkpoints(model) + _check_protocol(model, config.get("data"))
-                 + _check_judge(config.get("evaluation") or {}))
+                 + _check_judge(config.get("evaluation") or {}) + _check_inner_stage(model))
     if problems:
         raise PreflightError(problems)

@@ -64,7 +64,7 @@ PREDICTION_FIELDS = (
     "id", "benchmark", "task", "question", "answer", "options", "answer_index", "question2",
     "meta", "status", "error", "prediction", "prediction2", "frames_sampled", "frames_kept",
     "visual_tokens_in", "visual_tokens_out", "prompt_tokens", "reducer", "model", "conv_mode",
-    "seed", "timings", "protocol",
+    "seed", "timings", "protocol", "inner_stage", "prefill_tflops", "kv_cache_mb", "visual_tokens_per_layer",
 )
 
 

@@ -177,25 +177,33 @@ def budget_plot(runs: dict[str, Any]) -> Figure:
 
 
 def sweep_plot(rows: Sequence[dict[str, Any]], title: str = "accuracy vs visual tokens") -> Figure:
-    """rows: `dyto sweep` cells (`label`, `visual_tokens`: {mean}, `accuracy`: {estimate, low, high}).
+    """rows: `dyto sweep` cells (`label`, `visual_tokens`: {mean}, `accuracy`: {estimate, low, high},
+    `prefill_tflops`: {mean} | None).
 
-    One line per reducer through its cells in token order, the 95% bootstrap intervals as error
-    bars; a cell without tokens or accuracy is left out (its row in the table says why).
+    Left: accuracy against mean visual tokens; right (when the cells carry it): against mean prefill
+    TFLOPs, where whole methods (an inner-LLM stage) compare on equal terms. One line per reducer
+    through its cells in x order, the 95% bootstrap intervals as error bars; a cell without the
+    value or accuracy is left out (its row in the table says why).
     """
-    fig = Figure(figsize=(6.5, 4.2))
-    ax = fig.subplots()
-    lines: dict[str, list[tuple[float, float, float, float]]] = {}
-    for r in rows:
-        if r.get("visual_tokens") and r.get("accuracy"):
-            a = r["accuracy"]
-            lines.setdefault(r["label"], []).append((r["visual_tokens"]["mean"], a["estimate"], a["low"], a["high"]))
-    for colour, (label, points) in zip(_palette(len(lines)), lines.items()):
-        x, y, low, high = (np.array(v) for v in zip(*sorted(points)))
-        ax.errorbar(x, y, yerr=[y - low, high - y], color=colour, marker="o", capsize=3, label=label)
-    ax.set_xlabel("mean visual tokens per question"), ax.set_ylabel("accuracy (%)")
-    ax.set_title(title, fontsize=10)
-    if lines:
-        ax.legend(fontsize=8)
+    flops = any(r.get("prefill_tflops") for r in rows)
+    fig = Figure(figsize=(11.5 if flops else 6.5, 4.2))
+    axes = fig.subplots(1, 2 if flops else 1, squeeze=False)[0]
+    panels = [("visual_tokens", "mean visual tokens per question", title)]
+    if flops:
+        panels.append(("prefill_tflops", "mean prefill TFLOPs per question", "accuracy vs prefill compute"))
+    for ax, (key, xlabel, heading) in zip(axes, panels):
+        lines: dict[str, list[tuple[float, float, float, float]]] = {}
+        for r in rows:
+            if r.get(key) and r.get("accuracy"):
+                a = r["accuracy"]
+                lines.setdefault(r["label"], []).append((r[key]["mean"], a["estimate"], a["low"], a["high"]))
+        for colour, (label, points) in zip(_palette(len(lines)), lines.items()):
+            x, y, low, high = (np.array(v) for v in zip(*sorted(points)))
+            ax.errorbar(x, y, yerr=[y - low, high - y], color=colour, marker="o", capsize=3, label=label)
+        ax.set_xlabel(xlabel), ax.set_ylabel("accuracy (%)")
+        ax.set_title(heading, fontsize=10)
+        if lines:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

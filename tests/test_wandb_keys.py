@@ -37,7 +37,8 @@ def test_runs_with_different_reducers_share_their_metric_keys(tmp_path, monkeypa
     for r in runs.values():  # the per-question table and the keyframe picture
         assert any(k.startswith("samples/") for k in r["logged"]) and any(k.startswith("figures/keyframes/") for k in r["logged"])
     for key in ("eval/demo/accuracy", "eval/demo/items", "efficiency/visual_tokens_out_mean",
-                "efficiency/frames_kept_mean", "timing/encode_ms", "timing/reduce_ms", "timing/generate_ms"):
+                "efficiency/frames_kept_mean", "efficiency/prefill_tflops_mean", "efficiency/kv_cache_mb_mean",
+                "timing/encode_ms", "timing/reduce_ms", "timing/generate_ms"):
         assert key in keys["dyto"], key
     assert not [k for k in keys["dyto"] if "budget" in k or "(" in k]  # no setting inside a key
     dyto, slowfast = runs["dyto"], runs["slowfast"]
@@ -66,3 +67,5 @@ def test_runs_with_different_reducers_share_their_metric_keys(tmp_path, monkeypa
     for table in tables:
         cells = [row[table["columns"].index("thumbnails")] for row in table["data"]]
         assert cells and all(c["_type"] == "image-file" and c["path"].endswith(".png") for c in cells)
+    assert dyto["logged"]["efficiency/prefill_tflops_mean"] != slowfast["logged"]["efficiency/prefill_tflops_mean"]
+    assert dyto["config"]["inner_stage"] is None

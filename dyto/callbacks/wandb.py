@@ -4,7 +4,8 @@ Metric keys never embed a run's settings, so runs of different reducers, budgets
 land on the same charts: ``eval/<benchmark>/accuracy`` (the headline: multiple choice where the
 benchmark has it, else judged), ``eval/<benchmark>/multiple_choice_accuracy`` and
 ``eval/<benchmark>/judged_accuracy`` (both, on a benchmark that mixes them), ``eval/<benchmark>/score``,
-``efficiency/visual_tokens_out_mean``, ``timing/<stage>_ms``, ``judge/cost_usd`` (see
+``efficiency/visual_tokens_out_mean``, ``efficiency/prefill_tflops_mean``,
+``efficiency/kv_cache_mb_mean``, ``timing/<stage>_ms``, ``judge/cost_usd`` (see
 :func:`run_metrics`). What tells runs apart is run config, which W&B filters and groups by:
 ``backbone``, ``checkpoint``, ``reducer`` / ``reducer_params``, ``benchmark``, ``fingerprint``
 (the settings' digest) and the full fingerprint, then the effective config as the run saved it
@@ -178,6 +179,7 @@ def run_config(module: Any, datamodule: Any, fingerprint: dict[str, Any] | None,
         "checkpoint": model_fp.get("checkpoint"),
         "reducer": reducer_cfg.get("name"),
         "reducer_params": {k: v for k, v in reducer_cfg.items() if k != "name"},
+        "inner_stage": (model_fp.get("inner_stage") or {}).get("name"),  # a whole method's stage inside the LLM
         "num_frames": data_fp.get("num_frames"),
         "fingerprint": fingerprint_digest(fingerprint) if fingerprint else None,
         "settings": fingerprint,
@@ -229,7 +231,8 @@ def run_metrics(results: dict[str, Any] | None, predictions: list[dict[str, Any]
                 for group, g in groups.items():
                     out[f"{key}/{kind}/{group}/accuracy"] = g.get("accuracy")
     summary = efficiency_summary(predictions)
-    for name in ("visual_tokens_out", "visual_tokens_in", "frames_kept", "frames_sampled"):
+    for name in ("visual_tokens_out", "visual_tokens_in", "frames_kept", "frames_sampled", "prefill_tflops",
+                 "kv_cache_mb"):
         for stat, value in (summary.get(name) or {}).items():
             out[f"efficiency/{name}_{stat}"] = value
     for stage, ms in summary.get("timings_ms", {}).items():

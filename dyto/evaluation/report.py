@@ -183,10 +183,12 @@ def efficiency(preds: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def efficiency_summary(preds: list[dict[str, Any]]) -> dict[str, Any]:
-    """Over the ok predictions of ``preds``: token and frame counts (mean/min/max), mean ms per stage."""
+    """Over the ok predictions of ``preds``: token and frame counts, prefill TFLOPs and KV cache MiB
+    (mean/min/max), mean ms per stage."""
     rows = [p for p in preds if p.get("status") == "ok"]
     entry: dict[str, Any] = {"items": len(rows)}
-    for name in ("visual_tokens_out", "visual_tokens_in", "frames_kept", "frames_sampled"):
+    for name in ("visual_tokens_out", "visual_tokens_in", "frames_kept", "frames_sampled", "prefill_tflops",
+                 "kv_cache_mb"):
         vals = [v for v in (_count(r.get(name)) for r in rows) if v is not None]
         if vals:
             entry[name] = {"mean": statistics.fmean(vals), "min": min(vals), "max": max(vals)}

@@ -8,7 +8,11 @@
 
 `--config` and every other `--model.*` / `--data.*` / `--trainer.*` / `--evaluation.*` option are
 those of `dyto predict` (the same parser); the reducer of the config is replaced by each cell's.
-A reducer is a registry name, optionally with parameters (`slowfast:fast_grid=1,slow_frames=4`).
+A reducer is a registry name, optionally with parameters (`slowfast:fast_grid=1,slow_frames=4`),
+optionally followed by an inner-LLM stage (`dycoke+dycoke_kv`, `concat+fastv:layer=2,ratio=0.5`: the
+whole method); a cell without `+stage` runs without one, whatever the config says. `--match flops`
+raises each whole method's outer budget until its prefill FLOPs equal those of the budget's token
+count without a stage (``match_flops``), so whole methods compare at equal compute.
 Each cell (reducer, budget) is an ordinary run folder `<out>/<cell>/` with its own fingerprint,
 rank log, merged predictions, summary and evaluation, so `dyto compare`, `dyto judge` and
 `dyto.api.load_run` read it; `concat` in the grid adds the unreduced cell `concat-unreduced`,
@@ -56,14 +60,18 @@ from dyto.datamodules.base import collate
 from dyto.errors import ConfigError, OneLineParser, check
 from dyto.evaluation.report import evaluate_run
 from dyto.evaluation.sweep_report import write_sweep_report
+from dyto.evaluation.sweep_flops import match_flops, nominal_text_tokens
+from dyto.models.inner import InnerStage, build_inner_stage, list_inner_stages
 from dyto.predict.writer import latest_per_id, load_attempts, merge_rank_logs
 from dyto.records import append_jsonl, open_append_log, write_text_atomic
 from dyto.reduction import TokenReducer, build_reducer, list_reducers
 from dyto.runs import RunFolder, SettingsChanged, fingerprint_digest, run_fingerprint
 
-__all__ = ["Cell", "parse_reducer", "check_grid", "build_grid", "run_sweep", "sweep_main", "SweepSettingsChanged"]
+__all__ = ["Cell", "parse_reducer", "parse_method", "check_grid", "build_grid", "run_sweep", "sweep_main",
+           "SweepSettingsChanged"]
 
 KNOBS = ("retention", "target_tokens")
+MATCHES = ("tokens", "flops")
 SWEEP_HINT = "sweep into another --out"
 
 
@@ -71,18 +79,22 @@ SWEEP_HINT = "sweep into another --out"
 class Cell:
     """One reducer at one budget (``knob`` None: the method's own default, or unreduced concat)."""
 
-    label: str                     # the reducer as given, e.g. "slowfast:fast_grid=1"
+    label: str                     # the reducer as given, e.g. "slowfast:fast_grid=1" or "dycoke+dycoke_kv"
     reducer: TokenReducer
     knob: str | None
     value: float | int | None
+    stage: InnerStage | None = None  # the inner-LLM stage of a whole method
+    match: str = "tokens"            # "flops": the outer budget was raised to the budget's prefill FLOPs
+    visual_target: int | None = None  # with "flops": the outer reducer's target_tokens
 
     @property
     def name(self) -> str:
-        """The cell's folder name: `<reducer>[_<param><value>...]-<knob><value>` (or `-default`)."""
+        """The cell's folder name: `<reducer>[_<param><value>...][+<stage>...]-<knob><value>[-flops]`
+        (or `-default`)."""
         base = self.label.replace(":", "_").replace(",", "_").replace("=", "")
-        budget = "unreduced" if self.reducer.name == "concat" and self.knob is None else \
+        budget = "unreduced" if self.reducer.name == "concat" and self.knob is None and self.stage is None else \
             f"{self.knob}{self.value:g}" if self.knob else "default"
-        return f"{base}-{budget}"
+        return f"{base}-{budget}" + ("-flops" if self.match == "flops" and self.knob else "")
 
 
 def parse_reducer(spec: str) -> tuple[str, dict[str, Any]]:
@@ -97,6 +109,14 @@ def parse_reducer(spec: str) -> tuple[str, dict[str, Any]]:
     return name, params
 
 
+def parse_method(spec: str) -> tuple[str, dict[str, Any], str | None, dict[str, Any]]:
+    """`reducer[:params][+stage[:params]]` -> (reducer, its params, stage or None, its params)."""
+    reducer, _, stage = spec.partition("+")
+    name, params = parse_reducer(reducer)
+    stage_name, stage_params = parse_reducer(stage) if stage else (None, {})
+    return name, params, stage_name, stage_params
+
+
 def check_grid(reducers: list[str], retention: list[float], target_tokens: list[int]) -> None:
     """The grid's flags, checked before any model loads (``build_grid`` then checks every cell)."""
     for value in retention:
@@ -104,27 +124,31 @@ def check_grid(reducers: list[str], retention: list[float], target_tokens: list[
     for value in target_tokens:
         check("--target-tokens", value, ">=1")
     for spec in reducers:
-        name, _ = parse_reducer(spec)
+        name, _, stage, _ = parse_method(spec)
         check("--reducers", name, tuple(list_reducers()))
+        if stage is not None:
+            check("--reducers", stage, tuple(list_inner_stages()))
 
 
 def build_grid(reducers: list[str], retention: list[float], target_tokens: list[int], num_frames: int) -> list[Cell]:
-    """Every reducer at every budget, all on ``num_frames`` frames; `concat` also unreduced.
-    A bad reducer, parameter or budget raises ``ConfigError`` naming the flag it came from."""
+    """Every reducer (or whole method) at every budget, all on ``num_frames`` frames; `concat` also
+    unreduced. A bad reducer, stage, parameter or budget raises ``ConfigError`` naming its flag."""
     check("--num-frames", num_frames, ">=1")
     budgets = [("retention", r) for r in retention] + [("target_tokens", t) for t in target_tokens] or [(None, None)]
     cells = []
     for spec in reducers:
-        name, params = parse_reducer(spec)
-        for knob, value in budgets + ([(None, None)] if name == "concat" and budgets[0][0] else []):
+        name, params, stage_name, stage_params = parse_method(spec)
+        unreduced = [(None, None)] if name == "concat" and not stage_name and budgets[0][0] else []
+        for knob, value in budgets + unreduced:
             extra = {knob: value} if knob else {}
             try:
                 reducer = build_reducer(name, **params, num_frames=num_frames, **extra)
+                stage = build_inner_stage(stage_name, **stage_params) if stage_name else None
             except ConfigError as e:
                 flag = {"reducer": "--reducers", "retention": "--retention", "target_tokens": "--target-tokens",
                         "num_frames": "--num-frames"}.get(e.key, f"--reducers {spec}: {e.key}")
                 raise e.at(flag) from None
-            cells.append(Cell(spec, reducer, knob, value))
+            cells.append(Cell(spec, reducer, knob, value, stage))
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
         raise ConfigError("--reducers", reducers, "each reducer once",
@@ -172,7 +196,9 @@ def _claim(cells: list[Cell], module, datamodule, out: Path, config: dict | None
     data_fp, ids = datamodule.fingerprint(), datamodule.input_ids()
     states = []
     for cell in cells:
-        module.reducer = cell.reducer
+        module.reducer, module.inner_stage = cell.reducer, cell.stage
+        if cell.stage is not None:
+            cell.stage.check(module.text_shape.layers)
         fingerprint = run_fingerprint(module.fingerprint(), data_fp)
         folder = RunFolder(out / cell.name)
         try:
@@ -181,7 +207,7 @@ def _claim(cells: list[Cell], module, datamodule, out: Path, config: dict | None
             raise SweepSettingsChanged(cell.name, e) from None
         states.append(_CellState(cell, folder, fingerprint_digest(fingerprint), set(), None))
     for state in states:  # nothing is written until every cell agrees
-        module.reducer = state.cell.reducer
+        module.reducer, module.inner_stage = state.cell.reducer, state.cell.stage
         folder = state.folder.make()
         folder.claim(run_fingerprint(module.fingerprint(), data_fp), resume=True)
         write_text_atomic(folder.inputs, json.dumps(ids))
@@ -197,6 +223,11 @@ def _cell_config(config: dict, cell: Cell) -> dict:
     cls = type(cell.reducer)
     params = {k: v for k, v in cell.reducer.config().items() if k != "name"}
     cfg.setdefault("model", {})["reducer"] = {"class_path": f"{cls.__module__}.{cls.__name__}", "init_args": params}
+    cfg["model"].pop("inner_stage", None)
+    if cell.stage is not None:
+        stage = type(cell.stage)
+        cfg["model"]["inner_stage"] = {"class_path": f"{stage.__module__}.{stage.__name__}",
+                                       "init_args": cell.stage.params()}
     cfg.setdefault("data", {}).setdefault("init_args", {})["num_frames"] = cell.reducer.num_frames
     return cfg
 
@@ -244,7 +275,7 @@ def run_sweep(module, datamodule, cells: list[Cell], out: str | Path, config: di
     wrong = [c.name for c in cells if c.reducer.num_frames != datamodule.num_frames]
     if wrong:
         raise ValueError(f"cells {wrong} sample other than the data's {datamodule.num_frames} frames")
-    original, states = module.reducer, []
+    original, states = (module.reducer, module.inner_stage), []
     locks = lock_cells(out, cells)  # before any cell folder is written
     module.eval().to(device)
     try:
@@ -279,7 +310,7 @@ def run_sweep(module, datamodule, cells: list[Cell], out: str | Path, config: di
             merge_rank_logs(state.folder)
         return {"decoded": decoded, "encoded": cache.encodes, "cells": states}
     finally:
-        module.reducer = original
+        module.reducer, module.inner_stage = original
         for state in states:  # a failure above: what was appended stays, flushed, for the rerun
             if state.log is not None:
                 state.log.close()
@@ -305,7 +336,7 @@ def _predict_chunk(module, state: _CellState, recs, sample: dict, features) -> N
     batch = {"ids": [r.id for r in recs], "records": [r.to_dict() for r in recs],
              **{k: sample[k] * n for k in ("pixel_values", "frame_indices", "frames_total", "status", "error",
                                            "decode_ms")}}
-    module.reducer = state.cell.reducer
+    module.reducer, module.inner_stage = state.cell.reducer, state.cell.stage
     if features is not None:
         module.use_features({r.id: features[:2] for r in recs})
     preds = module.predict_step(batch, 0)
@@ -327,6 +358,9 @@ def sweep_main(argv: list[str], build: Callable[[list[str]], tuple]) -> int:
     p.add_argument("--reducers", nargs="+", required=True, help="registry names, optionally name:key=value,...")
     p.add_argument("--retention", nargs="*", type=float, default=[], help="shares of the T*N input tokens")
     p.add_argument("--target-tokens", nargs="*", type=int, default=[], help="visual-token counts")
+    p.add_argument("--match", choices=MATCHES, default="tokens",
+                   help="tokens: a budget is the outer reducer's visual tokens; flops: a whole method's outer budget "
+                        "is raised until its prefill FLOPs equal those of the budget's tokens without a stage")
     p.add_argument("--num-frames", type=int, default=None,
                    help="frames per video for every cell (default: data.num_frames, else the config's reducer's)")
     p.add_argument("--out", required=True, help="the sweep folder (one run folder per cell inside)")
@@ -364,6 +398,12 @@ def _sweep(args: argparse.Namespace, rest: list[str], build: Callable[[list[str]
         datamodule.trainer = None
     num_frames = datamodule.num_frames
     cells = build_grid(args.reducers, args.retention, args.target_tokens, num_frames)
+    if args.match == "flops":
+        text = nominal_text_tokens(module, datamodule.records)
+        temporal = num_frames // module.preprocessing.frames_per_patch
+        cells = match_flops(cells, module.text_shape, text, temporal, module.grid[0] * module.grid[1])
+        print(f"[dyto] sweep --match flops: {text} text tokens (median prompt); outer targets "
+              + ", ".join(f"{c.name}: {c.visual_target}" for c in cells if c.visual_target is not None))
     module.num_frames = num_frames
     names = [c.name for c in cells]
     baseline = args.baseline or ("concat-unreduced" if "concat-unreduced" in names else None)
@@ -378,7 +418,7 @@ def _sweep(args: argparse.Namespace, rest: list[str], build: Callable[[list[str]
         for state in done["cells"]:
             evaluate_run(state.folder.root, evaluation.scorer, evaluation.judge_config, evaluation.choice_mode)
     text = write_sweep_report(args.out, cells, num_frames, baseline, args.resamples,
-                              {"decoded": done["decoded"], "encoded": done["encoded"]})
+                              {"decoded": done["decoded"], "encoded": done["encoded"]}, match=args.match)
     print(text)
     print(f"[dyto] sweep table: {Path(args.out) / 'sweep.md'}")
     return 0

@@ -28,8 +28,10 @@ __all__ = ["cell_summary", "sweep_rows", "render_sweep", "write_sweep_report"]
 
 
 def _reducer_label(cell) -> str:
-    name, _, params = cell.label.partition(":")
-    return f"{name} ({params.replace(',', ', ')})" if params else name
+    def one(spec: str) -> str:
+        name, _, params = spec.partition(":")
+        return f"{name} ({params.replace(',', ', ')})" if params else name
+    return " + ".join(one(part) for part in cell.label.split("+"))
 
 
 def cell_summary(cell, run_dir: Path, resamples: int = 10_000, seed: int = 0) -> dict[str, Any]:
@@ -43,8 +45,11 @@ def cell_summary(cell, run_dir: Path, resamples: int = 10_000, seed: int = 0) ->
         b = bootstrap_mean(list(correct.values()), resamples=resamples, seed=seed)
         accuracy = {"estimate": 100 * b.estimate, "low": 100 * b.interval[0], "high": 100 * b.interval[1],
                     "items": len(correct), "kind": kind, "resamples": resamples, "seed": seed}
+    stage = getattr(cell, "stage", None)
     return {"cell": cell.name, "reducer": cell.reducer.name, "label": _reducer_label(cell),
             "params": cell.reducer.config(), "knob": cell.knob, "value": cell.value,
+            "inner_stage": None if stage is None else stage.config(), "match": getattr(cell, "match", "tokens"),
+            "visual_target": getattr(cell, "visual_target", None), "prefill_tflops": eff.get("prefill_tflops"),
             "run_dir": str(run_dir), "fingerprint": run.results.get("fingerprint"),
             "scorer": run.results.get("scorer"), "items": len(run.predictions), "ok": ok,
             "failed": len(run.predictions) - ok, "by_status": run.summary.get("by_status", {}),
@@ -65,8 +70,9 @@ def sweep_rows(cells, out: Path, baseline: str | None, resamples: int = 10_000) 
 
 def _budget(r: dict[str, Any]) -> str:
     if r["knob"] is None:
-        return "unreduced" if r["reducer"] == "concat" else "method default"
-    return f"{r['knob']} = {r['value']:g}"
+        return "unreduced" if r["reducer"] == "concat" and not r.get("inner_stage") else "method default"
+    budget = f"{r['knob']} = {r['value']:g}"
+    return budget + (f", equal FLOPs (outer {r['visual_target']})" if r.get("match") == "flops" else "")
 
 
 def _floor_notes(rows: list[dict[str, Any]], num_frames: int) -> list[str]:
@@ -80,7 +86,13 @@ def _floor_notes(rows: list[dict[str, Any]], num_frames: int) -> list[str]:
             "`error` records that name the limit.", ""]
 
 
-def render_sweep(rows: list[dict[str, Any]], num_frames: int, baseline: str | None, counts: dict[str, int]) -> str:
+def _tflops(r: dict[str, Any]) -> str:
+    t = r.get("prefill_tflops")
+    return f"{t['mean']:.4g} [{t['min']:.4g}, {t['max']:.4g}]" if t else "–"
+
+
+def render_sweep(rows: list[dict[str, Any]], num_frames: int, baseline: str | None, counts: dict[str, int],
+                 match: str = "tokens") -> str:
     lines = ["# Reducer sweep", "",
              f"Every cell sampled the same {num_frames} frames per video (the reducers' `num_frames` was set to "
              f"{num_frames}); each video was decoded and encoded once for the whole grid "
@@ -90,28 +102,32 @@ def render_sweep(rows: list[dict[str, Any]], num_frames: int, baseline: str | No
              + (f"% of unreduced: accuracy / accuracy of `{baseline}`." if baseline else
                 "% of unreduced: no baseline cell (add `concat` or `--baseline CELL`)."), "",
              *_floor_notes(rows, num_frames),
+             "Prefill TFLOPs per question from the per-layer token counts (docs/reducers.md, \"Cost\"); "
+             + ("budgets matched at equal prefill FLOPs: each whole method's outer target was raised until its "
+                "prefill cost what the budget's tokens cost without an inner stage." if match == "flops" else
+                "budgets are the visual tokens fed to the LLM (`--match tokens`)."), "",
              "Published: the numbers papers report for the same (method, backbone, benchmark, retention), "
              "with who measured them, their frames and protocol (docs/paper-results.md).", "",
              "| cell | reducer | budget | visual tokens mean [min, max] | ok / failed | accuracy (%) [95% CI] "
-             "| % of unreduced | published |", "|---|---|---|---|---|---|---|---|"]
+             "| % of unreduced | prefill TFLOPs mean [min, max] | published |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         t, a = r["visual_tokens"], r["accuracy"]
         tokens = f"{t['mean']:.1f} [{t['min']}, {t['max']}]" if t else "–"
         acc = f"{a['estimate']:.1f} [{a['low']:.1f}, {a['high']:.1f}]" if a else "–"
         pct = f"{r['percent_of_baseline']:.1f}" if r["percent_of_baseline"] is not None else "–"
         lines.append(f"| {r['cell']} | {r['label']} | {_budget(r)} | {tokens} | {r['ok']} / {r['failed']} | "
-                     f"{acc} | {pct} | {r.get('published', '–')} |")
-    return "\n".join(lines + ["", "![accuracy vs visual tokens](sweep.png)", ""])
+                     f"{acc} | {pct} | {_tflops(r)} | {r.get('published', '–')} |")
+    return "\n".join(lines + ["", "![accuracy vs visual tokens and vs prefill TFLOPs](sweep.png)", ""])
 
 
 def write_sweep_report(out: str | Path, cells, num_frames: int, baseline: str | None = None,
-                       resamples: int = 10_000, counts: dict[str, int] | None = None) -> str:
+                       resamples: int = 10_000, counts: dict[str, int] | None = None, match: str = "tokens") -> str:
     """Write sweep.md, sweep.json and sweep.png into ``out``; returns the markdown."""
     out, counts = Path(out), counts or {}
     rows = sweep_rows(cells, out, baseline, resamples)
-    text = render_sweep(rows, num_frames, baseline, counts)
+    text = render_sweep(rows, num_frames, baseline, counts, match)
     write_text_atomic(out / "sweep.md", text)
-    write_text_atomic(out / "sweep.json", json.dumps({"num_frames": num_frames, "baseline": baseline,
+    write_text_atomic(out / "sweep.json", json.dumps({"num_frames": num_frames, "baseline": baseline, "match": match,
                                                       "resamples": resamples, **counts, "cells": rows},
                                                      indent=1, default=str) + "\n")
     viz.save_figure(viz.sweep_plot(rows), out / "sweep.png")

@@ -47,7 +47,7 @@ from dyto.models.inputs import left_pad
 from dyto.models.rope import reset_dynamic_rope
 
 __all__ = ["Backbone", "VisualFeatures", "LLMInput", "Prompt", "BACKBONES", "register_backbone",
-           "build_backbone", "list_backbones", "left_pad", "input_cells"]
+           "build_backbone", "list_backbones", "left_pad", "input_cells", "visual_layout"]
 
 
 @dataclass
@@ -70,12 +70,19 @@ class Prompt:
 
 @dataclass
 class LLMInput:
-    """One sequence ready for the LLM."""
+    """One sequence ready for the LLM.
+
+    ``visual_span`` / ``visual_rows`` / ``blocks`` tell an inner-LLM stage (:mod:`dyto.models.inner`)
+    where the visual tokens are; ``counts`` is filled by the inner loop (tokens per layer)."""
 
     embeds: Tensor                # [S, D] text + visual embeddings
     positions: Tensor | None      # None: 0..S-1; [1, S]: explicit 1-D ids (a reduction that keeps
                                   # input positions); M-RoPE: LongTensor [3, S] (t, h, w) ids
     visual_tokens: int            # how many of the S rows are visual
+    visual_span: tuple[int, int] | None = None  # (first row, end row) of the reducer's tokens in embeds
+    visual_rows: Tensor | None = None           # [V] their rows when the span also holds text (InternVL's labels)
+    blocks: tuple[int, ...] | None = None       # the reducer's tokens per block (tokens_per_frame), sum V
+    counts: object | None = None                # cost.LayerCounts of the prefill, set by an inner stage's loop
 
     @property
     def length(self) -> int:
@@ -90,9 +97,32 @@ class LLMInput:
         return self.length
 
     def truncated(self, length: int) -> "LLMInput":
-        """The first ``length`` rows (the reference's right-side cut of the input embeddings)."""
+        """The first ``length`` rows (the reference's right-side cut of the input embeddings); a cut
+        through the visual tokens drops the last ones from ``visual_rows`` and ``blocks``."""
         pos = None if self.positions is None else self.positions[:, :length]
-        return LLMInput(self.embeds[:length], pos, self.visual_tokens)
+        span, rows, blocks = self.visual_span, self.visual_rows, self.blocks
+        if span is not None and span[1] > length:
+            all_rows = torch.arange(*span) if rows is None else rows
+            rows = all_rows[all_rows < length]
+            span = (span[0], max(span[0], min(span[1], length)))
+            left, cut = len(rows), []
+            for n in blocks or ():
+                cut.append(min(n, left))
+                left -= cut[-1]
+            blocks = tuple(n for n in cut if n) if blocks is not None else None
+        return LLMInput(self.embeds[:length], pos, self.visual_tokens, span, rows, blocks)
+
+
+def visual_layout(start: int, reduction, rows: Tensor | None = None) -> dict:
+    """``visual_span`` / ``visual_rows`` / ``blocks`` for a reduction whose tokens start at row
+    ``start`` (contiguous) or sit at ``rows``."""
+    count = reduction.tokens.shape[0]
+    blocks = tuple(int(n) for n in reduction.tokens_per_frame)
+    if rows is None:
+        return {"visual_span": (start, start + count), "blocks": blocks}
+    contiguous = bool(len(rows) == 0 or (rows == torch.arange(int(rows[0]), int(rows[0]) + len(rows))).all())
+    span = (int(rows[0]), int(rows[-1]) + 1) if len(rows) else (start, start)
+    return {"visual_span": span, "visual_rows": None if contiguous else rows.cpu(), "blocks": blocks}
 
 
 def input_cells(reduction, grid: tuple[int, int]) -> tuple[Tensor, Tensor, int]:
@@ -244,22 +274,37 @@ class Backbone(torch.nn.Module):
             config.eos_token_id = self.tokenizer.eos_token_id
         return config
 
-    @torch.no_grad()
-    def generate(self, inputs: list[LLMInput], generation_config: GenerationConfig,
-                 logits_processor=None) -> list[str]:
-        """Greedy continuations of left-padded ``inputs`` (one batch), decoded, not yet stripped."""
+    def llm_batch(self, inputs: list[LLMInput]) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(embeds [B,S,D] left-padded, attention mask [B,S], position ids [B,S] | None)``: what
+        ``generate`` hands Hugging Face's ``generate`` and the inner-stage loop. None: 1-D positions
+        from the mask; ids when an input carries explicit ``[1, S]`` ones (a reduction that keeps its
+        input positions), right-aligned as the embeds, the others counting from their first row."""
         if any(i.positions is not None and i.positions.shape != (1, i.length) for i in inputs):
             raise ValueError(f"{type(self).__name__} places tokens by 1-D positions [1, S] only")
         embed = self.input_embeddings()
         pad = embed(torch.tensor(self.pad_token_id, device=embed.weight.device))
         embeds, mask = left_pad([i.embeds for i in inputs], pad)
-        kwargs = {}
-        if any(i.positions is not None for i in inputs):   # explicit ids, right-aligned as the embeds
-            ids = (mask.cumsum(-1) - 1).clamp(min=0)
-            for b, item in enumerate(inputs):
-                if item.positions is not None:
-                    ids[b, ids.shape[1] - item.length :] = item.positions[0].to(ids.device)
-            kwargs["position_ids"] = ids
+        if all(i.positions is None for i in inputs):
+            return embeds, mask, None
+        ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        for b, item in enumerate(inputs):
+            if item.positions is not None:
+                ids[b, ids.shape[1] - item.length :] = item.positions[0].to(ids.device)
+        return embeds, mask, ids
+
+    def inner_hook(self, inputs: list[LLMInput]):
+        """For inner stages: None, or ``hook(layer, hidden [B,S,D], columns [B,S]) -> hidden`` called after
+        every prefill layer, ``columns`` = the original row each current row holds (-1: padding).
+        A backbone that adds per-visual-token state inside the LLM (Qwen3-VL's DeepStack features)
+        indexes that state with ``columns`` so it follows the tokens an inner stage kept."""
+        return None
+
+    @torch.no_grad()
+    def generate(self, inputs: list[LLMInput], generation_config: GenerationConfig,
+                 logits_processor=None) -> list[str]:
+        """Greedy continuations of left-padded ``inputs`` (one batch), decoded, not yet stripped."""
+        embeds, mask, ids = self.llm_batch(inputs)
+        kwargs = {} if ids is None else {"position_ids": ids}
         self.before_generation()
         ids = self.model.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=generation_config,
                                   logits_processor=logits_processor, **kwargs)

@@ -170,13 +170,15 @@ class FirstTokenTimer(LogitsProcessor):
 
 
 def generate_in_groups(backbone, sequences: list, groups: list[list[int]], config_for: Callable[[list], GenerationConfig],
-                       sync: Callable[[], None]) -> list[tuple[str, float, float]]:
+                       sync: Callable[[], None], generate: Callable | None = None) -> list[tuple[str, float, float]]:
     """(stripped text, prefill ms, generate ms) per input of ``sequences`` (``LLMInput``), in input order.
 
     One ``backbone.generate`` call per group of ``groups``, with the config ``config_for(group)``;
     ``sync`` waits for the device before each clock reading. A group's prefill time is shared in
-    proportion to sequence length, its decoding time equally.
+    proportion to sequence length, its decoding time equally. ``generate(group, config, processors)``
+    replaces ``backbone.generate`` (an inner stage's loop).
     """
+    generate = generate or backbone.generate
     out: list[tuple[str, float, float] | None] = [None] * len(sequences)
     for indices in groups:
         group = [sequences[i] for i in indices]
@@ -184,7 +186,7 @@ def generate_in_groups(backbone, sequences: list, groups: list[list[int]], confi
         timer = FirstTokenTimer(sync)
         sync()
         t0 = time.perf_counter()
-        texts = backbone.generate(group, config, LogitsProcessorList([timer]))
+        texts = generate(group, config, LogitsProcessorList([timer]))
         sync()
         t1 = time.perf_counter()
         prefill, decode = (timer.first - t0) * 1e3, (t1 - timer.first) * 1e3

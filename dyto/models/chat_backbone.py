@@ -24,7 +24,7 @@ from torch import Tensor
 
 from dyto.datamodules.preprocess import Preprocessing
 from dyto.errors import check
-from dyto.models.backbone import Backbone, LLMInput, Prompt
+from dyto.models.backbone import Backbone, LLMInput, Prompt, visual_layout
 from dyto.models.loading import (
     checkpoint_chat_template,
     checkpoint_preprocessing,
@@ -133,14 +133,18 @@ class ChatBackbone(Backbone):
                              "(does the question itself contain one?)")
         embed = self.input_embeddings()
         text = embed(torch.tensor(ids, dtype=torch.long, device=embed.weight.device))
-        pieces, start = [], 0
+        pieces, start, rows, row = [], 0, [], 0
         for i, block in zip(at, blocks):
             pieces += [text[start:i], block.to(device=text.device, dtype=text.dtype)]
-            start = i + 1
+            row += i - start
+            rows.append(torch.arange(row, row + block.shape[0]))
+            row, start = row + block.shape[0], i + 1
         pieces.append(text[start:])
         visual = sum(b.shape[0] for b in blocks)
+        # the reducer's tokens are the first L block rows (LLaVA-OneVision's newline comes after them)
+        rows = torch.cat(rows)[: reduction.tokens.shape[0]]
         positions = self.input_positions(len(ids), at, reduction) if reduction.keep_input_positions else None
-        return LLMInput(torch.cat(pieces), positions, visual)
+        return LLMInput(torch.cat(pieces), positions, visual, **visual_layout(0, reduction, rows))
 
     def input_positions(self, length: int, at: list[int], reduction) -> Tensor:
         """``[1, S]`` ids as in the unreduced sequence: text advances by one, a visual block by

@@ -24,7 +24,8 @@ import dataclasses
 from dyto.datamodules.preprocess import Preprocessing
 from dyto.datamodules.video import CLIP_MEAN, CLIP_STD
 from dyto.errors import ConfigError, check
-from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, input_cells, register_backbone
+from dyto.models.backbone import (Backbone, LLMInput, Prompt, VisualFeatures, input_cells, register_backbone,
+                                  visual_layout)
 from dyto.models.inputs import TOKENIZATIONS, splice, tokenize_prompt
 from dyto.models.lmms_eval import LMMS_EVAL, LmmsEvalModel, llava_conversation
 from dyto.models.loading import load_llava_next, resolve_attn_implementation, resolve_dtype
@@ -183,7 +184,7 @@ class LlavaNext(Backbone):
             n, b = self.grid[0] * self.grid[1], len(before)
             positions = torch.cat([torch.arange(b), b + frames * n + cells,
                                    torch.arange(len(after)) + b + t * n])[None].to(embeds.device)
-        return LLMInput(embeds, positions, reduction.tokens.shape[0])
+        return LLMInput(embeds, positions, reduction.tokens.shape[0], **visual_layout(len(before), reduction))
 
     def lmms_eval_model(self) -> LmmsEvalModel:
         """lmms-eval's ``llava_vid.py`` with its defaults (``conv_template=vicuna_v1``, ``max_frames_num=20``,

@@ -47,7 +47,7 @@ from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 from dyto.datamodules.preprocess import Preprocessing
 from dyto.datamodules.video import CLIP_MEAN, CLIP_STD
 from dyto.errors import ConfigError, check
-from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, register_backbone
+from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, register_backbone, visual_layout
 from dyto.models.inputs import left_pad
 from dyto.models.loading import (
     DTYPES, checkpoint_chat_template, checkpoint_preprocessing, load_checkpoint, resolve_attn_implementation,
@@ -255,13 +255,12 @@ class Qwen2_5_VL(Backbone):
         positions = mrope_positions(self.model.model, at, cells, grid, len(ids) - at - 1,
                                     self.second_per_grid_t, self.text_after_video, self.text_positions,
                                     getattr(reduction, "input_frames", None))
-        return LLMInput(embeds=embeds, positions=positions, visual_tokens=tokens.shape[0])
+        return LLMInput(embeds=embeds, positions=positions, visual_tokens=tokens.shape[0],
+                        **visual_layout(at, reduction))
 
-    @torch.no_grad()
-    def generate_ids(self, inputs: list[LLMInput], generation_config: GenerationConfig, **kwargs) -> Tensor:
-        """New token ids ``[B, n]`` for left-padded ``inputs``; positions go to ``generate`` as
-        ``[4, B, S]`` (the text row the mask builder reads, then t, h, w), and each decoding step
-        continues every row from the last prompt token's id + 1, as the model's own path does."""
+    def llm_batch(self, inputs: list[LLMInput]) -> tuple[Tensor, Tensor, Tensor]:
+        """Left-padded embeds, mask and positions ``[4, B, S]`` (the text row the mask builder reads,
+        then t, h, w); padding gets id 0 on every row."""
         if any(i.positions is None or i.positions.shape != (3, i.length) for i in inputs):
             raise ValueError("Qwen2.5-VL inputs need M-RoPE positions [3, S] (build them with build_input)")
         pad = self.model.get_input_embeddings()(torch.tensor(self.pad_token_id, device=self.device))
@@ -271,6 +270,14 @@ class Qwen2_5_VL(Backbone):
         positions[0] = (mask.cumsum(-1) - 1).clamp(min=0)
         for b, item in enumerate(inputs):
             positions[1:, b, length - item.embeds.shape[0] :] = item.positions.to(self.device)
+        return embeds, mask, positions
+
+    @torch.no_grad()
+    def generate_ids(self, inputs: list[LLMInput], generation_config: GenerationConfig, **kwargs) -> Tensor:
+        """New token ids ``[B, n]`` for left-padded ``inputs``; positions go to ``generate`` as
+        ``[4, B, S]`` (:meth:`llm_batch`), and each decoding step continues every row from the last
+        prompt token's id + 1, as the model's own path does."""
+        embeds, mask, positions = self.llm_batch(inputs)
         self.before_generation()
         return self.model.generate(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
                                   generation_config=generation_config, **kwargs)

@@ -87,6 +87,7 @@ def build_tiny_qwen2_5_vl(
     tokens_per_second: int = 2,
     window_size: int = 56,
     initializer_range: float = 0.2,
+    text_heads: int = 4,
 ) -> tuple[Qwen2_5_VLForConditionalGeneration, PreTrainedTokenizerFast]:
     """(model, tokenizer): a RANDOM-WEIGHT Qwen2_5_VLForConditionalGeneration, eval mode, fp32.
 
@@ -95,7 +96,8 @@ def build_tiny_qwen2_5_vl(
     7B's layout (there every 8th block). Text: 4 heads of 16, M-RoPE sections [2, 3, 3] over the
     8 rotary frequencies (the 7B: [16, 24, 24] over 64). ``tokens_per_second`` 2 is the 7B's.
     ``initializer_range`` is larger than HF's 0.02 so that greedy decoding of random weights
-    rarely meets near-ties between logits.
+    rarely meets near-ties between logits. ``text_heads`` (KV heads: half of them) keeps heads of
+    16 in a wider ``text_hidden_size`` (benchmarks/bench_inner.py).
     """
     tokenizer = build_tiny_qwen_tokenizer()
     ids = tokenizer.convert_tokens_to_ids
@@ -108,7 +110,7 @@ def build_tiny_qwen2_5_vl(
         ),
         text_config=dict(
             vocab_size=len(tokenizer), hidden_size=text_hidden_size, intermediate_size=2 * text_hidden_size,
-            num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
+            num_hidden_layers=num_layers, num_attention_heads=text_heads, num_key_value_heads=text_heads // 2,
             max_position_embeddings=4096, initializer_range=initializer_range,
             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
             bos_token_id=None, eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"),

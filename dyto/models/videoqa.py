@@ -27,10 +27,12 @@ from torch import Tensor
 from dyto.errors import ConfigError, check
 from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, build_backbone
 from dyto.models.batching import BATCH_ORDERS, generate_in_groups, plan_groups
+from dyto.models.cost import LayerCounts, record_cost, text_shape
 from dyto.models.encode_ahead import EncodeAhead
 from dyto.models.generation_loop import (GENERATION_LOOPS, STATIC_CACHE_BUCKET, resolve_generation_loop,
                                         static_compiled_config)
 from dyto.models.lmms_eval import task_prompt
+from dyto.models.inner import InnerLoop, InnerStage
 from dyto.models.rope import dynamic_rope_limit
 from dyto.records import prediction_record
 from dyto.reduction import DyToReducer, TokenReducer
@@ -74,6 +76,10 @@ class VideoQA(LightningModule):
             resolution. The reducer's ``num_frames``, ``max_new_tokens`` here (except where the task
             sets none and the model file's default exceeds ``max_length``) and ``clean_answer`` do
             not apply then.
+        inner_stage: an inner-LLM stage (:mod:`dyto.models.inner`: ``fastv``, ``dycoke_kv``,
+            ``prunevid_llm``, ``holitom_inner``) run after the reducer, inside the language model;
+            None (default) generates with Hugging Face's ``generate``. With a stage, answers come
+            from dyto's own greedy loop over the model's decoder layers (eager decoding).
     """
 
     def __init__(
@@ -89,6 +95,7 @@ class VideoQA(LightningModule):
         batch_order: str = "length",
         generation_loop: str = "eager",
         protocol: str = "reference",
+        inner_stage: InnerStage | None = None,
     ):
         super().__init__()
         if protocol not in PROTOCOLS:
@@ -97,8 +104,9 @@ class VideoQA(LightningModule):
         self.check_settings(max_new_tokens, max_length, overflow, generation_batch_size, batch_order, generation_loop)
         self.batch_order, self.generation_loop = batch_order, generation_loop
         self._loop_reported: set[str] = set()  # fallback reasons already printed (once each)
-        self.save_hyperparameters(ignore=["reducer", "backbone"])
+        self.save_hyperparameters(ignore=["reducer", "backbone", "inner_stage"])
         self.reducer = reducer if reducer is not None else DyToReducer()
+        self.inner_stage = inner_stage
         self.max_new_tokens, self.max_length, self.overflow = max_new_tokens, max_length, overflow
         self.generation_batch_size, self.seed, self.encode_ahead = generation_batch_size, seed, encode_ahead
         self.lookahead = EncodeAhead()  # features for the next step: encoded ahead, or handed over (use_features)
@@ -130,6 +138,9 @@ class VideoQA(LightningModule):
                               f"{backbone.name} folds {per_patch} frames into one temporal patch")
         self.hparams["model"] = backbone.run_label
         self.hparams["backbone"] = backbone.name
+        self.text_shape = text_shape(backbone.model.config)
+        if self.inner_stage is not None:
+            self.inner_stage.check(self.text_shape.layers)
         self.generation_config = backbone.generation_defaults()
         self.generation_config.update(
             do_sample=False, num_beams=1, max_new_tokens=self.max_new_tokens, use_cache=True,
@@ -156,10 +167,12 @@ class VideoQA(LightningModule):
         The backbone's entries (checkpoint, revision, resolved dtype and attention, prompt mode,
         tokenisation, ...) plus the pipeline's. Resolved values, not the requested ones.
         """
+        stage = {} if self.inner_stage is None else {"inner_stage": self.inner_stage.config()}
         return {
             "backbone": self.backbone.name,
             **self.backbone.fingerprint(),
             "reducer": self.reducer.config(),
+            **stage,  # only when set, so runs without a stage keep their digest
             "generation": {k: v for k, v in self.generation_config.to_diff_dict().items()
                            if k not in ("transformers_version",)},
             "max_length": self.max_length,
@@ -264,7 +277,10 @@ class VideoQA(LightningModule):
         ``setup``, before Lightning moves the model there."""
         trainer = self._trainer
         device = trainer.strategy.root_device if trainer is not None else self.backbone.device
-        return resolve_generation_loop(self.generation_loop, self.backbone.model, device)
+        loop, reason = resolve_generation_loop(self.generation_loop, self.backbone.model, device)
+        if loop == "static_compiled" and self.inner_stage is not None:
+            return "eager", f"the inner stage {self.inner_stage.name} decodes in dyto's own loop (no static cache)"
+        return loop, reason
 
     def generation_groups(self, sequences: list[LLMInput]) -> list[list[int]]:
         """Indices of ``sequences`` per ``generate`` call (see ``generation_batch_size``, ``batch_order``);
@@ -297,7 +313,20 @@ class VideoQA(LightningModule):
         """
         groups = self.generation_groups(sequences)
         self.last_group_sizes = [len(g) for g in groups]  # what the benchmarks report
-        return generate_in_groups(self.backbone, sequences, groups, self._generation_config_for, self._sync)
+        generate = None
+        if self.inner_stage is not None:
+            loop = InnerLoop(self.backbone, self.inner_stage)
+            generate = lambda group, config, processors: self.backbone.tokenizer.batch_decode(  # noqa: E731
+                loop.generate_ids(group, config, processors), skip_special_tokens=True)
+        return generate_in_groups(self.backbone, sequences, groups, self._generation_config_for, self._sync,
+                                  generate=generate)
+
+    def prefill_cost(self, sequences: list[LLMInput]) -> dict:
+        """``prefill_tflops``, ``kv_cache_mb``, ``visual_tokens_per_layer`` of one question's prefills
+        (:mod:`dyto.models.cost`): per-layer counts from the inner loop, else every layer on the whole sequence."""
+        layers = self.text_shape.layers
+        counts = [s.counts or LayerCounts.uniform(layers, s.length, _visual_count(s)) for s in sequences]
+        return record_cost(self.text_shape, counts, self.backbone.dtype)
 
     # -- Lightning ---------------------------------------------------------------------------
     def on_predict_epoch_start(self) -> None:
@@ -313,7 +342,8 @@ class VideoQA(LightningModule):
         return self.lookahead.run(lambda: self._predict(batch), self.device)
 
     def _predict(self, batch: dict) -> list[dict]:
-        common = dict(reducer=self.reducer.config(), model=self.model_name, seed=self.seed, protocol=self.protocol)
+        common = dict(reducer=self.reducer.config(), model=self.model_name, seed=self.seed, protocol=self.protocol,
+                      inner_stage=None if self.inner_stage is None else self.inner_stage.config())
         self._max_new.clear()
         taken = self.lookahead.take()  # only the previous step's look-ahead is valid
         values, jobs = [], []  # jobs: (entry index, field, LLM input)
@@ -344,4 +374,16 @@ class VideoQA(LightningModule):
             timings["prefill"] = timings.get("prefill", 0.0) + prefill
             timings["generate"] = timings.get("generate", 0.0) + decode
             values[i][field] = text if self.lmms_model else self.backbone.clean_answer(batch["records"][i]["task"], text)
+        if answers:
+            for i in {i for i, _, _ in jobs}:
+                values[i].update(self.prefill_cost([s for j, _, s in jobs if j == i]))
         return [prediction_record(qa, **v) for qa, v in zip(batch["records"], values)]
+
+
+def _visual_count(seq: LLMInput) -> int:
+    """The reducer's tokens in ``seq`` (a model's own extra rows, LLaVA-OneVision's newline, not counted)."""
+    if seq.visual_rows is not None:
+        return len(seq.visual_rows)
+    if seq.visual_span is not None:
+        return seq.visual_span[1] - seq.visual_span[0]
+    return seq.visual_tokens

@@ -60,7 +60,7 @@ def trainer_fingerprint(trainer: pl.Trainer) -> dict[str, Any]:
 
 
 def default_run_name(trainer: pl.Trainer, fingerprint: dict[str, Any]) -> str:
-    """`<benchmark>_<model>_<reducer>-<digest>`: the same for a rerun of the same command (so resume
+    """`<benchmark>_<model>_<reducer>[-<inner stage>]-<digest>`: the same for a rerun of the same command (so resume
     works) and a new folder whenever a setting that can change an answer changes."""
     dm, module = trainer.datamodule, trainer.lightning_module
     records = getattr(dm, "records", None) or []
@@ -68,6 +68,8 @@ def default_run_name(trainer: pl.Trainer, fingerprint: dict[str, Any]) -> str:
     # the backbone's short label ("tiny-qwen2_5_vl", a hub id, a path); DyToVideoQA's hparams name it too
     model = getattr(getattr(module, "backbone", None), "run_label", None) or getattr(module, "hparams", {}).get("model", "model")
     reducer = getattr(getattr(module, "reducer", None), "name", "reducer")
+    stage = getattr(getattr(module, "inner_stage", None), "name", None)  # a whole method: reducer-stage
+    reducer = f"{reducer}-{stage}" if stage else reducer
     name = f"{bench}_{Path(str(model)).name}_{reducer}-{fingerprint_digest(fingerprint)}"
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
 

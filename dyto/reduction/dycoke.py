@@ -14,7 +14,8 @@ L2-normalised tokens for the pairs (i, i+1), of the raw tokens for frame i+2 aga
 
 Left out / changed (say so in comparisons):
 * stage 2, the dynamic KV-cache pruning inside the LLM at decoding time, is not a visual-token
-  reducer and is left out, so DyCoke here is TTM alone (the paper's "DyCoke w/o KV" ablation);
+  reducer: this is TTM alone (the paper's "DyCoke w/o KV" ablation); stage 2 is the inner stage
+  ``dycoke_kv`` (dyto.models.inner), the whole method configs/reducers/dycoke_full.yaml;
 * an odd last frame, which the public code drops silently, is kept whole here;
 * ``target_tokens`` / ``retention`` (matched budgets) are this project's; TTM cannot go below
   its whole frames (T/4 + 1 of T at T divisible by 4: 28% of T*N at 32 frames, 31% at 16).

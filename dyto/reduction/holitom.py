@@ -16,7 +16,8 @@ lines 29-312, and the video branch of ``prepare_inputs_labels_for_multimodal``, 
    frame: ``ceil(n * r')`` kept, ``1 - contextual`` of them the most attended (dominant), the
    rest DPC-kNN centres of the remaining tokens merged the same way (contextual).
 
-Left out / changed: the inner-LLM merging (§3.4, at layer K of the LLM) is left out; dominant
+Left out / changed: the inner-LLM merging (§3.4, at layer K of the LLM) is the inner stage
+``holitom_inner`` (dyto.models.inner; the whole method: configs/reducers/holitom_full.yaml); dominant
 tokens are ranked by ``density.saliency_proxy`` computed over each whole frame, where the public
 code's SigLIP attention comes from (the dyto contract carries no attention); the DPC tie-break
 is deterministic (no ``rand * 1e-6``); ``contextual`` > 0 follows the paper, since the public

@@ -18,7 +18,8 @@ Upstream: Visual-AI/PruneVid @ b12600c, ``models/pllava/modeling_pllava.py``
    14 of them; a cluster becomes the mean of its members and sits at its centre's cell.
 
 Left out / changed: the question-guided pruning inside the LLM (§3.3, attention of the question
-to the visual tokens at layer M, keeping alpha of them) needs the LLM and is left out; the DPC
+to the visual tokens at layer M, keeping alpha of them) needs the LLM: it is the inner stage
+``prunevid_llm`` (dyto.models.inner; the whole method: configs/reducers/prunevid_full.yaml); the DPC
 tie-break is deterministic (``density``, no ``rand * 1e-6``); ``target_tokens`` / ``retention``
 are this project's. Defaults: the public eval.sh (16 frames, tau 0.8, temporal ratio 0.25,
 cluster ratio 0.5, k = 7). Output, as the public code: per
