@@ -37,6 +37,7 @@ from dyto.reduction import DyToReducer, TokenReducer
 
 OVERFLOWS = ("too_long", "truncate")
 PROTOCOLS = ("reference", "lmms_eval")
+ENCODE_BATCHES = ("question", "pool")
 
 
 class VideoQA(LightningModule):
@@ -74,6 +75,11 @@ class VideoQA(LightningModule):
             resolution. The reducer's ``num_frames``, ``max_new_tokens`` here (except where the task
             sets none and the model file's default exceeds ``max_length``) and ``clean_answer`` do
             not apply then.
+        encode_batch: ``"question"`` (default: one vision-tower pass per question, as the
+            reference) or ``"pool"``: the questions of a DataModule batch through the backbone's
+            ``encode_many`` together (Qwen2.5-VL: one tower call for the pool; other families
+            encode one by one anyway). Bitwise the same features on the CPU; on a GPU the larger
+            matrix products may round differently (docs/throughput.md).
     """
 
     def __init__(
@@ -89,8 +95,12 @@ class VideoQA(LightningModule):
         batch_order: str = "length",
         generation_loop: str = "eager",
         protocol: str = "reference",
+        encode_batch: str = "question",
     ):
         super().__init__()
+        if encode_batch not in ENCODE_BATCHES:
+            raise ConfigError("model.encode_batch", encode_batch, " | ".join(ENCODE_BATCHES))
+        self.encode_batch = encode_batch
         if protocol not in PROTOCOLS:
             raise ConfigError("protocol", protocol, " | ".join(PROTOCOLS))
         self.protocol = protocol
@@ -169,6 +179,8 @@ class VideoQA(LightningModule):
             "generation_batch_size": self.generation_batch_size,
             "batch_order": self.batch_order,
             "generation_loop": self.resolved_generation_loop()[0],
+            # absent = one question at a time, so runs made before the setting existed resume
+            **({"encode_batch": self.encode_batch} if self.encode_batch != "question" else {}),
             # absent = reference, so runs made before the protocol setting existed resume
             **({"protocol": self.protocol, "lmms_eval": self.lmms_model.config()} if self.lmms_model else {}),
         }
@@ -249,6 +261,25 @@ class VideoQA(LightningModule):
             sequences.append(seq)
         return values, sequences
 
+    def _encode_pool(self, batch: dict) -> dict[str, float]:
+        """Encode the batch's readable videos not already encoded ahead in one ``encode_many`` and hand
+        them over to this step; returns each one's share of the time (by frames). A failure leaves
+        every question to encode on its own (and report its own error)."""
+        pending = self.lookahead.pending
+        todo = [i for i, status in enumerate(batch["status"])
+                if status == "ok" and batch["pixel_values"][i] is not None and batch["ids"][i] not in pending]
+        if len(todo) < 2:
+            return {}
+        t0 = self._now()
+        try:
+            encoded = self.backbone.encode_many([batch["pixel_values"][i] for i in todo], with_cls=self.reducer.needs_cls)
+        except Exception:
+            return {}
+        elapsed = (self._now() - t0) * 1e3
+        self.lookahead.hand_over({batch["ids"][i]: (f.features, f.cls) for i, f in zip(todo, encoded)})
+        frames = [batch["pixel_values"][i].shape[0] for i in todo]
+        return {batch["ids"][i]: elapsed * n / sum(frames) for i, n in zip(todo, frames)}
+
     def _prompt(self, qa: dict, question: str) -> tuple[Prompt, int | None]:
         """(the prompt, max_new_tokens; None: the lmms-eval model file's default, bounded by max_length)."""
         if self.lmms_model is None:
@@ -314,6 +345,7 @@ class VideoQA(LightningModule):
     def _predict(self, batch: dict) -> list[dict]:
         common = dict(reducer=self.reducer.config(), model=self.model_name, seed=self.seed, protocol=self.protocol)
         self._max_new.clear()
+        pooled_ms = self._encode_pool(batch) if self.encode_batch == "pool" else {}
         taken = self.lookahead.take()  # only the previous step's look-ahead is valid
         values, jobs = [], []  # jobs: (entry index, field, LLM input)
         for i, qa in enumerate(batch["records"]):
@@ -325,6 +357,7 @@ class VideoQA(LightningModule):
                     prepared, sequences = self._prepare(qa, batch["pixel_values"][i], timings,
                                                         taken.pop(batch["ids"][i], None))
                     v.update(prepared)
+                    timings["encode"] += pooled_ms.get(batch["ids"][i], 0.0)
                     jobs += [(i, field, s) for field, s in zip(("prediction", "prediction2"), sequences)]
                 except Exception as e:  # a per-sample failure becomes an error record
                     v.update(status="error", error=f"{type(e).__name__}: {e}")
