@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["WindowPlan", "window_plan", "combine_plans", "batched_tower"]
+__all__ = ["WindowPlan", "window_lengths", "window_plan", "combine_plans", "batched_tower"]
 
 
 @dataclass
@@ -63,9 +63,9 @@ def _segments(lengths: list[int], device) -> dict[int, Tensor | None]:
     return out
 
 
-def window_plan(visual, grid: tuple[int, int, int], device) -> WindowPlan:
-    """The plan of one video of ``grid`` = (temporal patches, patch rows, patch cols)."""
-    config = visual.config
+def _windows(config, grid: tuple[int, int, int]) -> tuple[Tensor, list[int]]:
+    """(merged tokens in window order [t*lh*lw], patches per window) of one video's grid, as
+    transformers' ``get_vision_window_index`` lays them out (windows of ``window_size`` pixels)."""
     merge, unit = config.spatial_merge_size, config.spatial_merge_size**2
     t, gh, gw = grid
     lh, lw = gh // merge, gw // merge                                   # merged grid
@@ -75,8 +75,21 @@ def window_plan(visual, grid: tuple[int, int, int], device) -> WindowPlan:
     padded = F.pad(index, (0, nw * size - lw, 0, nh * size - lh), value=-1)
     padded = padded.reshape(t, nh, size, nw, size).permute(0, 1, 3, 2, 4).reshape(t, nh * nw, size * size)
     valid = padded >= 0
-    order = padded[valid]                                                # [t*lh*lw], window by window
-    window_lengths = [int(n) * unit for n in valid.sum(-1).reshape(-1) if n > 0]
+    return padded[valid], [int(n) * unit for n in valid.sum(-1).reshape(-1) if n > 0]
+
+
+def window_lengths(config, grid: tuple[int, int, int]) -> list[int]:
+    """Patches in each attention window of a video of ``grid`` (``config``: the vision config)."""
+    return _windows(config, grid)[1]
+
+
+def window_plan(visual, grid: tuple[int, int, int], device) -> WindowPlan:
+    """The plan of one video of ``grid`` = (temporal patches, patch rows, patch cols)."""
+    config = visual.config
+    merge, unit = config.spatial_merge_size, config.spatial_merge_size**2
+    t, gh, gw = grid
+    lh, lw = gh // merge, gw // merge
+    order, lengths = _windows(config, grid)                             # [t*lh*lw], window by window
     # rotary angles of each patch (row, col), in the merge-block order of the rows, then window order
     rows = torch.arange(gh).reshape(lh, merge, 1, 1).expand(lh, merge, lw, merge).permute(0, 2, 1, 3).reshape(-1)
     cols = torch.arange(gw).reshape(1, 1, lw, merge).expand(lh, merge, lw, merge).permute(0, 2, 1, 3).reshape(-1)
@@ -86,7 +99,7 @@ def window_plan(visual, grid: tuple[int, int, int], device) -> WindowPlan:
     angles = angles.reshape(-1, unit, angles.shape[-1])[order].reshape(-1, angles.shape[-1])
     return WindowPlan(units=t * lh * lw, order=order.to(device), restore=torch.argsort(order).to(device),
                       cos=angles.cos().to(device), sin=angles.sin().to(device),
-                      windows=_segments(window_lengths, device), frames=_segments([gh * gw] * t, device))
+                      windows=_segments(lengths, device), frames=_segments([gh * gw] * t, device))
 
 
 def combine_plans(plans: list[WindowPlan]) -> WindowPlan:
