@@ -118,6 +118,12 @@ def decode_bytes(weights: int, kv_per_token: int, groups: list[list[int]], new_t
     return total
 
 
+def _amount(value: float, unit: str) -> str:
+    scale, prefix = next(((10.0**e, p) for e, p in ((15, "P"), (12, "T"), (9, "G"), (6, "M"), (3, "k"))
+                          if value >= 10.0**e), (1.0, ""))
+    return f"{value / scale:8.2f} {prefix}{unit:<4}"
+
+
 def account(stages: dict[str, tuple[float, float | None, str]], wall_s: float, peak_flops: float,
             hbm_bytes: float) -> list[str]:
     """Lines of the account. ``stages``: name -> (seconds measured, work, unit "flop" | "byte" | ""),
@@ -129,7 +135,7 @@ def account(stages: dict[str, tuple[float, float | None, str]], wall_s: float, p
             continue
         bound = work / (peak_flops if unit == "flop" else hbm_bytes)
         bounds += bound
-        size = f"{work / 1e12:9.2f} TFLOP" if unit == "flop" else f"{work / 1e9:9.2f} GB   "
+        size = _amount(work, "FLOP" if unit == "flop" else "B")
         share = f"{bound / seconds:6.1%} of the bound's speed" if seconds > 0 else "n/a"
         lines.append(f"  {name:<20} {seconds:8.3f} s  {size}  bound {bound:8.3f} s  {share}")
     ratio = f"{wall_s / bounds:.2f}x" if bounds else "n/a"

@@ -60,4 +60,5 @@ def test_decode_bytes_and_the_account_lines():
     lines = account({"host": (2.0, None, "CPU"), "prefill": (0.5, 2e12, "flop"), "decoding": (1.5, 3e9, "byte")},
                     2.0, peak_flops=1e13, hbm_bytes=3e9)
     assert lines[-1] == "  pool: 2.000 s against the stage bounds' sum 1.200 s = 1.67x"
-    assert "bound    0.200 s   40.0% of the bound's speed" in lines[1] and "no bound: CPU" in lines[0]
+    assert lines[1] == "  prefill                 0.500 s      2.00 TFLOP  bound    0.200 s   40.0% of the bound's speed"
+    assert lines[2].startswith("  decoding                1.500 s      3.00 GB") and "no bound: CPU" in lines[0]

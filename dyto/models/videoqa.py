@@ -28,8 +28,8 @@ from dyto.errors import ConfigError
 from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, build_backbone
 from dyto.models.batching import BATCH_ORDERS, generate_in_groups, plan_groups
 from dyto.models.encode_ahead import EncodeAhead
-from dyto.models.generation_loop import (GENERATION_LOOPS, STATIC_CACHE_BUCKET, resolve_generation_loop,
-                                        static_compiled_config)
+from dyto.models.generation_loop import (GENERATION_LOOPS, STATIC_CACHE_BUCKET, CompileLog, resolve_generation_loop,
+                                        static_cache_length, static_compiled_config)
 from dyto.models.lmms_eval import task_prompt
 from dyto.models.rope import dynamic_rope_limit
 from dyto.records import prediction_record
@@ -327,7 +327,22 @@ class VideoQA(LightningModule):
         """
         groups = self.generation_groups(sequences)
         self.last_group_sizes = [len(g) for g in groups]  # what the benchmarks report
-        return generate_in_groups(self.backbone, sequences, groups, self._generation_config_for, self._sync)
+        self.last_group_lengths = [[sequences[i].length for i in g] for g in groups]
+        out = generate_in_groups(self.backbone, sequences, groups, self._generation_config_for, self._sync)
+        if self.resolved_generation_loop()[0] == "static_compiled":
+            self._log_compilations(sequences, groups, out)
+        return out
+
+    def _log_compilations(self, sequences: list[LLMInput], groups: list[list[int]], out: list) -> None:
+        """One line per process and compiled shape (group size, static cache length): :class:`CompileLog`."""
+        log = CompileLog.of(self.backbone.model)
+        for group in groups:
+            max_new = min(self._max_new.get(id(sequences[i]), self.max_new_tokens) for i in group)
+            length = static_cache_length(max(sequences[i].length for i in group), max_new)
+            seconds = sum(out[i][1] + out[i][2] for i in group) / 1e3
+            line = log.note(len(group), length, seconds, max_new)
+            if line:
+                print(line, flush=True)
 
     # -- Lightning ---------------------------------------------------------------------------
     def on_predict_epoch_start(self) -> None:
