@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_e2e's full-siz
 import bench_e2e  # noqa: E402
 from stage_account import (account, decode_bytes, decode_weight_bytes, kv_bytes_per_token,  # noqa: E402
                            prefill_flops, vision_flops)
-from step_profile import profile_step  # noqa: E402
+from step_profile import profile_step, question_input  # noqa: E402
 
 from dyto import api  # noqa: E402
 from dyto.datamodules.base import BATCH_KEYS, auto_num_workers, available_cpus  # noqa: E402
@@ -89,6 +89,20 @@ def demo_records(n: int) -> list[QARecord]:
         row = dict(rows[k % len(rows)], id=f"{rows[k % len(rows)]['id']}#{k}")
         row["video"] = str(DEMO / row["video"])
         out.append(QARecord.from_dict(row))
+    return out
+
+
+def demo_samples(module: VideoQA, records: list[QARecord]) -> list[dict]:
+    """Batches of one for ``records``; each video is decoded once (the demo has two) and its frames
+    shared by the questions about it, whose ``decode_ms`` is the first decode's."""
+    first: dict[str, dict] = {}
+    out = []
+    for record in records:
+        if record.video not in first:
+            sample = first[record.video] = api.question_batch(module, record)
+            if torch.cuda.is_available():  # as the DataModule's loader pins them
+                sample["pixel_values"] = [p.pin_memory() for p in sample["pixel_values"]]
+        out.append(dict(first[record.video], ids=[record.id], records=[record.to_dict()]))
     return out
 
 
@@ -218,10 +232,7 @@ def main() -> None:
     today = module_for(backbone, args, generation_batch_size=1, generation_loop="eager")
     new = module_for(backbone, args, generation_batch_size="auto", batch_order="length",
                      generation_loop=args.generation_loop, encode_batch=args.encode_batch)
-    samples = [api.question_batch(today, r) for r in demo_records(args.questions + args.pool)]
-    if device == "cuda":
-        for s in samples:
-            s["pixel_values"] = [p.pin_memory() for p in s["pixel_values"]]
+    samples = demo_samples(today, demo_records(args.questions + args.pool))
     decode_ms = statistics.median(s["decode_ms"][0] for s in samples)
     warm, measured = samples[: args.pool], samples[args.pool :]
     baseline = measured[: args.today_questions or len(measured)]
@@ -281,7 +292,8 @@ def main() -> None:
                                   generation_loop=profiled.generation_loop)
         with tower(backbone, args.vision_tower):
             timed(prefill_only, pools(warm[:1], 1))
-            print("\n".join(profile_step(profiled, prefill_only, measured[0], args.max_new_tokens)))
+            llm_input = question_input(profiled, measured[0])
+            print("\n".join(profile_step(profiled, prefill_only, llm_input, args.max_new_tokens)))
 
     worker_qps = 1000.0 / decode_ms
     needed = math.ceil(fast_qps / worker_qps)

@@ -1,14 +1,14 @@
 """What one decoding step at batch 1 spends its time on, from torch's profiler (bench_throughput --profile).
 
-The same question is generated twice under the profiler, with ``n`` new tokens and with one (the
-prefill alone); the difference, divided by ``n - 1``, is one decoding step: its device kernel
+The same prepared question (its LLM input) is generated twice under the profiler, with ``n`` new
+tokens and with one (the prefill alone); the difference, divided by ``n - 1``, is one decoding step: its device kernel
 time and kernel count (CUDA), or its operator time and count (CPU), against the step's wall time.
 On a GPU the gap between wall time and kernel time is the host's share (Python, launches, the
 per-step synchronisation of Hugging Face's loop), which a CUDA graph only partly removes; the top
 kernels say whether the rest is the weights' matrix products or something else (attention over
 the static cache, the LM head, copies).
 
-    lines = profile_step(module_for_n, module_for_one, batch, n)
+    lines = profile_step(module_for_n, module_for_one, llm_input, n)
 """
 
 from __future__ import annotations
@@ -37,23 +37,32 @@ def _kernels(prof, cuda: bool) -> dict[str, tuple[int, float]]:
     return out
 
 
-def _profiled(module, batch: dict, cuda: bool):
+def _profiled(module, llm_input, cuda: bool):
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
         t0 = time.perf_counter()
-        module.predict_step(batch)
+        module.generate([llm_input])
         if cuda:
             torch.cuda.synchronize()
         wall = time.perf_counter() - t0
     return _kernels(prof, cuda), wall
 
 
-def profile_step(module, prefill_only, batch: dict, new_tokens: int, top: int = 8) -> list[str]:
-    """Lines describing one decoding step of ``module`` on ``batch`` (a batch of one question).
+def question_input(module, batch: dict):
+    """The LLM input of a batch of one question, as ``predict_step`` builds it (encode, reduce, prompt)."""
+    record = batch["records"][0]
+    features = module.encode(batch["pixel_values"][0], with_cls=module.reducer.needs_cls)
+    reduction = module.reducer(features.features, features.grid, features.cls)
+    prompt = module.backbone.prompt(record["task"], record["question"], record.get("options"))
+    return module.backbone.build_input(prompt, reduction)
+
+
+def profile_step(module, prefill_only, llm_input, new_tokens: int, top: int = 8) -> list[str]:
+    """Lines describing one decoding step of ``module`` generating ``llm_input`` alone (batch 1).
     ``prefill_only``: the same module with ``max_new_tokens=1``. Both must be warm (compiled)."""
     cuda = torch.cuda.is_available()
-    full, wall_full = _profiled(module, batch, cuda)
-    base, wall_base = _profiled(prefill_only, batch, cuda)
+    full, wall_full = _profiled(module, llm_input, cuda)
+    base, wall_base = _profiled(prefill_only, llm_input, cuda)
     steps = max(new_tokens - 1, 1)
     step = {k: (n - base.get(k, (0, 0.0))[0], t - base.get(k, (0, 0.0))[1]) for k, (n, t) in full.items()}
     busy = sum(t for _, t in step.values()) / steps / 1e3          # ms per step

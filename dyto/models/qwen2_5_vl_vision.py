@@ -14,9 +14,12 @@ forward pass reads nothing back to the host. Several videos (a pool's questions)
 pass, as the model's own path does with several ``grid_thw`` rows.
 
 Numerics: the same operations in the same order on the same rows; only the attention calls are
-batched, each piece still attending to itself alone, with no mask. On the CPU (fp32) the features
-are bitwise the model's own (tests/test_qwen2_5_vl_vision.py); on a GPU, kernels chosen by batch
-shape may round differently, which ``benchmarks/gpu_check.sh`` measures.
+batched, each piece still attending to itself alone, with no mask. On the CPU a video's features
+are bitwise the model's own (tests/test_qwen2_5_vl_vision.py; also at the 7B's widths, fp32 and
+bf16); on a GPU, attention kernels chosen by batch shape may round differently, which
+``benchmarks/check_vision_tower.py`` measures. Several videos in one call are several
+``grid_thw`` rows of the model's own forward: the matrix products then have more rows, which can
+change their rounding (at the 7B's widths on the CPU, ~1e-6 in fp32).
 
     from dyto.models.qwen2_5_vl_vision import WindowPlan, batched_tower
     pooled = batched_tower(model.model.visual, flat, [(t, gh, gw), ...], cache)   # [sum t*gh*gw/4, D]

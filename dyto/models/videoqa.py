@@ -78,8 +78,10 @@ class VideoQA(LightningModule):
         encode_batch: ``"question"`` (default: one vision-tower pass per question, as the
             reference) or ``"pool"``: the questions of a DataModule batch through the backbone's
             ``encode_many`` together (Qwen2.5-VL: one tower call for the pool; other families
-            encode one by one anyway). Bitwise the same features on the CPU; on a GPU the larger
-            matrix products may round differently (docs/throughput.md).
+            encode one by one anyway). The matrix products' rounding depends on their row count, so
+            features can differ in the last bits (at the 7B's widths on the CPU, ~1e-6 in fp32; the
+            tiny models' are bitwise equal), and so can a greedy answer after a near-tie
+            (docs/throughput.md). A batch of one is unchanged.
     """
 
     def __init__(
