@@ -18,7 +18,7 @@ from dyto.errors import ConfigError
 from dyto.models import VideoQA
 from dyto.models.qwen2_5_vl import Qwen2_5_VL
 from dyto.models.qwen2_5_vl_inputs import patchify
-from dyto.models.qwen2_5_vl_vision import batched_tower, window_plan
+from dyto.models.qwen2_5_vl_vision import PLAN_CACHE_SIZE, batched_tower, window_plan
 from dyto.models.tiny_qwen2_5_vl import QWEN2_5_VL_7B
 from dyto.records import QARecord, read_jsonl
 from dyto.reduction import DyToReducer
@@ -62,6 +62,13 @@ def test_several_videos_in_one_call_equal_each_alone_and_the_models_batch(tiny):
     assert len(cache) == len(SIZES)  # one plan per grid, reused across calls
     plan = cache[((3, 10, 14), "cpu")]  # 5x7 merged into 2x2 windows: lengths 4, 2 (edges) and 1 (corner)
     assert sorted(plan.windows) == [4, 8, 16] and plan.frames == {140: None}
+    first = cache[((2, 6, 6), "cpu")]
+    for k in range(1, 9):  # 8 more grids: the least recently used plans make room
+        flat, grid = patchify(video((2, 56, 56 + 28 * k)))
+        batched_tower(visual, flat, [grid], cache)
+    assert len(cache) == PLAN_CACHE_SIZE == 8 and ((2, 6, 6), "cpu") not in cache
+    batched_tower(visual, parts[0][0], [parts[0][1]], cache)
+    assert cache[((2, 6, 6), "cpu")] is not first and list(cache)[-1] == ((2, 6, 6), "cpu")
 
 
 def test_full_size_widths_with_partial_windows():
@@ -102,9 +109,10 @@ def test_encode_many_in_chunks_and_the_transformers_option(tiny):
         Qwen2_5_VL.from_parts(tiny.model, tiny.tokenizer, "x", image_size=84, vision_tower="fast")
 
 
-def test_a_pool_encoded_together_answers_as_one_question_at_a_time(tiny):
+def test_a_pool_encoded_together_answers_as_one_question_at_a_time(tiny, capsys):
     """The five demo questions in one batch: encode_batch pool (one tower call) against one question at
-    a time, through predict_step; the pool's encode time is shared out by frames."""
+    a time, through predict_step; the pool's encode time is shared out by frames. A pool that fails
+    to encode together is encoded question by question, said once."""
     records = []
     for row in read_jsonl(DEMO / "questions.jsonl"):
         records.append(QARecord.from_dict(dict(row, video=str(DEMO / row["video"]))))
@@ -124,5 +132,13 @@ def test_a_pool_encoded_together_answers_as_one_question_at_a_time(tiny):
     assert [(r["prediction"], r["prediction2"]) for r in got] == [(r["prediction"], r["prediction2"]) for r in expected]
     assert all(r["status"] == "ok" and r["timings"]["encode"] > 0 for r in got)
     assert pooled.fingerprint()["encode_batch"] == "pool" and "encode_batch" not in alone.fingerprint()
+    # a pool that cannot be encoded together (one video at a time can)
+    tiny.encode_many = lambda pixels, with_cls=False: Qwen2_5_VL.encode_many(tiny, pixels) if len(pixels) == 1 else 1 / 0
+    try:
+        fallback = [pooled.predict_step(batch) for _ in range(2)]
+    finally:
+        del tiny.encode_many
+    assert all([r["prediction"] for r in f] == [r["prediction"] for r in expected] for f in fallback)
+    assert capsys.readouterr().out.count("encoding 5 videos together failed (ZeroDivisionError") == 1
     with pytest.raises(ConfigError, match="encode_batch"):
         VideoQA(tiny, reducer=reducer, encode_batch="all")

@@ -34,7 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["WindowPlan", "window_lengths", "window_plan", "combine_plans", "batched_tower"]
+__all__ = ["WindowPlan", "window_lengths", "window_plan", "combine_plans", "batched_tower", "PLAN_CACHE_SIZE"]
+
+PLAN_CACHE_SIZE = 8  # grids whose plans stay on the device (a 100-frame 448-px plan holds ~35 MB of cos/sin)
 
 
 @dataclass
@@ -165,16 +167,18 @@ def batched_tower(visual, flat: Tensor, grids: list[tuple[int, int, int]], cache
     ``flat``: ``[rows, C*tp*p*p]`` the patchified videos one after another (``patchify``'s rows),
     ``grids``: their (temporal patches, patch rows, patch cols). Returns the merged tokens
     ``[units, out_hidden]`` in the rows' order (the model's ``pooler_output``). ``cache`` keeps
-    each grid's :class:`WindowPlan` (per device) across calls.
+    the :class:`WindowPlan` of the ``PLAN_CACHE_SIZE`` grids used last (per device) across calls.
     """
     device = flat.device
     cache = {} if cache is None else cache
     plans = []
     for grid in grids:
         key = (tuple(int(g) for g in grid), str(device))
-        if key not in cache:
-            cache[key] = window_plan(visual, key[0], device)
-        plans.append(cache[key])
+        plan = cache.pop(key, None) or window_plan(visual, key[0], device)
+        cache[key] = plan                                   # most recently used last
+        while len(cache) > PLAN_CACHE_SIZE:                 # per-video grids (lmms-eval) vary: keep a few
+            del cache[next(iter(cache))]
+        plans.append(plan)
     plan = combine_plans(plans)
     unit = visual.config.spatial_merge_size**2
     full = set(visual.config.fullatt_block_indexes)

@@ -27,7 +27,7 @@ from torch import Tensor
 from dyto.errors import ConfigError
 from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, build_backbone
 from dyto.models.batching import BATCH_ORDERS, generate_in_groups, plan_groups
-from dyto.models.encode_ahead import EncodeAhead
+from dyto.models.encode_ahead import EncodeAhead, encode_pool
 from dyto.models.generation_loop import (GENERATION_LOOPS, STATIC_CACHE_BUCKET, CompileLog, resolve_generation_loop,
                                         static_cache_length, static_compiled_config)
 from dyto.models.lmms_eval import task_prompt
@@ -217,6 +217,16 @@ class VideoQA(LightningModule):
         video once for a whole reducer grid). The encode-ahead hand-over, without a stream."""
         self.lookahead.hand_over(encoded)
 
+    def _encode_many(self, pixels: list[Tensor]) -> list[tuple[Tensor, Tensor | None]]:
+        try:
+            return [(f.features, f.cls) for f in self.backbone.encode_many(pixels, with_cls=self.reducer.needs_cls)]
+        except Exception as e:
+            if "encode_batch" not in self._loop_reported:  # said once; each question then reports its own error
+                self._loop_reported.add("encode_batch")
+                print(f"encode_batch pool: encoding {len(pixels)} videos together failed ({type(e).__name__}: {e}); "
+                      "encoding them one by one", flush=True)
+            raise
+
     def _encode_for_reducer(self, pixel_values: Tensor) -> tuple[Tensor, Tensor | None]:
         return self.encode_frames(pixel_values, with_cls=self.reducer.needs_cls)
 
@@ -262,25 +272,6 @@ class VideoQA(LightningModule):
             self._max_new[id(seq)] = max_new
             sequences.append(seq)
         return values, sequences
-
-    def _encode_pool(self, batch: dict) -> dict[str, float]:
-        """Encode the batch's readable videos not already encoded ahead in one ``encode_many`` and hand
-        them over to this step; returns each one's share of the time (by frames). A failure leaves
-        every question to encode on its own (and report its own error)."""
-        pending = self.lookahead.pending
-        todo = [i for i, status in enumerate(batch["status"])
-                if status == "ok" and batch["pixel_values"][i] is not None and batch["ids"][i] not in pending]
-        if len(todo) < 2:
-            return {}
-        t0 = self._now()
-        try:
-            encoded = self.backbone.encode_many([batch["pixel_values"][i] for i in todo], with_cls=self.reducer.needs_cls)
-        except Exception:
-            return {}
-        elapsed = (self._now() - t0) * 1e3
-        self.lookahead.hand_over({batch["ids"][i]: (f.features, f.cls) for i, f in zip(todo, encoded)})
-        frames = [batch["pixel_values"][i].shape[0] for i in todo]
-        return {batch["ids"][i]: elapsed * n / sum(frames) for i, n in zip(todo, frames)}
 
     def _prompt(self, qa: dict, question: str) -> tuple[Prompt, int | None]:
         """(the prompt, max_new_tokens; None: the lmms-eval model file's default, bounded by max_length)."""
@@ -362,7 +353,7 @@ class VideoQA(LightningModule):
     def _predict(self, batch: dict) -> list[dict]:
         common = dict(reducer=self.reducer.config(), model=self.model_name, seed=self.seed, protocol=self.protocol)
         self._max_new.clear()
-        pooled_ms = self._encode_pool(batch) if self.encode_batch == "pool" else {}
+        pooled_ms = encode_pool(self.lookahead, self._encode_many, batch, self._now) if self.encode_batch == "pool" else {}
         taken = self.lookahead.take()  # only the previous step's look-ahead is valid
         values, jobs = [], []  # jobs: (entry index, field, LLM input)
         for i, qa in enumerate(batch["records"]):
