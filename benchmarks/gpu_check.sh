@@ -56,7 +56,7 @@ if (( DRY )); then
     step "throughput_$b" 300 "$PY" benchmarks/bench_throughput.py --backbone "$b" --threads 1 --questions 2 \
          --pool 2 --max-new-tokens 4 --today-questions 1 --token-questions 1 --profile --json "$DIR/throughput.jsonl"
   done
-  step encode_ahead 900 "$PY" benchmarks/check_encode_ahead_cuda.py --num-layers 1 --new-tokens 4
+  step encode_ahead 1500 "$PY" benchmarks/check_encode_ahead_cuda.py --num-layers 1 --new-tokens 4
 else
   step vision_tower 70 "$PY" benchmarks/check_vision_tower.py --repeats 2
   for b in llava_next qwen2_5_vl; do
