@@ -1,4 +1,4 @@
-"""The `dyto` command line.
+r"""The `dyto` command line.
 
     dyto predict --config configs/demo.yaml                     # LightningCLI: run a benchmark
     dyto predict --config configs/trainer/gpu.yaml --config configs/models/llava_next_7b.yaml \
@@ -13,7 +13,11 @@
     dyto reduce-demo [--video clip.mp4]
 
 `predict` goes to LightningCLI; `python cli.py ...` in the repository root is the same entry
-point.
+point. Every command ends a wrong setting or a bad input file (a ``dyto.errors.UserError``, or
+a parse or constructor error of the config) in one line, ``dyto: <key or file:line>: <problem>``,
+and exit status 2; any other exception is a bug and keeps its traceback.
+point. `dyto <command> --help` lists a command's options (`dyto predict --help` ends with the
+DataModule's `--data.*`).
 """
 
 from __future__ import annotations
@@ -21,11 +25,15 @@ from __future__ import annotations
 import contextlib
 import sys
 
-from jsonargparse import lazy_instance
+from jsonargparse import ArgumentError, lazy_instance
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+
+from dyto.errors import UserError, config_error, parser_error
 
 # Inference only: the module has no training step, so fit/validate/test are not offered.
 LIGHTNING_SUBCOMMANDS = ("predict",)
+# parse errors are raised (and shown in one line by DyToCLI.parse_arguments), not printed with the usage
+PARSER_KWARGS = {"exit_on_error": False}
 
 
 class RunDirConfigSaver(SaveConfigCallback):
@@ -53,10 +61,36 @@ class RunDirConfigSaver(SaveConfigCallback):
 class DyToCLI(LightningCLI):
     """LightningCLI with the prediction writer and the evaluation always wired in."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, after_preflight=None, **kwargs):
         self.run_lock = contextlib.ExitStack()  # the run folder's lock, when taken before the model loads
+        self.after_preflight = after_preflight  # dyto sweep: takes its --out lock there (and holds it)
         with self.run_lock:
             super().__init__(*args, **kwargs)
+
+    def parse_arguments(self, parser, args) -> None:
+        """jsonargparse's parse errors (a wrong type, an unknown key) as one line, not the usage dump."""
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as e:
+            raise parser_error(str(e), "dyto predict") from None
+
+    def instantiate_classes(self) -> None:
+        """A constructor's error about a setting names the dotted key the user wrote."""
+        try:
+            super().instantiate_classes()
+        except Exception as e:
+            from dyto.callbacks import EvaluateCallback, PicturesCallback
+            from dyto.evaluation.protocol import JudgeConfig
+            from dyto.models.videoqa import VideoQA
+            from dyto.predict import PredictionWriter
+
+            config = (self.config[self.subcommand] if self.subcommand else self.config).as_dict()
+            groups = {"model": VideoQA, "output": PredictionWriter, "pictures": PicturesCallback,
+                      "evaluation": EvaluateCallback, "evaluation.judge": JudgeConfig}
+            found = config_error(e, config, groups)
+            if found is None:
+                raise
+            raise found from None
 
     def before_instantiate_classes(self) -> None:
         """Stop in one line, before any weights load, when the config cannot run here or its run
@@ -67,6 +101,8 @@ class DyToCLI(LightningCLI):
 
         config = self.config[self.subcommand] if self.subcommand else self.config  # run=False: not nested
         preflight(config.as_dict())
+        if self.after_preflight is not None:
+            self.after_preflight()
         if self.subcommand == "predict" and (run_dir := early_lock_dir(config.as_dict().get("output") or {})):
             self.run_lock.enter_context(RunFolder(run_dir).lock("dyto predict"))
 
@@ -100,6 +136,28 @@ class DyToCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "output")
         parser.add_lightning_class_args(PicturesCallback, "pictures")
         parser.add_lightning_class_args(EvaluateCallback, "evaluation")
+        _append_data_help(parser)
+
+
+def _append_data_help(parser) -> None:
+    """`--help` ends with the DataModule's options: in subclass mode jsonargparse lists only
+    `--data` and `--data.help CLASS`, which hides `--data.records`, `--data.limit`, ..."""
+    format_help = parser.format_help
+
+    def with_data() -> str:
+        from jsonargparse import ArgumentParser
+
+        from dyto.datamodules import VideoQADataModule
+
+        data = ArgumentParser(prog="", description="")
+        data.add_class_arguments(VideoQADataModule, "data")
+        sections = data.format_help().split("\n\n")[1:]  # no usage line, no -h / --data CONFIG
+        options = "\n".join(line for line in "\n\n".join(s for s in sections if not s.startswith("options:"))
+                            .splitlines()[1:] if not line.startswith("  --data CONFIG "))
+        return (format_help() + "\nThe DataModule's options (dyto.datamodules.VideoQADataModule, chosen by a "
+                "benchmark config or --data VideoQADataModule; each also as --data.init_args.<name>):\n" + options)
+
+    parser.format_help = with_data
 
 
 def run_lightning(argv: list[str]) -> None:
@@ -121,12 +179,14 @@ def run_lightning(argv: list[str]) -> None:
             trainer_defaults={"logger": False, "enable_checkpointing": False},
             args=argv,
             auto_configure_optimizers=False,
+            parser_kwargs={**PARSER_KWARGS, "predict": PARSER_KWARGS},
         )
 
 
-def build_for_sweep(argv: list[str]):
+def build_for_sweep(argv: list[str], after_preflight=None):
     """`dyto predict`'s options (--config, --model.*, --data.*, ...) -> (module, datamodule, trainer,
-    config dict, EvaluateCallback), built by the same parser and preflight, for `dyto sweep`."""
+    config dict, EvaluateCallback), built by the same parser and preflight, for `dyto sweep`;
+    ``after_preflight()`` runs once the config passed the preflight, before the model loads."""
     import warnings
 
     from dyto.callbacks.evaluate import find_evaluator
@@ -135,9 +195,10 @@ def build_for_sweep(argv: list[str]):
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        cli = DyToCLI(VideoQA, VideoQADataModule, subclass_mode_data=True, run=False, save_config_callback=None,
+        cli = DyToCLI(VideoQA, VideoQADataModule, after_preflight=after_preflight, subclass_mode_data=True, run=False,
+                      save_config_callback=None,
                       seed_everything_default=0, trainer_defaults={"logger": False, "enable_checkpointing": False},
-                      args=argv, auto_configure_optimizers=False)
+                      args=argv, auto_configure_optimizers=False, parser_kwargs=PARSER_KWARGS)
     return cli.model, cli.datamodule, cli.trainer, cli.config.as_dict(), find_evaluator(cli.trainer)
 
 
@@ -146,19 +207,17 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return
-    cmd, rest = argv[0], argv[1:]
-    if cmd in LIGHTNING_SUBCOMMANDS:
-        from dyto.evaluation.judge import JudgeFatalError
-        from dyto.runs import MixedSettingsError, RunLocked, SettingsChanged
+    try:
+        run_command(argv[0], argv[1:])
+    except UserError as e:  # the one handler: a setting or an input file to fix, in one line
+        for line in e.lines():
+            print(f"dyto: {line}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
 
-        try:
-            run_lightning(argv)
-        except (SettingsChanged, MixedSettingsError, JudgeFatalError) as e:
-            # a known way for a run to stop: one line that says what to change, no traceback
-            sys.exit(f"dyto {cmd}: {e}")
-        except RunLocked as e:  # until the shared UserError handler lands: one line, exit 2
-            print(f"dyto: {e.one_line()}", file=sys.stderr)
-            sys.exit(2)
+
+def run_command(cmd: str, rest: list[str]) -> None:
+    if cmd in LIGHTNING_SUBCOMMANDS:
+        run_lightning([cmd, *rest])
     elif cmd == "prepare":
         from dyto.datamodules.prepare import main as prepare_main
 
@@ -172,17 +231,9 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.exit(compare_main(rest))
     elif cmd == "sweep":
-        from dyto.evaluation.judge import JudgeFatalError
         from dyto.evaluation.sweep import sweep_main
-        from dyto.runs import MixedSettingsError, RunLocked, SettingsChanged
 
-        try:
-            sys.exit(sweep_main(rest, build_for_sweep))
-        except RunLocked as e:  # until the shared UserError handler lands: one line, exit 2
-            print(f"dyto: {e.one_line()}", file=sys.stderr)
-            sys.exit(2)
-        except (SettingsChanged, MixedSettingsError, JudgeFatalError, ValueError) as e:
-            sys.exit(f"dyto sweep: {e}")
+        sys.exit(sweep_main(rest, build_for_sweep))
     elif cmd == "demo":
         from dyto.demo import demo_main
 
@@ -192,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.exit(reduce_demo_main(rest))
     else:
-        sys.exit(f"dyto: unknown command {cmd!r}; try `dyto --help`")
+        raise UserError(f"unknown command {cmd!r}; try `dyto --help`")
 
 
 if __name__ == "__main__":

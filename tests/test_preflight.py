@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import pytest
@@ -23,12 +25,19 @@ def no_model_may_load(monkeypatch):
     monkeypatch.chdir(REPO)
 
 
-def stop_line(argv: list[str]) -> str:
-    with pytest.raises(SystemExit) as stop:
+def stop_lines(argv: list[str]) -> list[str]:
+    """The ``dyto: `` lines `dyto predict` ends with (exit status 2)."""
+    err = io.StringIO()
+    with pytest.raises(SystemExit) as stop, contextlib.redirect_stderr(err):
         main(["predict", *argv])
-    message = str(stop.value.code)
-    assert message.startswith("dyto: ") and "\n" not in message, message
-    return message
+    assert stop.value.code == 2
+    return [line for line in err.getvalue().splitlines() if line.startswith("dyto: ")]
+
+
+def stop_line(argv: list[str]) -> str:
+    lines = stop_lines(argv)
+    assert len(lines) == 1, lines
+    return lines[0]
 
 
 def test_missing_records_file_names_the_prepare_command(tmp_path):
@@ -67,11 +76,9 @@ def test_checkpoint_folder_that_does_not_exist(tmp_path):
 
 
 def test_several_problems_are_listed_together(tmp_path):
-    with pytest.raises(SystemExit) as stop:
-        main(["predict", "--config", "configs/demo.yaml", "--data.init_args.records", str(tmp_path / "q.jsonl"),
-              "--data.init_args.video_root", str(tmp_path / "v")])
-    lines = str(stop.value.code).splitlines()
-    assert len(lines) == 2 and all(line.startswith("dyto: ") for line in lines)
+    lines = stop_lines(["--config", "configs/demo.yaml", "--data.init_args.records", str(tmp_path / "q.jsonl"),
+                        "--data.init_args.video_root", str(tmp_path / "v")])
+    assert len(lines) == 2
 
 
 def test_unknown_benchmark_name(tmp_path):
@@ -82,3 +89,41 @@ def test_unknown_benchmark_name(tmp_path):
 def test_unknown_backbone_name():
     msg = stop_line(["--config", "configs/demo.yaml", "--model.backbone", "llava_nxt"])
     assert "unknown backbone 'llava_nxt' (model.backbone); known: " in msg and "llava_next" in msg
+
+
+@pytest.fixture
+def no_judge_env(monkeypatch):
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_gpt_scorer_without_key_or_base_url_stops_before_the_model_loads(no_judge_env, tmp_path):
+    msg = stop_line(["--config", "configs/demo.yaml", "--evaluation.scorer", "gpt",
+                     "--output.output_dir", str(tmp_path)])
+    assert msg.startswith("dyto: evaluation.scorer is gpt but no judge endpoint is configured")
+    assert "OPENAI_API_KEY" in msg and "a base URL alone" in msg and "no key needed" in msg
+    assert "--evaluation.judge.base_url" in msg and "--evaluation.judge.model set to the model name that server serves" in msg
+    assert not any(tmp_path.iterdir())  # no run folder either
+
+
+def test_sweep_with_gpt_scorer_without_a_judge_stops_before_the_model_loads(no_judge_env, tmp_path):
+    err = io.StringIO()
+    with pytest.raises(SystemExit) as stop, contextlib.redirect_stderr(err):
+        main(["sweep", "--config", "configs/demo.yaml", "--reducers", "uniform", "--retention", "0.5",
+              "--scorer", "gpt", "--out", str(tmp_path / "sweep")])
+    assert stop.value.code == 2
+    assert "evaluation.scorer is gpt but no judge endpoint is configured" in err.getvalue()
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("setting", [["--evaluation.judge.base_url", "http://127.0.0.1:9/v1"], "OPENAI_BASE_URL",
+                                     "OPENAI_API_KEY"])
+def test_a_base_url_alone_or_a_key_is_a_judge(no_judge_env, monkeypatch, setting):
+    from dyto.preflight import preflight
+
+    judge = {}
+    if isinstance(setting, list):
+        judge["base_url"] = setting[1]
+    else:
+        monkeypatch.setenv(setting, "http://127.0.0.1:9/v1" if setting == "OPENAI_BASE_URL" else "sk-test")
+    preflight({"evaluation": {"scorer": "gpt", "judge": judge}})  # nothing to say

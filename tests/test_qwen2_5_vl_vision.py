@@ -18,7 +18,7 @@ from dyto.errors import ConfigError
 from dyto.models import VideoQA
 from dyto.models.qwen2_5_vl import Qwen2_5_VL
 from dyto.models.qwen2_5_vl_inputs import patchify
-from dyto.models.qwen2_5_vl_vision import PLAN_CACHE_SIZE, batched_tower, window_plan
+from dyto.models.qwen2_5_vl_vision import PLAN_CACHE_SIZE, batched_tower, tower_calls, window_plan
 from dyto.models.tiny_qwen2_5_vl import QWEN2_5_VL_7B
 from dyto.records import QARecord, read_jsonl
 from dyto.reduction import DyToReducer
@@ -96,8 +96,8 @@ def test_encode_many_in_chunks_and_the_transformers_option(tiny):
     assert [f.grid for f in together] == [(3, 3), (4, 4), (5, 7), (2, 9)]
     tiny.vision_chunk_size = 3  # calls of at most 3 temporal patches, cutting across videos
     try:
-        assert tiny._vision_calls([2, 1, 3, 2]) == [[(0, 0, 2), (1, 0, 1)], [(2, 0, 3)], [(3, 0, 2)]]
-        assert tiny._vision_calls([5]) == [[(0, 0, 3)], [(0, 3, 2)]]
+        assert tower_calls([2, 1, 3, 2], 3) == [[(0, 0, 2), (1, 0, 1)], [(2, 0, 3)], [(3, 0, 2)]]
+        assert tower_calls([5], 3) == [[(0, 0, 3)], [(0, 3, 2)]] and tower_calls([5, 2], None) == [[(0, 0, 5), (1, 0, 2)]]
         chunked = tiny.encode_many(pixels)
     finally:
         tiny.vision_chunk_size = None

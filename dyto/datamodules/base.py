@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from dyto.datamodules.benchmarks import BENCHMARKS, BenchmarkSpec, find_benchmark, get_benchmark
 from dyto.datamodules.paths import VideoError, VideoResolver, resolver_for
 from dyto.datamodules.preprocess import Preprocessing
-from dyto.datamodules.video import decode_video
-from dyto.errors import ConfigError
+from dyto.datamodules.video import SAMPLING_RULES, decode_video
+from dyto.errors import ConfigError, RecordsError, check
 from dyto.records import QARecord, file_sha256, read_qa_records
 
 BATCH_KEYS = ("ids", "records", "pixel_values", "frame_indices", "frames_total", "status", "error", "decode_ms")
@@ -43,6 +43,7 @@ class VideoQADataset(Dataset):
                  preprocessing: Preprocessing | int, image_mean: tuple[float, ...] | None = None,
                  image_std: tuple[float, ...] | None = None, backend: str = "auto", sampling: str = "reference",
                  decode_timeout_s: float = 120.0) -> None:
+        check("num_frames", num_frames, ">=1")  # 0 frames never reach the decoder
         if not isinstance(preprocessing, Preprocessing):  # the older (image_size, image_mean, image_std) form
             defaults = Preprocessing()
             preprocessing = Preprocessing((preprocessing, preprocessing), mean=image_mean or defaults.mean,
@@ -145,6 +146,23 @@ class RankShardSampler(DistributedSampler):
 
 
 QUESTION_ORDERS = ("auto", "input", "length")
+DECODE_BACKENDS = ("auto", "decord", "pyav", "gif")  # video.decode_video
+
+
+def read_benchmark_records(path: str | os.PathLike, spec: BenchmarkSpec | None) -> list[QARecord]:
+    """The QA records of ``path`` (``read_qa_records``: every row checked), and with a ``spec`` all
+    of its benchmark and tasks; ``RecordsError`` naming the file (and line) otherwise."""
+    records = read_qa_records(path)
+    if spec is not None:
+        wrong = [r.id for r in records if r.benchmark != spec.name]
+        if wrong:
+            raise RecordsError(path, None, f"{len(wrong)} records are not {spec.name!r} (first: {wrong[0]!r}); "
+                               "set data.benchmark to their benchmark")
+        odd = [r for r in records if r.task not in spec.tasks]
+        if odd:
+            raise RecordsError(path, None, f"record {odd[0].id!r} has task {odd[0].task!r}, which benchmark "
+                               f"{spec.name!r} does not have (its tasks: {spec.tasks})")
+    return records
 
 
 def question_length(record: QARecord) -> int:
@@ -187,11 +205,31 @@ def auto_prefetch_factor(batch_size: int) -> int:
     return 2 if batch_size < 8 else 1
 
 
+def check_settings(**settings: Any) -> None:
+    """``ConfigError`` naming the first of the DataModule's ``settings`` it cannot run with: frames,
+    sizes and batches >= 1, workers and limit >= 0 (or ``auto``), a timeout > 0, known names."""
+    for key, value in settings.items():
+        rule = {"num_workers": ">=0", "limit": ">=0", "decode_timeout_s": ">0", "backend": DECODE_BACKENDS,
+                "sampling": SAMPLING_RULES, "order": QUESTION_ORDERS}.get(key, ">=1")
+        check(key, value, rule, optional=key in ("num_frames", "image_size", "limit", "sampling"),
+              also=("auto",) if key in ("num_workers", "prefetch_factor") else ())
+
+
 class VideoQADataModule(L.LightningDataModule):
     """Predict-only DataModule over a canonical JSONL file, for any registered benchmark.
 
     Args:
         records: the JSONL written by ``dyto prepare``.
+        video_root: the folder holding the benchmark's videos (looked up by the benchmark's naming
+            rule, as ``dyto prepare --video-root`` checks them); a record's video may also be an
+            absolute path.
+        video_map: NExT-QA's ``map_vid_vidorID.json``, for its nested ``<folder>/<video>.mp4`` release.
+        limit: predict only the first N questions of the records file (after
+            ``only_found_videos``); None: all of them.
+        only_found_videos: True: leave out, before ``limit``, every question whose video is not
+            found under ``video_root`` (the count is printed), so ``limit`` N means N answerable
+            questions; such a run is not the benchmark's full set. In the fingerprint. False
+            (default): every question is predicted, a missing video ending as ``video_missing``.
         benchmark: a registered benchmark name (``dyto.datamodules.benchmarks``): its video naming
             rule, its tasks (records of another benchmark or task are refused) and its default
             frame count. None (the demo, hand-written records): the records' own benchmark's rules
@@ -200,9 +238,16 @@ class VideoQADataModule(L.LightningDataModule):
             ``preprocessing`` attribute, or for a module without one a ``Preprocessing`` built from
             its ``image_size`` / ``image_mean`` / ``image_std`` (336, CLIP's when it has none).
             ``image_size`` / ``image_mean`` / ``image_std`` given here override those fields.
+        image_size: square side in pixels, overriding the preprocessing's (None: keep it).
+        image_mean: per-channel mean, overriding the preprocessing's (None: keep it).
+        image_std: per-channel std, overriding the preprocessing's (None: keep it).
+        backend: video decoder: ``"auto"`` (decord when importable, PyAV when it fails on a file),
+            ``"decord"`` or ``"pyav"``.
         sampling: how frames are picked (``video.SAMPLING_RULES``). None: the model's ``sampling``
             attribute (under ``protocol: lmms_eval``, the backbone's lmms-eval rule), else
             ``"reference"`` (SF-LLaVA's ``get_seq_frames``).
+        decode_timeout_s: seconds one video may take to decode before it is ``video_unreadable``.
+        pin_memory: pin decoded frames for the copy to the GPU; None: when CUDA is available.
         num_frames: None: the model's ``num_frames`` (its reducer's: the one source of truth), else
             the benchmark spec's. When ``preprocessing.frames_per_patch`` is k > 1, the count is
             rounded UP to a multiple of k (a backbone folding k frames into one temporal patch
@@ -237,26 +282,22 @@ class VideoQADataModule(L.LightningDataModule):
                  image_std: tuple[float, float, float] | None = None, backend: str = "auto",
                  sampling: str | None = None, decode_timeout_s: float = 120.0, limit: int | None = None,
                  video_map: str | None = None, pin_memory: bool | None = None,
-                 prefetch_factor: int | str = "auto", order: str = "auto") -> None:
+                 prefetch_factor: int | str = "auto", order: str = "auto", only_found_videos: bool = False) -> None:
         super().__init__()
         # a resumed run may have fewer questions left than ranks: a rank with none just waits
         self.allow_zero_length_dataloader_with_multiple_devices = True
         self.benchmark = benchmark if benchmark is not None else type(self).benchmark
         self.spec  # an unknown name fails here, listing the known ones
         self.records_path, self.video_root, self.video_map = records, video_root, video_map
-        for name, value in (("num_workers", num_workers), ("prefetch_factor", prefetch_factor)):
-            if value != "auto" and not (isinstance(value, int) and value >= (0 if name == "num_workers" else 1)):
-                raise ValueError(f"data.{name} must be 'auto' or an int >= {0 if name == 'num_workers' else 1}, "
-                                 f"got {value!r}")
-        if batch_size < 1:
-            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
-        if order not in QUESTION_ORDERS:
-            raise ValueError(f"unknown data.order {order!r}; expected one of {QUESTION_ORDERS}")
+        check_settings(batch_size=batch_size, num_workers=num_workers, num_frames=num_frames, image_size=image_size,
+                       backend=backend, sampling=sampling, decode_timeout_s=decode_timeout_s, limit=limit,
+                       prefetch_factor=prefetch_factor, order=order)
         self.order = order
         self.batch_size, self.num_workers, self.prefetch_factor = batch_size, num_workers, prefetch_factor
         self.num_frames, self.preprocessing = num_frames, preprocessing
         self.image_size, self.image_mean, self.image_std = image_size, image_mean, image_std
         self.backend, self.sampling, self.decode_timeout_s, self.limit = backend, sampling, decode_timeout_s, limit
+        self.only_found_videos = only_found_videos
         # pinned frames let the model copy them to the GPU without blocking (None: when CUDA is there)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.skip_ids: set[str] = set()
@@ -271,19 +312,28 @@ class VideoQADataModule(L.LightningDataModule):
     def records(self) -> list[QARecord]:
         """The records of the run: the file's, checked against the benchmark, cut to `limit`."""
         if self._records is None:
-            records = read_qa_records(self.records_path)
-            spec = self.spec
-            if spec is not None:
-                wrong = [r.id for r in records if r.benchmark != spec.name]
-                if wrong:
-                    raise ValueError(f"{self.records_path}: {len(wrong)} records are not {spec.name!r} "
-                                     f"(first: {wrong[0]!r}); set data.benchmark to their benchmark")
-                odd = [r for r in records if r.task not in spec.tasks]
-                if odd:
-                    raise ValueError(f"{self.records_path}: record {odd[0].id!r} has task {odd[0].task!r}, which "
-                                     f"benchmark {spec.name!r} does not have (its tasks: {spec.tasks})")
+            records = read_benchmark_records(self.records_path, self.spec)
+            if self.only_found_videos:
+                records = self._found(records, self.spec)
             self._records = records if self.limit is None else records[: self.limit]
         return self._records
+
+    def _found(self, records: list[QARecord], spec: BenchmarkSpec | None) -> list[QARecord]:
+        """The records whose video the benchmark's rule finds under ``video_root`` (one lookup per video)."""
+        rules = spec or (find_benchmark(records[0].benchmark) if records else None)
+        resolve, found = resolver_for(rules.name if rules else None, self.video_root, self.video_map), {}
+        for rec in records:
+            if rec.video not in found:
+                try:
+                    resolve(rec)
+                    found[rec.video] = True
+                except VideoError:
+                    found[rec.video] = False
+        kept = [r for r in records if found[r.video]]
+        if getattr(self.trainer, "is_global_zero", True):  # one line per run, not per rank
+            print(f"[dyto] data.only_found_videos: {len(kept)} of {len(records)} questions have their video under "
+                  f"{self.video_root}; the other {len(records) - len(kept)} are left out of this run")
+        return kept
 
     def rules(self) -> BenchmarkSpec | None:
         """The spec whose rules apply: the given benchmark's, or the records' own when it is registered."""
@@ -316,6 +366,7 @@ class VideoQADataModule(L.LightningDataModule):
             self.num_frames = rules.num_frames
         if self.num_frames is None:
             raise ValueError("num_frames is not set: pass it, or attach a model with a num_frames attribute")
+        check("num_frames", self.num_frames, ">=1")  # never 0 frames into the decoder, wherever it came from
         k = self.preprocessing.frames_per_patch
         self.num_frames = math.ceil(self.num_frames / k) * k
         self.records  # read (and validate) now rather than in the first worker
@@ -357,6 +408,7 @@ class VideoQADataModule(L.LightningDataModule):
             "preprocessing": self.preprocessing.config() if self.preprocessing is not None else None,
             "batch_size": self.batch_size,
             "order": self.resolved_order(),
+            **({"only_found_videos": True} if self.only_found_videos else {}),  # absent: every question
         }
 
     def resolved_order(self) -> str:

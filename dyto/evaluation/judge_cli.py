@@ -8,7 +8,10 @@ default and help, so this command and ``dyto predict --evaluation.judge.<field>`
 settings. A progress bar on stderr shows done/total, rate, ETA, cost, retries and errors. An
 error no retry can fix (a bad key, an unknown or retired model) ends the command with one line
 naming the setting to change, and exit status 2; so does a run folder another ``dyto judge`` or
-``dyto predict`` is writing (one judge at a time per folder: ``RunFolder.lock``).
+``dyto predict`` is writing (one judge at a time per folder: ``RunFolder.lock``);
+and so does a server that cannot be reached when
+nothing got a verdict (the line names its address). After a partial outage the command ends with
+the count of what is left, and the same command again judges only that.
 """
 
 from __future__ import annotations
@@ -19,11 +22,11 @@ import sys
 import types
 import typing
 
+from dyto.errors import ConfigError, UserError
 from dyto.evaluation.choice import choice_modes
 from dyto.evaluation.judge import JudgeFatalError, JudgeUnavailable
 from dyto.evaluation.protocol import JudgeConfig
 from dyto.evaluation.report import evaluate, locate_predictions
-from dyto.runs import RunLocked
 
 
 def _flag_type(name: str) -> tuple[type, int | None]:
@@ -60,9 +63,12 @@ def judge_main(argv: list[str] | None = None) -> int:
     values = {name: getattr(args, name) for name, _, _ in JudgeConfig.options()}
     try:
         config = JudgeConfig(**values)
-    except ValueError as e:
-        ap.error(str(e))
+    except ConfigError as e:  # the handler of dyto.cli prints it in one line, as the flag
+        raise e.at("--" + e.key.replace("_", "-")) from None
     predictions, out = locate_predictions(args.predictions, args.out)
+    if not predictions.is_file():
+        raise UserError(f"--predictions: {predictions} does not exist: give a run folder (outputs/<run>) "
+                        "that finished predict, or its artifacts/predictions.jsonl")
     try:
         results = evaluate(predictions, out, scorer="gpt", judge_config=config, choice_mode=args.choice_mode,
                            progress=not args.no_progress, purpose="dyto judge",
@@ -72,12 +78,11 @@ def judge_main(argv: list[str] | None = None) -> int:
     except JudgeFatalError as e:
         print(f"dyto judge: {e}", file=sys.stderr)
         return 2
-    except RunLocked as e:  # until the shared UserError handler lands: one line, exit 2
-        print(f"dyto: {e.one_line()}", file=sys.stderr)
-        return 2
     run = results.get("judge_run", {})
     print(json.dumps(run, indent=1))
     print(f"results: {out / results['outputs']['results']}\nreport:  {out / results['outputs']['report']}")
+    if run.get("stopped"):  # a budget or an outage: say how much is left, after the paths
+        print(f"dyto judge: stopped early: {run['stopped']}", file=sys.stderr)
     return 0
 
 

@@ -29,6 +29,10 @@ every cell's lock while it predicts and evaluates, so a `dyto predict` or `dyto 
 in use stops too. (A second sweep is refused rather than given the cells nobody holds: every
 cell advances video by video together, so a running sweep holds all of its cells, and two
 sweeps would write one `sweep.md`.)
+
+Each cell also gets the pictures of a run (`logs/keyframes.png`, `logs/merge_map.png`) from the
+first video it predicts. Writes `<out>/sweep.md`, `<out>/sweep.json` and `<out>/sweep.png` (see
+``sweep_report``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -46,15 +51,17 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
+from dyto import viz
 from dyto.datamodules.base import collate
+from dyto.errors import ConfigError, OneLineParser, check
 from dyto.evaluation.report import evaluate_run
 from dyto.evaluation.sweep_report import write_sweep_report
 from dyto.predict.writer import latest_per_id, load_attempts, merge_rank_logs
 from dyto.records import append_jsonl, open_append_log, write_text_atomic
-from dyto.reduction import TokenReducer, build_reducer
+from dyto.reduction import TokenReducer, build_reducer, list_reducers
 from dyto.runs import RunFolder, SettingsChanged, fingerprint_digest, run_fingerprint
 
-__all__ = ["Cell", "parse_reducer", "build_grid", "run_sweep", "sweep_main", "SweepSettingsChanged"]
+__all__ = ["Cell", "parse_reducer", "check_grid", "build_grid", "run_sweep", "sweep_main", "SweepSettingsChanged"]
 
 KNOBS = ("retention", "target_tokens")
 SWEEP_HINT = "sweep into another --out"
@@ -85,23 +92,43 @@ def parse_reducer(spec: str) -> tuple[str, dict[str, Any]]:
     for item in filter(None, rest.split(",")):
         key, eq, value = item.partition("=")
         if not eq or not key:
-            raise ValueError(f"reducer {spec!r}: parameters are key=value, separated by commas")
+            raise ConfigError("--reducers", spec, "name or name:key=value,key=value")
         params[key.strip()] = yaml.safe_load(value)
     return name, params
 
 
+def check_grid(reducers: list[str], retention: list[float], target_tokens: list[int]) -> None:
+    """The grid's flags, checked before any model loads (``build_grid`` then checks every cell)."""
+    for value in retention:
+        check("--retention", value, "(0,1]")
+    for value in target_tokens:
+        check("--target-tokens", value, ">=1")
+    for spec in reducers:
+        name, _ = parse_reducer(spec)
+        check("--reducers", name, tuple(list_reducers()))
+
+
 def build_grid(reducers: list[str], retention: list[float], target_tokens: list[int], num_frames: int) -> list[Cell]:
-    """Every reducer at every budget, all on ``num_frames`` frames; `concat` also unreduced."""
+    """Every reducer at every budget, all on ``num_frames`` frames; `concat` also unreduced.
+    A bad reducer, parameter or budget raises ``ConfigError`` naming the flag it came from."""
+    check("--num-frames", num_frames, ">=1")
     budgets = [("retention", r) for r in retention] + [("target_tokens", t) for t in target_tokens] or [(None, None)]
     cells = []
     for spec in reducers:
         name, params = parse_reducer(spec)
         for knob, value in budgets + ([(None, None)] if name == "concat" and budgets[0][0] else []):
             extra = {knob: value} if knob else {}
-            cells.append(Cell(spec, build_reducer(name, **params, num_frames=num_frames, **extra), knob, value))
+            try:
+                reducer = build_reducer(name, **params, num_frames=num_frames, **extra)
+            except ConfigError as e:
+                flag = {"reducer": "--reducers", "retention": "--retention", "target_tokens": "--target-tokens",
+                        "num_frames": "--num-frames"}.get(e.key, f"--reducers {spec}: {e.key}")
+                raise e.at(flag) from None
+            cells.append(Cell(spec, reducer, knob, value))
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
-        raise ValueError(f"the grid names a cell twice: {sorted(n for n in names if names.count(n) > 1)}")
+        raise ConfigError("--reducers", reducers, "each reducer once",
+                          f"the grid names a cell twice: {sorted({n for n in names if names.count(n) > 1})}")
     return cells
 
 
@@ -124,6 +151,7 @@ class _CellState:
     digest: str
     pending: set[str]
     log: Any = None
+    drawn: bool = False  # the cell's keyframes / merge-map pictures (of the first video it predicts)
 
 
 def lock_cells(out: Path, cells: list[Cell]) -> ExitStack:
@@ -206,10 +234,11 @@ class FeatureCache:
 
 
 def run_sweep(module, datamodule, cells: list[Cell], out: str | Path, config: dict | None = None,
-              device: torch.device | str = "cpu") -> dict[str, Any]:
+              device: torch.device | str = "cpu", pictures: bool = True) -> dict[str, Any]:
     """Predict every cell's pending questions (each video decoded and encoded once) and merge each
     cell's predictions. ``datamodule`` must be set up for ``module`` (its preprocessing and frame
     count resolved, as ``sweep_main`` does); every cell's reducer samples its ``num_frames``.
+    ``pictures``: draw each cell's keyframes / merge map from the first video it predicts.
     Returns {"decoded": videos decoded, "encoded": encoder calls, "cells": per-cell states}."""
     out = Path(out)
     wrong = [c.name for c in cells if c.reducer.num_frames != datamodule.num_frames]
@@ -225,8 +254,9 @@ def run_sweep(module, datamodule, cells: list[Cell], out: str | Path, config: di
         needed = [g for g, recs in groups.items() if any(r.id in s.pending for s in states for r in recs)]
         heads = {groups[g][0].id: g for g in needed}
         datamodule.skip_ids = set(records) - set(heads)  # the dataset then decodes one record per group
+        workers, prefetch = datamodule.loader_workers()  # "auto" resolved as `dyto predict` resolves it
         loader = DataLoader(datamodule.predict_dataset(), batch_size=1, shuffle=False, collate_fn=collate,
-                            num_workers=datamodule.num_workers)
+                            num_workers=workers, prefetch_factor=prefetch if workers else None)
         cache = FeatureCache(module, with_cls=any(c.reducer.needs_cls for c in cells))
         decoded = 0
         for sample in loader:
@@ -240,6 +270,8 @@ def run_sweep(module, datamodule, cells: list[Cell], out: str | Path, config: di
                     sample = dict(sample, status=["error"], error=[f"encode failed: {type(e).__name__}: {e}"])
             for state in states:
                 todo = [r for r in groups[group] if r.id in state.pending]
+                if pictures and features is not None and todo and not state.drawn:
+                    state.drawn = _draw(module, state, sample, features, todo[0].video)
                 for start in range(0, len(todo), max(1, datamodule.batch_size)):
                     _predict_chunk(module, state, todo[start:start + max(1, datamodule.batch_size)], sample, features)
         for state in states:
@@ -252,6 +284,19 @@ def run_sweep(module, datamodule, cells: list[Cell], out: str | Path, config: di
             if state.log is not None:
                 state.log.close()
         locks.close()
+
+
+def _draw(module, state: _CellState, sample: dict, features, video: str) -> bool:
+    """The cell's `logs/keyframes.png` and `merge_map.png`, as a run draws them; never fatal."""
+    feats, cls, _ = features
+    reducer = state.cell.reducer
+    try:
+        with torch.no_grad():
+            viz.save_run_pictures(state.folder.logs, module, sample["pixel_values"][0], feats, cls, reducer,
+                                  state.cell.name, video)
+    except Exception as e:  # a picture is never worth the sweep
+        warnings.warn(f"dyto sweep: could not draw {state.cell.name}'s pictures: {type(e).__name__}: {e}")
+    return True
 
 
 def _predict_chunk(module, state: _CellState, recs, sample: dict, features) -> None:
@@ -276,7 +321,7 @@ def _predict_chunk(module, state: _CellState, recs, sample: dict, features) -> N
 def sweep_main(argv: list[str], build: Callable[[list[str]], tuple]) -> int:
     """`dyto sweep ...`; ``build(rest)`` parses the `dyto predict` options and returns
     (module, datamodule, trainer, config dict) (``dyto.cli.build_for_sweep``)."""
-    p = argparse.ArgumentParser(prog="dyto sweep", description=__doc__.split("\n\n")[0],
+    p = OneLineParser(prog="dyto sweep", description=__doc__.split("\n\n")[0],
                                 epilog="Every other option (--config, --model.*, --data.*, --trainer.*, "
                                        "--evaluation.*) is dyto predict's.")
     p.add_argument("--reducers", nargs="+", required=True, help="registry names, optionally name:key=value,...")
@@ -290,9 +335,20 @@ def sweep_main(argv: list[str], build: Callable[[list[str]], tuple]) -> int:
     p.add_argument("--baseline", default=None, help="the cell of the '%% of the unreduced run' column "
                    "(default: concat-unreduced when concat is in the grid)")
     p.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples for the intervals")
+    p.add_argument("--pictures", action=argparse.BooleanOptionalAction, default=True,
+                   help="each cell's logs/keyframes.png and merge_map.png, as a run draws them (about 0.4 s of "
+                        "CPU a cell)")
     args, rest = p.parse_known_args(argv)
-    with RunFolder(args.out).lock("dyto sweep", SWEEP_HINT):  # before the model loads
-        return _sweep(args, rest, build)
+    check("--resamples", args.resamples, ">=1")
+    check("--num-frames", args.num_frames, ">=1", optional=True)
+    check_grid(args.reducers, args.retention, args.target_tokens)
+    if args.scorer is not None:  # as dyto predict's option, so the preflight checks the judge it needs
+        rest = [*rest, "--evaluation.scorer", args.scorer]
+    with ExitStack() as held:  # <out>'s lock: taken after the preflight, before the model loads
+        def lock() -> None:
+            held.enter_context(RunFolder(args.out).lock("dyto sweep", SWEEP_HINT))
+
+        return _sweep(args, rest, lambda r: build(r, after_preflight=lock))
 
 
 def _sweep(args: argparse.Namespace, rest: list[str], build: Callable[[list[str]], tuple]) -> int:
@@ -312,16 +368,15 @@ def _sweep(args: argparse.Namespace, rest: list[str], build: Callable[[list[str]
     names = [c.name for c in cells]
     baseline = args.baseline or ("concat-unreduced" if "concat-unreduced" in names else None)
     if baseline is not None and baseline not in names:
-        raise ValueError(f"--baseline {baseline!r} is not a cell of this grid: {', '.join(names)}")
+        raise ConfigError("--baseline", baseline, "a cell of this grid: " + ", ".join(names))
     print(f"[dyto] sweep {args.out}: {len(cells)} cells x {len(datamodule.input_ids())} questions, "
           f"{num_frames} frames per video")
     with lock_cells(args.out, cells):  # held through evaluation
         with trainer.precision_plugin.forward_context():
-            done = run_sweep(module, datamodule, cells, args.out, config, trainer.strategy.root_device)
+            done = run_sweep(module, datamodule, cells, args.out, config, trainer.strategy.root_device, args.pictures)
         print(f"[dyto] decoded {done['decoded']} videos, encoded {done['encoded']}")
-        scorer = args.scorer or evaluation.scorer
         for state in done["cells"]:
-            evaluate_run(state.folder.root, scorer, evaluation.judge_config, evaluation.choice_mode)
+            evaluate_run(state.folder.root, evaluation.scorer, evaluation.judge_config, evaluation.choice_mode)
     text = write_sweep_report(args.out, cells, num_frames, baseline, args.resamples,
                               {"decoded": done["decoded"], "encoded": done["encoded"]})
     print(text)

@@ -188,7 +188,7 @@ def generate_in_groups(backbone, sequences: list, groups: list[list[int]], confi
         timer = FirstTokenTimer(sync)
         sync()
         t0 = time.perf_counter()
-        with rope_fixed_under_limit(backbone.model, max(s.length for s in group) + config.max_new_tokens):
+        with rope_fixed_under_limit(backbone.model, max(s.span for s in group) + config.max_new_tokens):
             texts = backbone.generate(group, config, LogitsProcessorList([timer]))
         sync()
         t1 = time.perf_counter()

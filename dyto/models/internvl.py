@@ -7,9 +7,10 @@ otherwise) -> InternViT-300M/14 -> 32x32 patch tokens (CLS dropped) -> pixel shu
 ``get_image_features`` (checked in tests/test_backbones.py), run in chunks of frames.
 
 In the prompt, each output block of the reducer (a kept frame, for DyTo) is written as the
-processor writes a video frame, ``Frame{k}: <img>...</img>\\n`` with k = 1, 2, ... over the
-blocks in order, replacing the chat template's ``<video>``; ``frame_labels: false`` writes one
-``<img>...</img>`` around all the visual tokens instead.
+processor writes a video frame, ``Frame{k}: <img>...</img>`` with k = 1, 2, ... over the blocks
+in order, the frames joined by ``\\n`` (``InternVLProcessor.replace_video_token``), replacing the
+chat template's ``<video>``, which the template follows with ``\\n``; ``frame_labels: false``
+writes one ``<img>...</img>`` around all the visual tokens instead.
 
 Which weights run: only checkpoints in the Hugging Face format that transformers' InternVL
 classes read: the ``OpenGVLab/InternVL3-{1B,2B,8B,9B,14B,38B,78B}-hf`` repos, or an original
@@ -33,7 +34,7 @@ from torch import Tensor
 from transformers import InternVLForConditionalGeneration
 
 from dyto.datamodules.preprocess import Preprocessing
-from dyto.models.backbone import Prompt, VisualFeatures, register_backbone
+from dyto.models.backbone import Prompt, VisualFeatures, input_cells, register_backbone
 from dyto.models.chat_backbone import ChatBackbone
 from dyto.models.lmms_eval import LMMS_EVAL, LmmsEvalModel, internvl_conversation
 from dyto.models.tiny_families import TINY_INTERNVL_NAME, build_tiny_internvl
@@ -54,8 +55,8 @@ class InternVL(ChatBackbone):
         vision_chunk_size: frames per vision-tower forward; bounds activation memory.
         chat_template: a Jinja chat template to use instead of the checkpoint's.
         system_prompt: send the reference's system sentence (default) or leave it to the template.
-        frame_labels: write each visual block as ``Frame{k}: <img>...</img>\\n`` (default, the
-            processor's video layout) or all tokens in one ``<img>...</img>``.
+        frame_labels: write each visual block as ``Frame{k}: <img>...</img>``, joined by newlines
+            (default, the processor's video layout), or all tokens in one ``<img>...</img>``.
         seed: seeds the tiny model's weights.
     """
 
@@ -133,9 +134,9 @@ class InternVL(ChatBackbone):
         end = getattr(self.tokenizer, "end_image_token", None) or "</img>"
         marker = self.marker_token
         if not self.frame_labels:
-            return f"{start}{marker}{end}\n", [reduction.tokens]
+            return f"{start}{marker}{end}", [reduction.tokens]
         blocks = list(reduction.tokens.split(list(reduction.tokens_per_frame)))
-        text = "".join(f"Frame{k + 1}: {start}{marker}{end}\n" for k in range(len(blocks)))
+        text = "\n".join(f"Frame{k + 1}: {start}{marker}{end}" for k in range(len(blocks)))
         return text, blocks
 
     def lmms_eval_model(self) -> LmmsEvalModel:
@@ -146,8 +147,26 @@ class InternVL(ChatBackbone):
                              "450-471", frames, "internvl_segments", tiles, 1024, "internvl2_5")
 
     def lmms_eval_prompt(self, text: str) -> Prompt:
+        # internvl3.py writes every frame as "Frame{i}: <image>\n", so the task's text follows a
+        # newline; the reference layout (the HF processor's) joins frames with "\n" and has none
         before, after = internvl_conversation(text)
-        return Prompt(before, after, "lmms_eval:internvl2_5")
+        return Prompt(before, "\n" + after, "lmms_eval:internvl2_5")
+
+    def block_offsets(self, reduction) -> list[tuple[Tensor, int]]:
+        """Without frame labels one block of T*N; with them one block of N per frame, which needs
+        every input frame to be a block of its own (otherwise the unreduced text differs)."""
+        grid = reduction.grid or self.grid
+        frames, cells, t = input_cells(reduction, grid)
+        n = grid[0] * grid[1]
+        if not self.frame_labels:
+            return [(frames * n + cells, t * n)]
+        sizes = list(reduction.tokens_per_frame)
+        blocks = list(zip(frames.split(sizes), cells.split(sizes)))
+        if len(blocks) != t or any(bool((f != k).any()) for k, (f, _) in enumerate(blocks)):
+            raise ValueError("InternVL with frame_labels keeps input positions only when every input frame "
+                             f"is one block ({len(blocks)} blocks for {t} frames); use frame_labels: false or "
+                             "the reducer's compact positions")
+        return [(c, n) for _, c in blocks]
 
     def fingerprint(self) -> dict:
         return {**super().fingerprint(), "downsample_ratio": self.model.config.downsample_ratio,

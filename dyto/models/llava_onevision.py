@@ -34,7 +34,7 @@ from torch import Tensor
 from transformers import LlavaOnevisionForConditionalGeneration
 
 from dyto.errors import ConfigError
-from dyto.models.backbone import Prompt, VisualFeatures, register_backbone
+from dyto.models.backbone import Prompt, VisualFeatures, input_cells, register_backbone
 from dyto.models.chat_backbone import ChatBackbone
 from dyto.models.lmms_eval import LMMS_EVAL, LmmsEvalModel, llava_conversation
 from dyto.models.tiny_families import TINY_ONEVISION_NAME, build_tiny_llava_onevision
@@ -167,6 +167,25 @@ class LlavaOnevision(ChatBackbone):
     def lmms_eval_prompt(self, text: str) -> Prompt:
         before, after = llava_conversation("qwen_1_5", text)
         return Prompt(before, after, "lmms_eval:qwen_1_5")
+
+    def block_offsets(self, reduction) -> list[tuple[Tensor, int]]:
+        """One block: a token at (frame f, cell c) sits at f*N + c of the unreduced video, the
+        newline after all T*N of them; with ``mm_newline_position: grid`` every row of the unreduced
+        video is w tokens and a newline, and a kept row's newline keeps its own offset."""
+        grid = reduction.grid or self.grid
+        frames, cells, t = input_cells(reduction, grid)
+        h, w = grid
+        if self.video_newline and self.mm_newline_position == "grid":
+            rows = frames * h + cells // w                               # [L] (frame, row) id
+            ends = torch.ones_like(rows, dtype=torch.bool)
+            ends[:-1] = rows[1:] != rows[:-1]                              # as grid_newlines
+            pairs = torch.stack([rows * (w + 1) + cells % w, rows * (w + 1) + w], 1)  # [L, 2] token, its newline
+            keep = torch.stack([torch.ones_like(ends), ends], 1)
+            return [(pairs[keep], t * h * (w + 1))]
+        offsets = frames * h * w + cells
+        if self.video_newline:
+            return [(torch.cat([offsets, torch.tensor([t * h * w])]), t * h * w + 1)]
+        return [(offsets, t * h * w)]
 
     def fingerprint(self) -> dict:
         pooling = "bilinear_2x" if self.mm_spatial_pool_mode == "bilinear" else "average_2x"

@@ -16,7 +16,10 @@ What differs from the model's own pipeline (``Qwen2_5_VLProcessor`` + ``generate
   its default 2 fps sampling; the data side samples a fixed frame count, not a rate).
 * text after the video starts at max id + 1 (Qwen's released rule); ``text_after_video=
   "transformers"`` gives the installed transformers' rule instead (see
-  :data:`~dyto.models.qwen2_5_vl_inputs.TEXT_AFTER_VIDEO`).
+  :data:`~dyto.models.qwen2_5_vl_inputs.TEXT_AFTER_VIDEO`). The max is the unreduced video's
+  (``text_positions="full"``, the default: the ids the full sequence gives the text, as
+  VidCom² and FastVID index the full sequence's position ids), or the kept tokens'
+  (``"kept"``).
 With the identity reducer the answers equal ``model.generate`` on the processor's layout
 (tested on the tiny model).
 
@@ -43,7 +46,7 @@ from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
 from dyto.datamodules.preprocess import Preprocessing
 from dyto.datamodules.video import CLIP_MEAN, CLIP_STD
-from dyto.errors import ConfigError
+from dyto.errors import ConfigError, check
 from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, register_backbone
 from dyto.models.inputs import left_pad
 from dyto.models.loading import (
@@ -51,8 +54,9 @@ from dyto.models.loading import (
 )
 from dyto.models.lmms_eval import LMMS_EVAL, LmmsEvalModel
 from dyto.models.prompts import chat_layout, render_chat
-from dyto.models.qwen2_5_vl_inputs import TEXT_AFTER_VIDEO, VIDEO_PAD, grid_positions, mrope_positions, patchify
-from dyto.models.qwen2_5_vl_vision import batched_tower
+from dyto.models.qwen2_5_vl_inputs import (TEXT_AFTER_VIDEO, TEXT_POSITIONS, VIDEO_PAD, grid_positions,
+                                           mrope_positions, patchify)
+from dyto.models.qwen2_5_vl_vision import batched_tower, tower_calls
 from dyto.models.tiny_qwen2_5_vl import TINY_QWEN_NAME, build_tiny_qwen2_5_vl
 
 __all__ = ["Qwen2_5_VL", "reduction_positions", "VISION_TOWERS"]
@@ -104,6 +108,8 @@ class Qwen2_5_VL(Backbone):
         attn_implementation: "sdpa" | "eager" | "flash_attention_2" | "auto", as for LLaVA-NeXT.
         second_per_grid_t: seconds per temporal patch for the temporal ids (see module docstring).
         text_after_video: "max_plus_one" (Qwen's rule, default) or "transformers".
+        text_positions: with "max_plus_one", the text after the video follows the unreduced
+            video ("full", default) or the kept tokens ("kept").
         vision_chunk_size: temporal patches per vision-tower call; None = the whole clip in one
             call, as the model's own path (the tower attends within a temporal patch only, so
             chunks change nothing but rounding). With several videos encoded together
@@ -123,16 +129,16 @@ class Qwen2_5_VL(Backbone):
                  attn_implementation: str = "sdpa", second_per_grid_t: float = 1.0,
                  text_after_video: str = "max_plus_one", vision_chunk_size: int | None = None,
                  chat_template: str | None = None, system_prompt: bool = True, seed: int = 0,
-                 vision_tower: str = "batched"):
+                 text_positions: str = "full", vision_tower: str = "batched"):
         super().__init__()
         self._options(checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, system_prompt, seed,
-                      vision_tower)
+                      text_positions, vision_tower)
         if dtype == "auto":
             torch_dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
         elif dtype in DTYPES:
             torch_dtype = DTYPES[dtype]
         else:
-            raise ValueError(f"unknown dtype {dtype!r}; expected 'auto' or one of {sorted(DTYPES)}")
+            raise ConfigError("dtype", dtype, "'auto' or one of " + ", ".join(sorted(DTYPES)))
         attn = resolve_attn_implementation(attn_implementation)
         if checkpoint == "tiny":
             model, tokenizer = build_tiny_qwen2_5_vl(seed=seed)
@@ -149,27 +155,26 @@ class Qwen2_5_VL(Backbone):
     def from_parts(cls, model, tokenizer, model_name: str, image_size: int = 448, checkpoint: str = "tiny",
                    second_per_grid_t: float = 1.0, text_after_video: str = "max_plus_one",
                    vision_chunk_size: int | None = None, chat_template: str | None = None,
-                   system_prompt: bool = True, vision_tower: str = "batched") -> "Qwen2_5_VL":
+                   system_prompt: bool = True, text_positions: str = "full",
+                   vision_tower: str = "batched") -> "Qwen2_5_VL":
         """An already built model and tokenizer (benchmarks: full-size random weights)."""
         self = cls.__new__(cls)
         Backbone.__init__(self)
         self._options(checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, system_prompt, 0,
-                      vision_tower)
+                      text_positions, vision_tower)
         self.chat_template = chat_template or tokenizer.chat_template
         self.attach(model.eval(), tokenizer, model_name, image_size, CLIP_MEAN, CLIP_STD)
         return self
 
     def _options(self, checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, system_prompt, seed,
-                 vision_tower="batched"):
-        if vision_tower not in VISION_TOWERS:
-            raise ConfigError("model.backbone.init_args.vision_tower", vision_tower, " | ".join(VISION_TOWERS))
+                 text_positions="full", vision_tower="batched"):
+        check("text_after_video", text_after_video, TEXT_AFTER_VIDEO)
+        check("vision_chunk_size", vision_chunk_size, ">=1", optional=True)
+        check("second_per_grid_t", second_per_grid_t, ">0")
+        check("text_positions", text_positions, TEXT_POSITIONS)
+        check("vision_tower", vision_tower, VISION_TOWERS)
+        self.text_positions = text_positions
         self.vision_tower, self._plans = vision_tower, {}  # _plans: the batched tower's per-grid plans
-        if text_after_video not in TEXT_AFTER_VIDEO:
-            raise ValueError(f"unknown text_after_video {text_after_video!r}; expected one of {TEXT_AFTER_VIDEO}")
-        if vision_chunk_size is not None and vision_chunk_size < 1:
-            raise ValueError(f"vision_chunk_size must be >= 1 or None, got {vision_chunk_size}")
-        if second_per_grid_t <= 0:
-            raise ValueError(f"second_per_grid_t must be > 0, got {second_per_grid_t}")
         self.checkpoint, self.second_per_grid_t, self.text_after_video = checkpoint, second_per_grid_t, text_after_video
         self.vision_chunk_size, self.system_prompt, self.seed = vision_chunk_size, system_prompt, seed
         # what run names are made of: a hub id or a path; the tiny model says its family, so its runs
@@ -181,7 +186,7 @@ class Qwen2_5_VL(Backbone):
         vision = model.config.vision_config
         unit = vision.patch_size * vision.spatial_merge_size
         if image_size % unit:
-            raise ValueError(f"image_size must be a multiple of {unit} (patch x merge), got {image_size}")
+            raise ConfigError("image_size", image_size, f"a multiple of {unit} (patch x merge)")
         self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
         self.grid = (image_size // unit, image_size // unit)
         self.preprocessing = Preprocessing(size=(image_size, image_size), resize="squash_bicubic", mean=mean, std=std,
@@ -205,7 +210,7 @@ class Qwen2_5_VL(Backbone):
         videos = [patchify(p.to(self.device, non_blocking=True), vision.patch_size, vision.spatial_merge_size,
                            vision.temporal_patch_size) for p in pixels]    # pinned host memory: no stall
         merged = [[] for _ in videos]                                       # per video: [n*h*w, D] pieces
-        for call in self._vision_calls([grid[0] for _, grid in videos]):    # (video, first patch, count)
+        for call in tower_calls([grid[0] for _, grid in videos], self.vision_chunk_size):  # (video, first, count)
             rows, grids = [], []
             for v, start, n in call:
                 flat, (_, gh, gw) = videos[v]
@@ -220,23 +225,6 @@ class Qwen2_5_VL(Backbone):
             h, w = gh // vision.spatial_merge_size, gw // vision.spatial_merge_size
             out.append(VisualFeatures(features=torch.cat(pieces).reshape(gt, h * w, -1), grid=(h, w), cls=None))
         return out
-
-    def _vision_calls(self, patches: list[int]) -> list[list[tuple[int, int, int]]]:
-        """(video, first temporal patch, count) per tower call: every video whole in one call without
-        ``vision_chunk_size``, else consecutive pieces filling calls of at most that many patches."""
-        if self.vision_chunk_size is None:
-            return [[(v, 0, n) for v, n in enumerate(patches)]]
-        calls, room = [[]], self.vision_chunk_size
-        for v, total in enumerate(patches):
-            start = 0
-            while start < total:
-                if room == 0:
-                    calls.append([])
-                    room = self.vision_chunk_size
-                n = min(room, total - start)
-                calls[-1].append((v, start, n))
-                start, room = start + n, room - n
-        return calls
 
     @property
     def resolved_vision_tower(self) -> str:
@@ -304,7 +292,8 @@ class Qwen2_5_VL(Backbone):
         text = embed(torch.tensor(ids, dtype=torch.long, device=self.device))
         embeds = torch.cat([text[:at], tokens, text[at + 1 :]])
         positions = mrope_positions(self.model.model, at, cells, grid, len(ids) - at - 1,
-                                    self.second_per_grid_t, self.text_after_video)
+                                    self.second_per_grid_t, self.text_after_video, self.text_positions,
+                                    getattr(reduction, "input_frames", None))
         return LLMInput(embeds=embeds, positions=positions, visual_tokens=tokens.shape[0])
 
     @torch.no_grad()
@@ -338,6 +327,7 @@ class Qwen2_5_VL(Backbone):
             "preprocessing": self.preprocessing.config(),
             "tokens_per_second": config.vision_config.tokens_per_second,
             "second_per_grid_t": self.second_per_grid_t, "text_after_video": self.text_after_video,
+            "text_positions": self.text_positions,
             "vision_chunk_size": self.vision_chunk_size, "vision_tower": self.resolved_vision_tower,
             "system_prompt": self.system_prompt,
             "chat_template_sha256": hashlib.sha256((self.chat_template or "").encode("utf-8")).hexdigest(),

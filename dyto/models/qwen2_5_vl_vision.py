@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["WindowPlan", "window_lengths", "window_plan", "combine_plans", "batched_tower", "PLAN_CACHE_SIZE"]
+__all__ = ["WindowPlan", "window_lengths", "window_plan", "combine_plans", "batched_tower", "tower_calls",
+           "PLAN_CACHE_SIZE"]
 
 PLAN_CACHE_SIZE = 8  # grids whose plans stay on the device (a 100-frame 448-px plan holds ~35 MB of cos/sin)
 
@@ -196,3 +197,22 @@ def batched_tower(visual, flat: Tensor, grids: list[tuple[int, int, int]], cache
         x = x + attn.proj(o.reshape(rows, -1))
         x = x + block.mlp(block.norm2(x))
     return visual.merger(x)[plan.restore]
+
+
+def tower_calls(patches: list[int], chunk: int | None) -> list[list[tuple[int, int, int]]]:
+    """(video, first temporal patch, count) per tower call for videos of ``patches`` temporal patches:
+    every video whole in one call without ``chunk``, else consecutive pieces filling calls of at most
+    ``chunk`` temporal patches (a video may be cut across calls; attention never crosses a patch)."""
+    if chunk is None:
+        return [[(v, 0, n) for v, n in enumerate(patches)]]
+    calls, room = [[]], chunk
+    for v, total in enumerate(patches):
+        start = 0
+        while start < total:
+            if room == 0:
+                calls.append([])
+                room = chunk
+            n = min(room, total - start)
+            calls[-1].append((v, start, n))
+            start, room = start + n, room - n
+    return calls

@@ -83,8 +83,9 @@ def reset_dynamic_rope(model: torch.nn.Module) -> None:
 @contextmanager
 def rope_fixed_under_limit(model: torch.nn.Module, positions: int) -> Iterator[bool]:
     """Within the block, dynamic rotary embeddings run as plain RoPE at the checkpoint's
-    frequencies, provided a ``generate`` call needs at most ``positions`` positions (longest prompt
-    + ``max_new_tokens``) and that stays within the limit; yields whether it did.
+    frequencies, provided a ``generate`` call needs at most ``positions`` positions (the furthest
+    a prompt reaches, ``LLMInput.span``, + ``max_new_tokens``) and that stays within the limit;
+    yields whether it did.
 
     Why the answers cannot change: under the limit transformers' update can only do one thing,
     put the checkpoint's frequencies back at the first forward pass (when a longer sequence left

@@ -24,7 +24,7 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
-from dyto.errors import ConfigError
+from dyto.errors import ConfigError, check
 from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, build_backbone
 from dyto.models.batching import BATCH_ORDERS, generate_in_groups, plan_groups
 from dyto.models.encode_ahead import EncodeAhead, encode_pool
@@ -100,23 +100,12 @@ class VideoQA(LightningModule):
         encode_batch: str = "question",
     ):
         super().__init__()
-        if encode_batch not in ENCODE_BATCHES:
-            raise ConfigError("model.encode_batch", encode_batch, " | ".join(ENCODE_BATCHES))
+        check("encode_batch", encode_batch, ENCODE_BATCHES)
         self.encode_batch = encode_batch
         if protocol not in PROTOCOLS:
             raise ConfigError("protocol", protocol, " | ".join(PROTOCOLS))
         self.protocol = protocol
-        if overflow not in OVERFLOWS:
-            raise ValueError(f"unknown overflow {overflow!r}; expected one of {OVERFLOWS}")
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if not (generation_batch_size in (None, "auto") or (isinstance(generation_batch_size, int)
-                                                             and generation_batch_size >= 1)):
-            raise ValueError(f"generation_batch_size must be a positive int, 'auto' or None, got {generation_batch_size!r}")
-        if batch_order not in BATCH_ORDERS:
-            raise ValueError(f"unknown batch_order {batch_order!r}; expected one of {BATCH_ORDERS}")
-        if generation_loop not in GENERATION_LOOPS:
-            raise ValueError(f"unknown generation_loop {generation_loop!r}; expected one of {GENERATION_LOOPS}")
+        self.check_settings(max_new_tokens, max_length, overflow, generation_batch_size, batch_order, generation_loop)
         self.batch_order, self.generation_loop = batch_order, generation_loop
         self._loop_reported: set[str] = set()  # fallback reasons already printed (once each)
         self.save_hyperparameters(ignore=["reducer", "backbone"])
@@ -128,6 +117,17 @@ class VideoQA(LightningModule):
         self.num_frames = self.reducer.num_frames
         self.set_backbone(build_backbone(backbone, seed=seed) if isinstance(backbone, str) else backbone)
 
+    @staticmethod
+    def check_settings(max_new_tokens: int, max_length: int, overflow: str, generation_batch_size: int | str | None,
+                       batch_order: str, generation_loop: str) -> None:
+        """``ConfigError`` for a setting this module cannot run with (before any backbone loads)."""
+        check("max_new_tokens", max_new_tokens, ">=1")
+        check("max_length", max_length, ">=1")
+        check("overflow", overflow, OVERFLOWS)
+        check("generation_batch_size", generation_batch_size, ">=1", optional=True, also=("auto",))
+        check("batch_order", batch_order, BATCH_ORDERS)
+        check("generation_loop", generation_loop, GENERATION_LOOPS)
+
     def set_backbone(self, backbone: Backbone) -> None:
         """Use ``backbone`` (``__init__`` calls this; benchmarks swap in full-size random weights)."""
         self.backbone = backbone
@@ -137,8 +137,8 @@ class VideoQA(LightningModule):
             self.num_frames = self.lmms_model.num_frames
         per_patch = self.preprocessing.frames_per_patch
         if self.num_frames % per_patch:
-            raise ValueError(f"{backbone.name} folds {per_patch} frames into one temporal patch; the reducer's "
-                             f"num_frames={self.num_frames} is not a multiple of it")
+            raise ConfigError("reducer.init_args.num_frames", self.num_frames, f"a multiple of {per_patch}",
+                              f"{backbone.name} folds {per_patch} frames into one temporal patch")
         self.hparams["model"] = backbone.run_label
         self.hparams["backbone"] = backbone.name
         self.generation_config = backbone.generation_defaults()
@@ -294,7 +294,7 @@ class VideoQA(LightningModule):
         a sequence that can pass the backbone's dynamic-RoPE limit gets a call of its own (:mod:`dyto.models.rope`)."""
         # a static cache is rounded up to its bucket: count a whole bucket more, to be safe
         extra = STATIC_CACHE_BUCKET if self.resolved_generation_loop()[0] == "static_compiled" else 0
-        return plan_groups([s.length for s in sequences], self.generation_batch_size, self.batch_order, self.backbone,
+        return plan_groups([s.span for s in sequences], self.generation_batch_size, self.batch_order, self.backbone,
                            self.max_new_tokens, cache_extra=extra, rope_limit=dynamic_rope_limit(self.backbone.model))
 
     def _generation_config_for(self, group: list[LLMInput]):

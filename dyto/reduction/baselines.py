@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dyto.errors import check
+
 from .base import (Reduction, TokenReducer, cell_positions, check_budget, check_features,
                    register_reducer)
 from .selection import linspace_int
@@ -97,8 +99,7 @@ class SlowFastReducer(TokenReducer):
                  retention: float | None = None):
         for key, value in (("num_frames", num_frames), ("slow_frames", slow_frames),
                            ("slow_pool", slow_pool), ("fast_grid", fast_grid)):
-            if value < 1:
-                raise ValueError(f"{key} must be >= 1, got {value}")
+            check(key, value, ">=1")
         check_budget(target_tokens, retention)
         self.num_frames, self.slow_frames = num_frames, slow_frames
         self.slow_pool, self.fast_grid = slow_pool, fast_grid
@@ -165,6 +166,7 @@ class SlowFastReducer(TokenReducer):
             tokens_per_frame=[slow.shape[1]] * len(slow_idx) + [fast.shape[1]] * t,
             info={"slow_frames": slow_idx},
             positions=positions,
+            input_frames=t,
         )
 
     def _budget_call(self, features: Tensor, grid: tuple[int, int], slow_idx: list[int]) -> Reduction:
@@ -178,6 +180,7 @@ class SlowFastReducer(TokenReducer):
             info={"slow_frames": slow_idx, "slow_shares": shares},
             positions=torch.cat([slow_positions, pooled_positions(
                 list(range(t)), grid, (self.fast_grid,) * 2, features.device)]),
+            input_frames=t,
         )
 
 
@@ -197,8 +200,8 @@ class UniformReducer(TokenReducer):
 
     def __init__(self, num_frames: int = 8, pool: int = 1, target_tokens: int | None = None,
                  retention: float | None = None):
-        if num_frames < 1 or pool < 1:
-            raise ValueError(f"num_frames and pool must be >= 1, got {num_frames}, {pool}")
+        check("num_frames", num_frames, ">=1")
+        check("pool", pool, ">=1")
         check_budget(target_tokens, retention)
         self.num_frames, self.pool = num_frames, pool
         self.target_tokens, self.retention = target_tokens, retention
@@ -225,7 +228,8 @@ class UniformReducer(TokenReducer):
             pooled = _tokens(F.adaptive_avg_pool2d(_grid_view(features, grid), out_grid))
             return Reduction(pooled.reshape(-1, d), list(range(t)), [pooled.shape[1]] * t,
                              info={"grid": out_grid},
-                             positions=pooled_positions(list(range(t)), grid, out_grid, features.device))
+                             positions=pooled_positions(list(range(t)), grid, out_grid, features.device),
+                             input_frames=t)
         if self.pool > min(grid):
             raise ValueError(f"pool={self.pool} is larger than the grid {tuple(grid)}")
         pooled = features
@@ -238,7 +242,7 @@ class UniformReducer(TokenReducer):
         positions = torch.cat([torch.arange(t).repeat_interleave(len(positions))[:, None],
                                positions.repeat(t, 1)], 1).to(features.device)
         return Reduction(pooled.reshape(-1, d), list(range(t)), [pooled.shape[1]] * t,
-                         positions=positions)
+                         positions=positions, input_frames=t)
 
 
 @register_reducer("concat")
@@ -253,8 +257,7 @@ class ConcatReducer(TokenReducer):
 
     def __init__(self, num_frames: int = 100, target_tokens: int | None = None,
                  retention: float | None = None):
-        if num_frames < 1:
-            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        check("num_frames", num_frames, ">=1")
         check_budget(target_tokens, retention)
         self.num_frames = num_frames
         self.target_tokens, self.retention = target_tokens, retention
@@ -279,4 +282,5 @@ class ConcatReducer(TokenReducer):
         cells = torch.arange(n, device=features.device)[None].expand(len(frames), -1)
         positions = cell_positions(torch.tensor(frames, device=features.device)[:, None], cells,
                                    grid[1])
-        return Reduction(kept.reshape(-1, d), frames, [n] * len(frames), positions=positions)
+        return Reduction(kept.reshape(-1, d), frames, [n] * len(frames), positions=positions,
+                         input_frames=t)
