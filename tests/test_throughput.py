@@ -17,12 +17,13 @@ from dyto.datamodules import VideoQADataModule
 from dyto.datamodules.base import (RankShardSampler, auto_num_workers, auto_prefetch_factor, length_order,
                                    question_length)
 from dyto.models import VideoQA
-from dyto.models.backbone import build_backbone, left_pad, list_backbones
+from dyto.models.backbone import LLMInput, build_backbone, left_pad, list_backbones
 from dyto.models.batching import (alone_past_limit, kv_cache_bytes_per_token, length_groups, memory_groups,
                                   padding_tokens)
-from dyto.models.generation_loop import STATIC_CACHE_BUCKET, resolve_generation_loop, static_compiled_config
+from dyto.models.generation_loop import (STATIC_CACHE_BUCKET, CompileLog, resolve_generation_loop,
+                                        static_compiled_config)
 from dyto.models.llava_next import LlavaNext
-from dyto.models.rope import dynamic_rope_limit, reset_dynamic_rope
+from dyto.models.rope import dynamic_rope_limit, reset_dynamic_rope, rope_fixed_under_limit
 from dyto.models.tiny import build_tiny_llava_next
 from dyto.records import QARecord, write_jsonl
 from dyto.reduction import ConcatReducer, DyToReducer
@@ -229,7 +230,7 @@ def test_auto_workers_and_prefetch(tmp_path):
             VideoQADataModule(str(DEMO / "questions.jsonl"), **bad)
 
 
-def test_gpu_configs_pool_16_questions_and_cpu_keeps_1(capsys):
+def test_gpu_configs_pool_16_questions_on_the_fast_path_and_cpu_keeps_1(capsys):
     import yaml
 
     from dyto.cli import main
@@ -243,12 +244,16 @@ def test_gpu_configs_pool_16_questions_and_cpu_keeps_1(capsys):
         cfg = yaml.safe_load(capsys.readouterr().out)
         assert cfg["data"]["init_args"]["batch_size"] == size, trainer
         assert cfg["data"]["init_args"]["num_workers"] == "auto"
-        assert cfg["model"]["generation_batch_size"] == "auto" and cfg["model"]["generation_loop"] == "eager"
+        assert cfg["model"]["generation_batch_size"] == "auto"
+        fast = (cfg["model"]["generation_loop"], cfg["model"]["encode_batch"])
+        assert fast == (("static_compiled", "pool") if trainer != "cpu" else ("eager", "question")), trainer
         assert cfg["data"]["init_args"]["order"] == "auto"  # length-ordered pools where batch_size > 1
 
 
 def test_bench_throughput_runs_and_reports_identical_answers(tmp_path):
-    """The benchmark's CPU path end to end (2 questions): ratio, identical answers, padding, bound, data."""
+    """The benchmark's CPU path end to end on the tiny Qwen2.5-VL (2 questions; today's path with the
+    model's own vision tower, the new one batched and pooled): ratio, identical answers, padding,
+    the per-stage account, the bound and the step profile."""
     import json
     import os
     import subprocess
@@ -256,15 +261,18 @@ def test_bench_throughput_runs_and_reports_identical_answers(tmp_path):
 
     repo = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, str(repo / "benchmarks" / "bench_throughput.py"), "--threads", "1",
-                          "--questions", "2", "--pool", "2", "--max-new-tokens", "3", "--token-questions", "1",
-                          "--json", str(tmp_path / "t.jsonl")], capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "PYTHONPATH": str(repo)}, cwd=tmp_path)
+                          "--backbone", "qwen2_5_vl", "--questions", "2", "--pool", "2", "--max-new-tokens", "3",
+                          "--token-questions", "1", "--profile", "--json", str(tmp_path / "t.jsonl")],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(repo)},
+                         cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "identical greedy answers: 2/2" in out.stdout
+    assert "identical greedy answers: 2/2" in out.stdout and "vision_tower batched" in out.stdout
     assert "generation_loop: static_compiled unavailable" in out.stdout
+    assert "against the stage bounds' sum" in out.stdout and "profile of one decoding step" in out.stdout
     row = json.loads((tmp_path / "t.jsonl").read_text())
     assert row["identical"] == 2 and row["generation_loop"] == "eager" and row["ratio"] > 0
-    assert row["bound_ms"] is None and row["worker_qps"] > 0 and row["weight_bytes"] > 0
+    assert row["bound_ms"] > 0 and row["worker_qps"] > 0 and row["weight_bytes"] > 0
+    assert all(row["stages"][k]["work"] > 0 for k in ("vision encoder", "reducer", "prefill", "decoding"))
 
 
 @pytest.mark.parametrize("mean_std", ["clip", "half"])
@@ -338,3 +346,49 @@ def test_sequences_past_the_dynamic_rope_limit_are_generated_alone(rope160):
     module.generation_config.update(min_new_tokens=6)
     assert module.generation_groups(inputs) == [[0, 1], [2], [3]]
     assert [text for text, _, _ in module.generate(inputs)] == [a.strip() for a in alone]
+
+
+def test_dynamic_rope_fixed_under_the_limit_is_one_graph_with_the_same_answers(rope160):
+    """Under the limit transformers' dynamic-RoPE update can only reset the frequencies; with them
+    decided before the call the compiled decoding step traces as ONE graph (six with the update's
+    branch on max(position_ids)) and answers as before, batched and alone. Past the limit, and in
+    ``carried`` mode after a longer question, the answers are transformers' own."""
+    b, inputs, config = rope160
+    torch._dynamo.reset()
+    graphs: list[int] = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(len(gm.graph.nodes))
+        return gm.forward
+
+    alone = [b.generate([i], config)[0] for i in inputs]
+    static = static_compiled_config(config, inputs[1].length, backend=counting_backend, mode=None, any_device=True)
+    rotary = [m for m in b.model.modules() if getattr(m, "rope_type", None) == "dynamic"]
+    with rope_fixed_under_limit(b.model, inputs[1].length + 6) as fixed:
+        assert fixed and all("forward" in m.__dict__ for m in rotary)
+        assert b.generate(inputs[:2], static) == alone[:2]
+    assert len(graphs) == 1 and graphs[0] > 100
+    assert rotary and not any("forward" in m.__dict__ for m in rotary)  # the decorated forward is back
+    with rope_fixed_under_limit(b.model, inputs[2].length + 6) as fixed:
+        assert not fixed and b.generate([inputs[2]], config) == alone[2:3]
+    b.rope_state = "carried"
+    try:
+        b.generate([inputs[2]], config)                        # leaves the frequencies of ~203 positions
+        with rope_fixed_under_limit(b.model, inputs[0].length + 6):
+            assert b.generate([inputs[0]], config) == alone[:1]  # what transformers' own reset gives
+    finally:
+        b.rope_state = "per_question"
+
+
+def test_compilation_is_reported_once_per_shape_and_process(capsys):
+    """static_compiled prints one line the first time a (group size, static cache length) runs in the
+    process, with that group's time; later pools of the shape print nothing."""
+    module = VideoQA("qwen2_5_vl", reducer=ConcatReducer(num_frames=2), max_new_tokens=4)
+    seqs = [LLMInput(torch.zeros(n, 4), None, 0) for n in (100, 300, 2000)]
+    out = [("a", 100.0, 900.0), ("b", 300.0, 900.0), ("c", 2000.0, 3000.0)]
+    module._log_compilations(seqs, [[0, 1], [2]], out)
+    module._log_compilations(seqs, [[0, 1]], out)  # the next pool: same shape
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and "groups of 2 with a 1024-token static cache; its first group took 2.2 s" in lines[0]
+    assert "groups of 1 with a 2048-token static cache" in lines[1] and "2 shape(s) in this process" in lines[1]
+    assert CompileLog.of(module.backbone.model).first_s == {(2, 1024): 2.2, (1, 2048): 5.0}

@@ -232,6 +232,11 @@ class Backbone(torch.nn.Module):
         """A task's lmms-eval user text in this family's lmms-eval template, split at the visual tokens."""
         raise ConfigError("model.protocol", "lmms_eval", "'reference'", f"backbone {self.name!r} has no lmms-eval model")
 
+    def encode_many(self, pixels: list[Tensor], with_cls: bool = False) -> list[VisualFeatures]:
+        """Several videos' features (``VideoQA(encode_batch="pool")``): one :meth:`encode` each unless
+        the family's tower takes several videos in one call (Qwen2.5-VL)."""
+        return [self.encode(p, with_cls=with_cls) for p in pixels]
+
     def grid_for(self, pixels: Tensor) -> tuple[int, int]:
         """(h, w) of the tokens ``encode`` makes from ``pixels [T,3,H,W]``: ``grid`` unless the
         family's grid depends on the frame size (Qwen2.5-VL's ``smart_resize``, InternVL's tiles)."""

@@ -29,6 +29,8 @@ from typing import Callable
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
+from dyto.models.rope import rope_fixed_under_limit
+
 __all__ = ["AUTO_MEMORY_SHARE", "BATCH_ORDERS", "alone_past_limit", "length_groups", "padding_tokens",
            "kv_cache_bytes_per_token", "memory_groups", "kv_memory_bytes", "plan_groups", "FirstTokenTimer",
            "generate_in_groups"]
@@ -176,7 +178,9 @@ def generate_in_groups(backbone, sequences: list, groups: list[list[int]], confi
     One ``backbone.generate`` call per group of ``groups``, with the config ``config_for(group)``;
     ``sync`` waits for the device before each clock reading. A group's prefill time is shared in
     proportion to sequence length, its decoding time equally. ``generate(group, config, processors)``
-    replaces ``backbone.generate`` (an inner stage's loop).
+    replaces ``backbone.generate`` (an inner stage's loop). A group whose positions stay under the
+    dynamic-RoPE limit decodes with the frequencies fixed (:func:`rope_fixed_under_limit`: the same
+    answers, one compiled graph per step).
     """
     generate = generate or backbone.generate
     out: list[tuple[str, float, float] | None] = [None] * len(sequences)
@@ -186,7 +190,8 @@ def generate_in_groups(backbone, sequences: list, groups: list[list[int]], confi
         timer = FirstTokenTimer(sync)
         sync()
         t0 = time.perf_counter()
-        texts = generate(group, config, LogitsProcessorList([timer]))
+        with rope_fixed_under_limit(backbone.model, max(s.span for s in group) + config.max_new_tokens):
+            texts = generate(group, config, LogitsProcessorList([timer]))
         sync()
         t1 = time.perf_counter()
         prefill, decode = (timer.first - t0) * 1e3, (t1 - timer.first) * 1e3

@@ -12,7 +12,8 @@ is active, so a second stream can flip a greedy answer after a near-tie (README,
 Without CUDA the same bookkeeping runs with no streams and no overlap (what the CPU tests check).
 
 The same hand-over, without a stream, is how ``dyto sweep`` gives ``predict_step`` features it
-encoded once for a whole reducer grid (``VideoQA.use_features``).
+encoded once for a whole reducer grid (``VideoQA.use_features``), and how ``encode_batch: pool``
+gives a step the features of its batch's videos encoded in one call (:func:`encode_pool`).
 
     module = VideoQA("llava_next", encode_ahead=True)   # module.lookahead is this module's EncodeAhead
 """
@@ -25,7 +26,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["EncodeAhead"]
+__all__ = ["EncodeAhead", "encode_pool"]
 
 Encoded = tuple[Tensor, Tensor | None]  # (features [T',N,D], cls [T',D] | None)
 # features, cls, and the CUDA event that marks them done on the side stream (None: nothing to wait for)
@@ -113,3 +114,24 @@ class EncodeAhead:
                 if t is not None:
                     t.record_stream(stream)  # side-stream memory: not reused before this stream is done with it
         return features, cls
+
+
+def encode_pool(lookahead: EncodeAhead, encode_many: Callable[[list[Tensor]], list[Encoded]], batch: dict,
+                now: Callable[[], float]) -> dict[str, float]:
+    """Encode a batch's readable videos that are not already waiting (encoded ahead, handed over) in
+    one ``encode_many`` call and hand them over to this step; returns each one's share of the call's
+    milliseconds, by frames. Fewer than two videos, or a failing call: nothing (each question then
+    encodes on its own and reports its own error)."""
+    todo = [i for i, status in enumerate(batch["status"])
+            if status == "ok" and batch["pixel_values"][i] is not None and batch["ids"][i] not in lookahead.pending]
+    if len(todo) < 2:
+        return {}
+    t0 = now()
+    try:
+        encoded = encode_many([batch["pixel_values"][i] for i in todo])
+    except Exception:
+        return {}
+    elapsed = (now() - t0) * 1e3
+    lookahead.hand_over({batch["ids"][i]: entry for i, entry in zip(todo, encoded)})
+    frames = [batch["pixel_values"][i].shape[0] for i in todo]
+    return {batch["ids"][i]: elapsed * n / sum(frames) for i, n in zip(todo, frames)}

@@ -32,7 +32,8 @@ import math
 import torch
 from transformers import CompileConfig, GenerationConfig
 
-__all__ = ["GENERATION_LOOPS", "STATIC_CACHE_BUCKET", "resolve_generation_loop", "static_compiled_config"]
+__all__ = ["GENERATION_LOOPS", "STATIC_CACHE_BUCKET", "resolve_generation_loop", "static_cache_length",
+           "static_compiled_config", "CompileLog"]
 
 GENERATION_LOOPS = ("eager", "static_compiled")
 STATIC_CACHE_BUCKET = 1024  # tokens: static cache lengths are multiples of this (fewer recompilations)
@@ -59,6 +60,39 @@ def resolve_generation_loop(requested: str, model: torch.nn.Module, device: torc
     return "static_compiled", None
 
 
+def static_cache_length(longest_prompt: int, max_new_tokens: int) -> int:
+    """The static cache length of a group: prompt + new tokens, rounded up to ``STATIC_CACHE_BUCKET``."""
+    return math.ceil((longest_prompt + max_new_tokens) / STATIC_CACHE_BUCKET) * STATIC_CACHE_BUCKET
+
+
+class CompileLog:
+    """Says once per process and shape that a compiled decoding step was built, with the time its first
+    group took (compilation and CUDA-graph capture included); later groups of that shape reuse it.
+
+    Kept on the model (``model._dyto_compile_log``), so every module sharing the model, and every pool,
+    sees what was compiled already: ``torch.compile``'s cache lives as long as the process.
+    """
+
+    def __init__(self):
+        self.first_s: dict[tuple[int, int], float] = {}  # (group size, static cache length) -> seconds
+
+    @staticmethod
+    def of(model: torch.nn.Module) -> "CompileLog":
+        if "_dyto_compile_log" not in model.__dict__:
+            model.__dict__["_dyto_compile_log"] = CompileLog()
+        return model.__dict__["_dyto_compile_log"]
+
+    def note(self, size: int, cache_length: int, seconds: float, tokens: int) -> str | None:
+        """The line to print for a group of ``size`` rows, or None when that shape ran before."""
+        if (size, cache_length) in self.first_s:
+            return None
+        self.first_s[size, cache_length] = seconds
+        return (f"generation_loop static_compiled: compiled the decoding step for groups of {size} with a "
+                f"{cache_length}-token static cache; its first group took {seconds:.1f} s for {tokens} tokens "
+                f"(compilation included; {len(self.first_s)} shape(s) in this process, "
+                f"{sum(self.first_s.values()):.1f} s of first groups); later groups of this shape reuse it")
+
+
 def static_compiled_config(config: GenerationConfig, longest_prompt: int, *, backend: str = "inductor",
                            mode: str | None = "reduce-overhead", any_device: bool = False) -> GenerationConfig:
     """A copy of ``config`` that generates with a static cache and a compiled decoding step.
@@ -68,9 +102,8 @@ def static_compiled_config(config: GenerationConfig, longest_prompt: int, *, bac
     with TorchDynamo without generating kernels); runs use the defaults.
     """
     out = copy.deepcopy(config)
-    need = longest_prompt + out.max_new_tokens
     compile_config = CompileConfig(fullgraph=False, dynamic=False, backend=backend, mode=mode)
     compile_config._compile_all_devices = any_device
-    out.update(cache_implementation="static", max_cache_len=math.ceil(need / STATIC_CACHE_BUCKET) * STATIC_CACHE_BUCKET,
+    out.update(cache_implementation="static", max_cache_len=static_cache_length(longest_prompt, out.max_new_tokens),
                compile_config=compile_config, disable_compile=False)
     return out

@@ -56,9 +56,14 @@ from dyto.models.lmms_eval import LMMS_EVAL, LmmsEvalModel
 from dyto.models.prompts import chat_layout, render_chat
 from dyto.models.qwen2_5_vl_inputs import (TEXT_AFTER_VIDEO, TEXT_POSITIONS, VIDEO_PAD, grid_positions,
                                            mrope_positions, patchify)
+from dyto.models.qwen2_5_vl_vision import batched_tower, tower_calls
 from dyto.models.tiny_qwen2_5_vl import TINY_QWEN_NAME, build_tiny_qwen2_5_vl
 
-__all__ = ["Qwen2_5_VL", "reduction_positions"]
+__all__ = ["Qwen2_5_VL", "reduction_positions", "VISION_TOWERS"]
+
+# "batched": the vision tower with its window attention batched (dyto/models/qwen2_5_vl_vision.py);
+# "transformers": the model's own forward (one attention call per window and per temporal patch)
+VISION_TOWERS = ("batched", "transformers")
 
 TINY_SIZE = 84  # the tiny model's frames: 6x6 patches of 14 px, a 3x3 merged grid
 # lmms-eval qwen2_5_vl.py defaults; the tiny model's budget is scaled to its 84 px frames (9 to 36 cells)
@@ -107,7 +112,13 @@ class Qwen2_5_VL(Backbone):
             video ("full", default) or the kept tokens ("kept").
         vision_chunk_size: temporal patches per vision-tower call; None = the whole clip in one
             call, as the model's own path (the tower attends within a temporal patch only, so
-            chunks change nothing but rounding).
+            chunks change nothing but rounding). With several videos encoded together
+            (``VideoQA(encode_batch="pool")``) a call holds at most this many of the pool's
+            temporal patches; None = the whole pool in one call.
+        vision_tower: "batched" (default: window attention batched per layer, bitwise the model's
+            own features on the CPU, see :mod:`dyto.models.qwen2_5_vl_vision`) or "transformers"
+            (the model's own forward). "batched" runs with ``attn_implementation: sdpa`` only;
+            with another attention the model's own forward runs (the fingerprint records which).
         chat_template: a Jinja chat template to use instead of the checkpoint's.
         system_prompt: send the reference's system sentence (default) or leave it to the template
             (Qwen's adds "You are a helpful assistant.").
@@ -118,10 +129,10 @@ class Qwen2_5_VL(Backbone):
                  attn_implementation: str = "sdpa", second_per_grid_t: float = 1.0,
                  text_after_video: str = "max_plus_one", vision_chunk_size: int | None = None,
                  chat_template: str | None = None, system_prompt: bool = True, seed: int = 0,
-                 text_positions: str = "full"):
+                 text_positions: str = "full", vision_tower: str = "batched"):
         super().__init__()
         self._options(checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, system_prompt, seed,
-                      text_positions)
+                      text_positions, vision_tower)
         if dtype == "auto":
             torch_dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
         elif dtype in DTYPES:
@@ -144,23 +155,26 @@ class Qwen2_5_VL(Backbone):
     def from_parts(cls, model, tokenizer, model_name: str, image_size: int = 448, checkpoint: str = "tiny",
                    second_per_grid_t: float = 1.0, text_after_video: str = "max_plus_one",
                    vision_chunk_size: int | None = None, chat_template: str | None = None,
-                   system_prompt: bool = True, text_positions: str = "full") -> "Qwen2_5_VL":
+                   system_prompt: bool = True, text_positions: str = "full",
+                   vision_tower: str = "batched") -> "Qwen2_5_VL":
         """An already built model and tokenizer (benchmarks: full-size random weights)."""
         self = cls.__new__(cls)
         Backbone.__init__(self)
         self._options(checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, system_prompt, 0,
-                      text_positions)
+                      text_positions, vision_tower)
         self.chat_template = chat_template or tokenizer.chat_template
         self.attach(model.eval(), tokenizer, model_name, image_size, CLIP_MEAN, CLIP_STD)
         return self
 
     def _options(self, checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, system_prompt, seed,
-                 text_positions="full"):
+                 text_positions="full", vision_tower="batched"):
         check("text_after_video", text_after_video, TEXT_AFTER_VIDEO)
         check("vision_chunk_size", vision_chunk_size, ">=1", optional=True)
         check("second_per_grid_t", second_per_grid_t, ">0")
         check("text_positions", text_positions, TEXT_POSITIONS)
+        check("vision_tower", vision_tower, VISION_TOWERS)
         self.text_positions = text_positions
+        self.vision_tower, self._plans = vision_tower, {}  # _plans: the batched tower's per-grid plans
         self.checkpoint, self.second_per_grid_t, self.text_after_video = checkpoint, second_per_grid_t, text_after_video
         self.vision_chunk_size, self.system_prompt, self.seed = vision_chunk_size, system_prompt, seed
         # what run names are made of: a hub id or a path; the tiny model says its family, so its runs
@@ -182,23 +196,48 @@ class Qwen2_5_VL(Backbone):
     @torch.no_grad()
     def encode(self, pixels: Tensor, with_cls: bool = False) -> VisualFeatures:
         """``[T, 3, S, S]`` -> features ``[ceil(T/2), h*w, D]``, grid ``(h, w)``; no CLS exists."""
+        return self.encode_many([pixels], with_cls)[0]
+
+    @torch.no_grad()
+    def encode_many(self, pixels: list[Tensor], with_cls: bool = False) -> list[VisualFeatures]:
+        """Several videos through the vision tower together (each its own ``grid_thw`` row, as the
+        model's own path batches videos), in calls of at most ``vision_chunk_size`` temporal patches."""
         if with_cls:
             raise ValueError("Qwen2.5-VL's vision tower has no CLS token; use a reducer that does not "
                              "need one (e.g. DyTo with descriptor='patch0')")
         vision = self.model.config.vision_config
-        visual = self.model.model.visual
-        pixels = pixels.to(self.device, non_blocking=True)             # pinned host memory: no stall
-        flat, (gt, gh, gw) = patchify(pixels, vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size)
-        per_patch = gh * gw                                             # patches per temporal patch
-        step = self.vision_chunk_size or gt
+        dtype = self.model.model.visual.dtype
+        videos = [patchify(p.to(self.device, non_blocking=True), vision.patch_size, vision.spatial_merge_size,
+                           vision.temporal_patch_size) for p in pixels]    # pinned host memory: no stall
+        merged = [[] for _ in videos]                                       # per video: [n*h*w, D] pieces
+        for call in tower_calls([grid[0] for _, grid in videos], self.vision_chunk_size):  # (video, first, count)
+            rows, grids = [], []
+            for v, start, n in call:
+                flat, (_, gh, gw) = videos[v]
+                rows.append(flat[start * gh * gw : (start + n) * gh * gw])
+                grids.append((n, gh, gw))
+            out = self._tower(torch.cat(rows).type(dtype), grids)
+            for (v, _, _), piece in zip(call, out.split([n * gh * gw // vision.spatial_merge_size**2
+                                                          for n, gh, gw in grids])):
+                merged[v].append(piece)
         out = []
-        for start in range(0, gt, step):                                # chunks of temporal patches
-            n = min(step, gt - start)
-            grid_thw = torch.tensor([[n, gh, gw]], device=self.device)
-            chunk = flat[start * per_patch : (start + n) * per_patch].type(visual.dtype)
-            out.append(visual(chunk, grid_thw=grid_thw).pooler_output)  # [n*h*w, D], raster per patch
-        h, w = gh // vision.spatial_merge_size, gw // vision.spatial_merge_size
-        return VisualFeatures(features=torch.cat(out).reshape(gt, h * w, -1), grid=(h, w), cls=None)
+        for (_, (gt, gh, gw)), pieces in zip(videos, merged):
+            h, w = gh // vision.spatial_merge_size, gw // vision.spatial_merge_size
+            out.append(VisualFeatures(features=torch.cat(pieces).reshape(gt, h * w, -1), grid=(h, w), cls=None))
+        return out
+
+    @property
+    def resolved_vision_tower(self) -> str:
+        """What runs: "batched" needs SDPA (the model's own attention for anything else)."""
+        sdpa = self.model.config.vision_config._attn_implementation == "sdpa"
+        return "batched" if self.vision_tower == "batched" and sdpa else "transformers"
+
+    def _tower(self, flat: Tensor, grids: list[tuple[int, int, int]]) -> Tensor:
+        """The merged tokens ``[sum n*gh*gw/4, D]`` of ``flat`` (patchified rows of ``grids``)."""
+        visual = self.model.model.visual
+        if self.resolved_vision_tower == "batched":
+            return batched_tower(visual, flat, grids, self._plans)
+        return visual(flat, grid_thw=torch.tensor(grids, device=flat.device)).pooler_output
 
     def grid_for(self, pixels: Tensor) -> tuple[int, int]:
         """``(H/28, W/28)``: frames of any size whose sides are multiples of 28 (``smart_resize``)."""
@@ -296,7 +335,8 @@ class Qwen2_5_VL(Backbone):
             "tokens_per_second": config.vision_config.tokens_per_second,
             "second_per_grid_t": self.second_per_grid_t, "text_after_video": self.text_after_video,
             "text_positions": self.text_positions,
-            "vision_chunk_size": self.vision_chunk_size, "system_prompt": self.system_prompt,
+            "vision_chunk_size": self.vision_chunk_size, "vision_tower": self.resolved_vision_tower,
+            "system_prompt": self.system_prompt,
             "chat_template_sha256": hashlib.sha256((self.chat_template or "").encode("utf-8")).hexdigest(),
             "tokenization": "whole", "seed": self.seed,
         }

@@ -18,14 +18,24 @@ For DyTo's at most 3680 visual tokens plus a short prompt and 128 new tokens, se
 under 4096 positions and none of this changes an answer; long prompts (EgoSchema's five long
 options), larger budgets and ``concat`` pass it.
 
-    from dyto.models.rope import dynamic_rope_limit, reset_dynamic_rope
+:func:`rope_fixed_under_limit` (new in the GPU work) uses that: for a ``generate`` call whose
+positions cannot reach the limit, the frequencies are decided before the call, so the rotary
+embeddings run without transformers' per-forward update, whose branch on ``max(position_ids)``
+splits a compiled decoding step into six graphs (one without it).
+
+    from dyto.models.rope import dynamic_rope_limit, reset_dynamic_rope, rope_fixed_under_limit
 """
 
 from __future__ import annotations
 
+import inspect
+from contextlib import contextmanager
+from types import MethodType
+from typing import Iterator
+
 import torch
 
-__all__ = ["ROPE_STATES", "apply_rope_scaling", "dynamic_rope_limit", "reset_dynamic_rope"]
+__all__ = ["ROPE_STATES", "apply_rope_scaling", "dynamic_rope_limit", "reset_dynamic_rope", "rope_fixed_under_limit"]
 
 # per_question: reset before every generate call; carried: Hugging Face's state across calls
 ROPE_STATES = ("per_question", "carried")
@@ -68,3 +78,31 @@ def reset_dynamic_rope(model: torch.nn.Module) -> None:
     for m in _dynamic_rotary_modules(model):
         m.inv_freq.copy_(m.original_inv_freq)  # copy_ moves across devices; a no-op when they alias
         m.max_seq_len_cached = m.original_max_seq_len
+
+
+@contextmanager
+def rope_fixed_under_limit(model: torch.nn.Module, positions: int) -> Iterator[bool]:
+    """Within the block, dynamic rotary embeddings run as plain RoPE at the checkpoint's
+    frequencies, provided a ``generate`` call needs at most ``positions`` positions (the furthest
+    a prompt reaches, ``LLMInput.span``, + ``max_new_tokens``) and that stays within the limit;
+    yields whether it did.
+
+    Why the answers cannot change: under the limit transformers' update can only do one thing,
+    put the checkpoint's frequencies back at the first forward pass (when a longer sequence left
+    others), after which every update is a no-op. Resetting before the call does the same, so the
+    update's data-dependent branch (a graph break in a compiled step) need not run at all. Past
+    the limit (or without dynamic RoPE) nothing is changed and the update runs as usual.
+    """
+    modules = _dynamic_rotary_modules(model)
+    limit = dynamic_rope_limit(model)
+    if not modules or positions > limit:
+        yield False
+        return
+    reset_dynamic_rope(model)
+    for m in modules:  # the forward without transformers' dynamic_rope_update decorator
+        m.forward = MethodType(inspect.unwrap(type(m).forward), m)
+    try:
+        yield True
+    finally:
+        for m in modules:
+            del m.forward

@@ -28,9 +28,9 @@ from dyto.errors import ConfigError, check
 from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, build_backbone
 from dyto.models.batching import BATCH_ORDERS, generate_in_groups, plan_groups
 from dyto.models.cost import LayerCounts, record_cost, text_shape
-from dyto.models.encode_ahead import EncodeAhead
-from dyto.models.generation_loop import (GENERATION_LOOPS, STATIC_CACHE_BUCKET, resolve_generation_loop,
-                                        static_compiled_config)
+from dyto.models.encode_ahead import EncodeAhead, encode_pool
+from dyto.models.generation_loop import (GENERATION_LOOPS, STATIC_CACHE_BUCKET, CompileLog, resolve_generation_loop,
+                                        static_cache_length, static_compiled_config)
 from dyto.models.lmms_eval import task_prompt
 from dyto.models.inner import InnerLoop, InnerStage
 from dyto.models.rope import dynamic_rope_limit
@@ -39,6 +39,7 @@ from dyto.reduction import DyToReducer, TokenReducer
 
 OVERFLOWS = ("too_long", "truncate")
 PROTOCOLS = ("reference", "lmms_eval")
+ENCODE_BATCHES = ("question", "pool")
 
 
 class VideoQA(LightningModule):
@@ -80,6 +81,13 @@ class VideoQA(LightningModule):
             ``prunevid_llm``, ``holitom_inner``) run after the reducer, inside the language model;
             None (default) generates with Hugging Face's ``generate``. With a stage, answers come
             from dyto's own greedy loop over the model's decoder layers (eager decoding).
+        encode_batch: ``"question"`` (default: one vision-tower pass per question, as the
+            reference) or ``"pool"``: the questions of a DataModule batch through the backbone's
+            ``encode_many`` together (Qwen2.5-VL: one tower call for the pool; other families
+            encode one by one anyway). The matrix products' rounding depends on their row count, so
+            features can differ in the last bits (at the 7B's widths on the CPU, ~1e-6 in fp32; the
+            tiny models' are bitwise equal), and so can a greedy answer after a near-tie
+            (docs/throughput.md). A batch of one is unchanged.
     """
 
     def __init__(
@@ -96,8 +104,11 @@ class VideoQA(LightningModule):
         generation_loop: str = "eager",
         protocol: str = "reference",
         inner_stage: InnerStage | None = None,
+        encode_batch: str = "question",
     ):
         super().__init__()
+        check("encode_batch", encode_batch, ENCODE_BATCHES)
+        self.encode_batch = encode_batch
         if protocol not in PROTOCOLS:
             raise ConfigError("protocol", protocol, " | ".join(PROTOCOLS))
         self.protocol = protocol
@@ -183,6 +194,8 @@ class VideoQA(LightningModule):
             "generation_batch_size": self.generation_batch_size,
             "batch_order": self.batch_order,
             "generation_loop": self.resolved_generation_loop()[0],
+            # absent = one question at a time, so runs made before the setting existed resume
+            **({"encode_batch": self.encode_batch} if self.encode_batch != "question" else {}),
             # absent = reference, so runs made before the protocol setting existed resume
             **({"protocol": self.protocol, "lmms_eval": self.lmms_model.config()} if self.lmms_model else {}),
         }
@@ -216,6 +229,16 @@ class VideoQA(LightningModule):
         ``predict_step`` only: its entries with these ids skip the encoder (``dyto sweep`` encodes a
         video once for a whole reducer grid). The encode-ahead hand-over, without a stream."""
         self.lookahead.hand_over(encoded)
+
+    def _encode_many(self, pixels: list[Tensor]) -> list[tuple[Tensor, Tensor | None]]:
+        try:
+            return [(f.features, f.cls) for f in self.backbone.encode_many(pixels, with_cls=self.reducer.needs_cls)]
+        except Exception as e:
+            if "encode_batch" not in self._loop_reported:  # said once; each question then reports its own error
+                self._loop_reported.add("encode_batch")
+                print(f"encode_batch pool: encoding {len(pixels)} videos together failed ({type(e).__name__}: {e}); "
+                      "encoding them one by one", flush=True)
+            raise
 
     def _encode_for_reducer(self, pixel_values: Tensor) -> tuple[Tensor, Tensor | None]:
         return self.encode_frames(pixel_values, with_cls=self.reducer.needs_cls)
@@ -318,8 +341,24 @@ class VideoQA(LightningModule):
             loop = InnerLoop(self.backbone, self.inner_stage)
             generate = lambda group, config, processors: self.backbone.tokenizer.batch_decode(  # noqa: E731
                 loop.generate_ids(group, config, processors), skip_special_tokens=True)
-        return generate_in_groups(self.backbone, sequences, groups, self._generation_config_for, self._sync,
-                                  generate=generate)
+        self.last_group_lengths = [[sequences[i].length for i in g] for g in groups]
+        out = generate_in_groups(self.backbone, sequences, groups, self._generation_config_for, self._sync,
+                                 generate=generate)
+        if self.resolved_generation_loop()[0] == "static_compiled":
+            self._log_compilations(sequences, groups, out)
+        return out
+
+
+    def _log_compilations(self, sequences: list[LLMInput], groups: list[list[int]], out: list) -> None:
+        """One line per process and compiled shape (group size, static cache length): :class:`CompileLog`."""
+        log = CompileLog.of(self.backbone.model)
+        for group in groups:
+            max_new = min(self._max_new.get(id(sequences[i]), self.max_new_tokens) for i in group)
+            length = static_cache_length(max(sequences[i].length for i in group), max_new)
+            seconds = sum(out[i][1] + out[i][2] for i in group) / 1e3
+            line = log.note(len(group), length, seconds, max_new)
+            if line:
+                print(line, flush=True)
 
     def prefill_cost(self, sequences: list[LLMInput]) -> dict:
         """``prefill_tflops``, ``kv_cache_mb``, ``visual_tokens_per_layer`` of one question's prefills
@@ -345,6 +384,7 @@ class VideoQA(LightningModule):
         common = dict(reducer=self.reducer.config(), model=self.model_name, seed=self.seed, protocol=self.protocol,
                       inner_stage=None if self.inner_stage is None else self.inner_stage.config())
         self._max_new.clear()
+        pooled_ms = encode_pool(self.lookahead, self._encode_many, batch, self._now) if self.encode_batch == "pool" else {}
         taken = self.lookahead.take()  # only the previous step's look-ahead is valid
         values, jobs = [], []  # jobs: (entry index, field, LLM input)
         for i, qa in enumerate(batch["records"]):
@@ -356,6 +396,7 @@ class VideoQA(LightningModule):
                     prepared, sequences = self._prepare(qa, batch["pixel_values"][i], timings,
                                                         taken.pop(batch["ids"][i], None))
                     v.update(prepared)
+                    timings["encode"] += pooled_ms.get(batch["ids"][i], 0.0)
                     jobs += [(i, field, s) for field, s in zip(("prediction", "prediction2"), sequences)]
                 except Exception as e:  # a per-sample failure becomes an error record
                     v.update(status="error", error=f"{type(e).__name__}: {e}")

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The throughput work's GPU check, one script for one lent GPU (H200: ~6 minutes, each step capped so
+# the whole stays under 8). docs/throughput.md, "The GPU check", says how to carry the wheels.
+#   0. installs the wheels in .whl/ (transformers 5.24.0, decord 0.6.0) into a target folder
+#   1. check_vision_tower.py: Qwen2.5-VL-7B's vision tower, batched vs the model's own: bitwise?
+#      ms a question, one video a call and the pool in one call
+#   2. bench_throughput.py, LLaVA-NeXT-7B (random weights, fp16): 16 demo questions pooled,
+#      128 new tokens, per-stage account against the bounds, batch-1 token rate (eager and
+#      static_compiled, against the weight-bandwidth bound) with a profile of one decoding step
+#   3. the same for Qwen2.5-VL-7B (bf16)
+#   4. check_encode_ahead_cuda.py --new-tokens 64
+# Logs: benchmarks/results/gpu_check_<date>/<step>.log, .jsonl (copied to $OUT when it is set).
+#
+#   bash benchmarks/gpu_check.sh                                  # on the GPU machine, carry: [".whl"]
+#   PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh --dry-run # CPU: every step at tiny sizes, logs in /tmp
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+DRY=0
+[[ "${1:-}" == "--dry-run" ]] && DRY=1
+if (( DRY )); then DIR=${TMPDIR:-/tmp}/gpu_check_dryrun; else DIR=benchmarks/results/gpu_check_$(date +%Y-%m-%d); fi
+mkdir -p "$DIR"
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1 WANDB_MODE=disabled
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+if compgen -G ".whl/*.whl" > /dev/null; then
+  SITE=${DYTO_SITE:-${TMPDIR:-/tmp}/dyto-site}
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .whl/*.whl || exit 1
+  export PYTHONPATH=$SITE:$PYTHONPATH
+fi
+"$PY" - <<'PYEOF' 2>&1 | tee "$DIR/environment.log"
+import importlib, platform, torch
+versions = {m: getattr(importlib.import_module(m), "__version__", "?") for m in ("torch", "transformers", "lightning")}
+for m in ("decord", "av"):
+    try:
+        versions[m] = importlib.import_module(m).__version__
+    except ImportError:
+        versions[m] = "absent"
+gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
+print(f"python {platform.python_version()}; {versions}; GPU: {gpu}")
+PYEOF
+
+SUMMARY=()
+step() {  # step NAME SECONDS COMMAND...: run with a time cap, log, note the exit status
+  local name=$1 cap=$2; shift 2
+  local t0=$SECONDS
+  echo "== $name: $*" | tee "$DIR/$name.log"
+  timeout "$cap" "$@" 2>&1 | tee -a "$DIR/$name.log"
+  local rc=${PIPESTATUS[0]}
+  SUMMARY+=("$name: exit $rc in $((SECONDS - t0)) s (cap $cap s)")
+}
+
+if (( DRY )); then
+  step vision_tower 300 "$PY" benchmarks/check_vision_tower.py --depth 1 --frames 2 --videos 1 --side 112 \
+       --partial 56x140 --repeats 1
+  for b in llava_next qwen2_5_vl; do
+    step "throughput_$b" 300 "$PY" benchmarks/bench_throughput.py --backbone "$b" --threads 1 --questions 2 \
+         --pool 2 --max-new-tokens 4 --today-questions 1 --token-questions 1 --profile --json "$DIR/throughput.jsonl"
+  done
+  step encode_ahead 1500 "$PY" benchmarks/check_encode_ahead_cuda.py --num-layers 1 --new-tokens 4
+else
+  step vision_tower 70 "$PY" benchmarks/check_vision_tower.py --repeats 2
+  for b in llava_next qwen2_5_vl; do
+    step "throughput_$b" 170 "$PY" benchmarks/bench_throughput.py --full-size-random --size 7b --backbone "$b" \
+         --questions 16 --pool 16 --max-new-tokens 128 --today-questions 4 --token-questions 3 --profile \
+         --json "$DIR/throughput.jsonl"
+  done
+  step encode_ahead 55 "$PY" benchmarks/check_encode_ahead_cuda.py --new-tokens 64
+fi
+printf '%s\n' "${SUMMARY[@]}" | tee "$DIR/summary.log"
+if [[ -n "${OUT:-}" ]]; then mkdir -p "$OUT" && cp -r "$DIR" "$OUT/"; fi
