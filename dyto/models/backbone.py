@@ -56,6 +56,8 @@ class VisualFeatures:
     features: Tensor            # [T', N, D]
     grid: tuple[int, int]       # (h, w) with N == h * w, row-major
     cls: Tensor | None = None   # [T', D] per-frame CLS through the same projector (CLIP); None without one
+    extras: tuple[Tensor, ...] = ()  # extra per-token tensors on the same grid, each [T', N, E] (Qwen3-VL's
+    #                                  DeepStack features); reduced by the reducer's assignment
 
 
 @dataclass
@@ -104,7 +106,7 @@ def register_backbone(name: str):
 # Modules whose backbones register themselves on import; a backbone elsewhere is usable by
 # class_path at once, and by name once its module is imported (or listed here).
 FAMILY_MODULES = ("dyto.models.llava_next", "dyto.models.llava_onevision", "dyto.models.internvl",
-                  "dyto.models.qwen2_5_vl")
+                  "dyto.models.qwen2_5_vl", "dyto.models.qwen3_vl")
 
 
 def _load_families() -> None:

@@ -15,7 +15,9 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-__all__ = ["Reduction", "TokenReducer", "REDUCERS", "register_reducer", "build_reducer",
+from .assignment import Assignment
+
+__all__ = ["Reduction", "Assignment", "TokenReducer", "REDUCERS", "register_reducer", "build_reducer",
            "list_reducers", "check_features", "check_budget", "cell_positions"]
 
 
@@ -34,6 +36,19 @@ class Reduction:
     tokens_per_frame: list[int]  # one entry per output block, in output order; sum == L
     info: dict = field(default_factory=dict)  # reducer-specific introspection
     positions: Tensor | None = None  # [L, 3] long: (frame, row, col) in the input grid
+    assignment: Assignment | None = None  # how each output token was made from the [T, N] inputs
+    extras: tuple[Tensor, ...] = ()  # extra per-token tensors reduced the same way, each [L, E]
+    frame_times: list[float] | None = None  # seconds of each sampled frame (set by VideoQA)
+
+    def reduce_extras(self, extras) -> "Reduction":
+        """Reduce each extra ``[T, N, E]`` tensor by this reduction's assignment into ``extras``
+        (each ``[L, E]``, the same keep/merge as ``tokens``); returns self."""
+        extras = tuple(extras or ())
+        if extras and self.assignment is None:
+            raise ValueError("this reduction reports no assignment, so extra per-token tensors (DeepStack "
+                             "features) cannot follow its tokens; use a reducer that sets Reduction.assignment")
+        self.extras = tuple(self.assignment.apply(e) for e in extras)
+        return self
 
 
 def cell_positions(frames: Tensor, cells: Tensor, width: int) -> Tensor:
