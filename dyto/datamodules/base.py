@@ -27,7 +27,8 @@ from dyto.datamodules.preprocess import Preprocessing
 from dyto.datamodules.video import decode_video
 from dyto.records import QARecord, file_sha256, read_qa_records
 
-BATCH_KEYS = ("ids", "records", "pixel_values", "frame_indices", "frames_total", "status", "error", "decode_ms")
+BATCH_KEYS = ("ids", "records", "pixel_values", "frame_indices", "frames_total", "status", "error", "decode_ms",
+              "fps")
 
 
 class VideoQADataset(Dataset):
@@ -57,7 +58,7 @@ class VideoQADataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         rec = self.records[i]
         sample: dict[str, Any] = {"id": rec.id, "record": rec.to_dict(), "pixel_values": None, "frame_indices": [],
-                                  "frames_total": 0, "status": "ok", "error": "", "decode_ms": 0.0}
+                                  "frames_total": 0, "status": "ok", "error": "", "decode_ms": 0.0, "fps": 0.0}
         t0 = time.perf_counter()
         try:
             window = (rec.start, rec.end) if rec.start is not None and rec.end is not None else None
@@ -66,6 +67,7 @@ class VideoQADataset(Dataset):
                                  image_fps=float(rec.meta.get("frame_fps") or 0.0))  # frame folders (MVBench)
             sample["pixel_values"] = self.preprocessing(video.frames)  # [T,3,H',W'] float
             sample["frame_indices"], sample["frames_total"] = video.indices, video.total_frames
+            sample["fps"] = float(video.fps or 0.0)  # frame times (Qwen3-VL writes them into the prompt)
         except VideoError as e:
             sample["status"], sample["error"] = e.status, e.message
         except Exception as e:  # anything else about this one video must not end the run either

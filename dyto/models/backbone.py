@@ -42,11 +42,12 @@ from torch import Tensor
 from transformers import GenerationConfig
 
 from dyto.datamodules.preprocess import Preprocessing
+from dyto.errors import ConfigError
 from dyto.models.inputs import left_pad
 from dyto.models.rope import reset_dynamic_rope
 
 __all__ = ["Backbone", "VisualFeatures", "LLMInput", "Prompt", "BACKBONES", "register_backbone",
-           "build_backbone", "list_backbones", "left_pad"]
+           "build_backbone", "list_backbones", "left_pad", "check_reducer_fits"]
 
 
 @dataclass
@@ -128,6 +129,20 @@ def build_backbone(name: str, **kwargs) -> "Backbone":
     return BACKBONES[name](**kwargs)
 
 
+def check_reducer_fits(reducer, backbone: "Backbone") -> None:
+    """One line (``ConfigError``) before anything runs when ``reducer`` cannot run on ``backbone``:
+    it reads a CLS the backbone's tower does not have, or the backbone's encoder returns extra
+    per-token tensors (DeepStack) and the reducer reports no assignment to reduce them by."""
+    name = getattr(reducer, "name", None) or type(reducer).__name__
+    if getattr(reducer, "needs_cls", False) and not backbone.has_cls:
+        raise ConfigError("model.reducer", name, "a reducer that needs no CLS (DyTo: descriptor 'patch0')",
+                          f"{backbone.name}'s vision tower has no CLS token")
+    if backbone.extra_levels and not getattr(reducer, "assigns", False):
+        raise ConfigError("model.reducer", name, "a reducer that reports its keep/merge assignment",
+                          f"{backbone.name} carries {backbone.extra_levels} DeepStack tensors per token, which follow "
+                          "the tokens only by the reducer's Reduction.assignment")
+
+
 class Backbone(torch.nn.Module):
     """Base class. Subclasses set, in ``__init__``: ``model`` (the HF ``*ForConditionalGeneration``,
     eval mode), ``tokenizer``, ``model_name`` (records; "... (random weights)" for random weights),
@@ -140,6 +155,7 @@ class Backbone(torch.nn.Module):
 
     name: ClassVar[str] = "?"
     rope_state: str = "per_question"  # see dyto.models.rope; LLaVA-NeXT makes it an option
+    has_cls: ClassVar[bool] = True    # False: the tower has no CLS (a reducer needing one is refused up front)
     model: torch.nn.Module
     tokenizer: object
     model_name: str
@@ -175,6 +191,12 @@ class Backbone(torch.nn.Module):
         }
 
     # -- defaults --------------------------------------------------------------------------
+    @property
+    def extra_levels(self) -> int:
+        """How many extra per-token tensors ``encode`` returns (``VisualFeatures.extras``; Qwen3-VL's
+        DeepStack: 3); reducers must report an assignment to carry them."""
+        return 0
+
     def clean_answer(self, task: str, text: str) -> str:
         """The stored prediction for a decoded continuation (already stripped)."""
         return text

@@ -91,6 +91,8 @@ class Qwen3_VL(Backbone):
         seed: seeds the tiny model's weights.
     """
 
+    has_cls = False
+
     def __init__(self, checkpoint: str = "tiny", image_size: int | None = None, dtype: str = "auto",
                  attn_implementation: str = "sdpa", vision_chunk_size: int | None = None,
                  chat_template: str | None = None, system_prompt: bool = True, seed: int = 0):
@@ -141,7 +143,7 @@ class Qwen3_VL(Backbone):
                                            frames_per_patch=vision.temporal_patch_size)
 
     @property
-    def deepstack_levels(self) -> int:
+    def extra_levels(self) -> int:
         """How many DeepStack tensors ``encode`` returns (the vision layers the model taps)."""
         return len(self.model.config.vision_config.deepstack_visual_indexes)
 
@@ -159,7 +161,7 @@ class Qwen3_VL(Backbone):
         flat, (gt, gh, gw) = patchify(pixels, vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size)
         per_patch = gh * gw
         step = self.vision_chunk_size or gt
-        main, extras = [], [[] for _ in range(self.deepstack_levels)]
+        main, extras = [], [[] for _ in range(self.extra_levels)]
         for start in range(0, gt, step):
             n = min(step, gt - start)
             grid_thw = torch.tensor([[n, gh, gw]], device=self.device)
@@ -212,8 +214,8 @@ class Qwen3_VL(Backbone):
         tokens = reduction.tokens.to(device=self.device, dtype=embeds.dtype)
         embeds[visual] = tokens
         extras = tuple(e.to(device=self.device, dtype=embeds.dtype) for e in getattr(reduction, "extras", ()) or ())
-        if self.deepstack_levels and len(extras) != self.deepstack_levels:
-            raise ValueError(f"Qwen3-VL adds {self.deepstack_levels} DeepStack tensors but the reduction carries "
+        if self.extra_levels and len(extras) != self.extra_levels:
+            raise ValueError(f"Qwen3-VL adds {self.extra_levels} DeepStack tensors but the reduction carries "
                              f"{len(extras)} (reduce the encoder's extras with Reduction.reduce_extras)")
         return Qwen3Input(embeds=embeds, positions=layout.positions[:, rows], visual_tokens=tokens.shape[0],
                           visual_rows=visual.nonzero().flatten(), deepstack=extras)
@@ -239,7 +241,7 @@ class Qwen3_VL(Backbone):
         forward scatters them in and adds the DeepStack features at those rows of its first layers."""
         embeds, mask, positions = self.llm_batch(inputs)
         video = self.input_embeddings()(torch.tensor(self.model.config.video_token_id, device=self.device))
-        length, tokens, levels = embeds.shape[1], [], [[] for _ in range(self.deepstack_levels)]
+        length, tokens, levels = embeds.shape[1], [], [[] for _ in range(self.extra_levels)]
         for b, item in enumerate(inputs):
             rows = item.visual_rows.to(self.device) + (length - item.length)
             tokens.append(embeds[b, rows].clone())

@@ -19,6 +19,7 @@ here looks at the values: every decision (which tokens, which clusters) is the r
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -65,6 +66,14 @@ class Assignment:
             weights = valid.float() / valid.sum(dim=1, keepdim=True).clamp(min=1).float()
         return cls(rows[valid], members[valid], weights.float()[valid],
                    torch.full((members.shape[0],), bool(amax), device=members.device))
+
+    @classmethod
+    def mapped(cls, row: Tensor, weight: Tensor, sources: Tensor, block: int, amax: bool = False) -> "Assignment":
+        """Every input token in exactly one output: per block b (``block`` outputs each), input j of
+        flat index ``sources[b, j]`` goes to output ``row[b, j]`` with ``weight[b, j]``; rows block-major."""
+        rows = (torch.arange(row.shape[0], device=row.device)[:, None] * block + row).reshape(-1)
+        return cls(rows, sources.reshape(-1).long(), weight.reshape(-1).float(),
+                   torch.full((row.shape[0] * block,), bool(amax), device=row.device))
 
     @classmethod
     def cat(cls, parts: list["Assignment"]) -> "Assignment":
@@ -131,6 +140,8 @@ class Assignment:
         out.index_add_(0, rows[summed], values[summed] * self.weights.to(flat.device, wide)[summed, None])
         if bool(amax.any()):
             maxed = torch.full_like(out, float("-inf"))
-            maxed.index_reduce_(0, rows[is_max], values[is_max], "amax", include_self=True)
+            with warnings.catch_warnings():  # PyTorch labels index_reduce_ beta; its result is tested
+                warnings.filterwarnings("ignore", message=r"index_reduce\(\) is in beta")
+                maxed.index_reduce_(0, rows[is_max], values[is_max], "amax", include_self=True)
             out = torch.where(amax[:, None], maxed, out)
         return out.to(flat.dtype)

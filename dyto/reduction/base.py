@@ -79,6 +79,7 @@ class TokenReducer:
     target_tokens: int | None = None  # matched-budget knob: a visual-token count
     retention: float | None = None    # matched-budget knob: a fraction of the T*N input tokens
     exact_budget: bool = False   # True: meets a target exactly (in its documented range); else <=
+    assigns: bool = False        # True: every Reduction it returns carries its ``assignment``
 
     def target_for(self, num_frames: int, num_cells: int) -> int | None:
         """The token target for ``num_frames`` frames of ``num_cells`` cells, None if no knob is set."""
