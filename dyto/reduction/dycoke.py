@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .assignment import Assignment
 from .base import (Reduction, TokenReducer, cell_positions, check_budget, check_features,
                    register_reducer)
 from .density import cell_cosine
@@ -56,6 +57,8 @@ class DyCokeReducer(TokenReducer):
     """
 
     exact_budget = True
+
+    assigns = True
 
     def __init__(self, num_frames: int = 32, prune_ratio: float = 0.7,
                  target_tokens: int | None = None, retention: float | None = None):
@@ -115,4 +118,5 @@ class DyCokeReducer(TokenReducer):
             tokens_per_frame=[per_frame[f] for f in kept],
             info={"references": refs},
             positions=torch.cat(positions),
+            assignment=Assignment.select(torch.cat(rows)),
         )

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .assignment import Assignment
 from .base import (Reduction, TokenReducer, cell_positions, check_budget, check_features,
                    register_reducer)
 from .density import allocate
@@ -89,6 +90,7 @@ class VidCom2Reducer(TokenReducer):
     """
 
     exact_budget = True
+    assigns = True
 
     def __init__(self, num_frames: int = 32, temperature: float = 0.01, channel_ratio: float = 0.5,
                  target_tokens: int | None = None, retention: float | None = None):
@@ -123,4 +125,5 @@ class VidCom2Reducer(TokenReducer):
             tokens_per_frame=shares,
             info={"frame_weights": weights.tolist()},
             positions=torch.cat(positions),
+            assignment=Assignment.select(torch.cat(rows)),
         )
