@@ -57,7 +57,6 @@ class DyCokeReducer(TokenReducer):
     """
 
     exact_budget = True
-
     assigns = True
 
     def __init__(self, num_frames: int = 32, prune_ratio: float = 0.7,
