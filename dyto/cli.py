@@ -13,7 +13,9 @@
     dyto reduce-demo [--video clip.mp4]
 
 `predict` goes to LightningCLI; `python cli.py ...` in the repository root is the same entry
-point.
+point. Every command ends a wrong setting or a bad input file (a ``dyto.errors.UserError``, or
+a parse or constructor error of the config) in one line, ``dyto: <key or file:line>: <problem>``,
+and exit status 2; any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -21,11 +23,15 @@ from __future__ import annotations
 import contextlib
 import sys
 
-from jsonargparse import lazy_instance
+from jsonargparse import ArgumentError, lazy_instance
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+
+from dyto.errors import UserError, config_error, parser_error
 
 # Inference only: the module has no training step, so fit/validate/test are not offered.
 LIGHTNING_SUBCOMMANDS = ("predict",)
+# parse errors are raised (and shown in one line by DyToCLI.parse_arguments), not printed with the usage
+PARSER_KWARGS = {"exit_on_error": False}
 
 
 class RunDirConfigSaver(SaveConfigCallback):
@@ -57,6 +63,31 @@ class DyToCLI(LightningCLI):
         self.run_lock = contextlib.ExitStack()  # the run folder's lock, when taken before the model loads
         with self.run_lock:
             super().__init__(*args, **kwargs)
+
+    def parse_arguments(self, parser, args) -> None:
+        """jsonargparse's parse errors (a wrong type, an unknown key) as one line, not the usage dump."""
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as e:
+            raise parser_error(str(e), "dyto predict") from None
+
+    def instantiate_classes(self) -> None:
+        """A constructor's error about a setting names the dotted key the user wrote."""
+        try:
+            super().instantiate_classes()
+        except Exception as e:
+            from dyto.callbacks import EvaluateCallback, PicturesCallback
+            from dyto.evaluation.protocol import JudgeConfig
+            from dyto.models.videoqa import VideoQA
+            from dyto.predict import PredictionWriter
+
+            config = (self.config[self.subcommand] if self.subcommand else self.config).as_dict()
+            groups = {"model": VideoQA, "output": PredictionWriter, "pictures": PicturesCallback,
+                      "evaluation": EvaluateCallback, "evaluation.judge": JudgeConfig}
+            found = config_error(e, config, groups)
+            if found is None:
+                raise
+            raise found from None
 
     def before_instantiate_classes(self) -> None:
         """Stop in one line, before any weights load, when the config cannot run here or its run
@@ -121,6 +152,7 @@ def run_lightning(argv: list[str]) -> None:
             trainer_defaults={"logger": False, "enable_checkpointing": False},
             args=argv,
             auto_configure_optimizers=False,
+            parser_kwargs={**PARSER_KWARGS, "predict": PARSER_KWARGS},
         )
 
 
@@ -137,7 +169,7 @@ def build_for_sweep(argv: list[str]):
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         cli = DyToCLI(VideoQA, VideoQADataModule, subclass_mode_data=True, run=False, save_config_callback=None,
                       seed_everything_default=0, trainer_defaults={"logger": False, "enable_checkpointing": False},
-                      args=argv, auto_configure_optimizers=False)
+                      args=argv, auto_configure_optimizers=False, parser_kwargs=PARSER_KWARGS)
     return cli.model, cli.datamodule, cli.trainer, cli.config.as_dict(), find_evaluator(cli.trainer)
 
 
@@ -146,19 +178,17 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return
-    cmd, rest = argv[0], argv[1:]
-    if cmd in LIGHTNING_SUBCOMMANDS:
-        from dyto.evaluation.judge import JudgeFatalError
-        from dyto.runs import MixedSettingsError, RunLocked, SettingsChanged
+    try:
+        run_command(argv[0], argv[1:])
+    except UserError as e:  # the one handler: a setting or an input file to fix, in one line
+        for line in e.lines():
+            print(f"dyto: {line}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
 
-        try:
-            run_lightning(argv)
-        except (SettingsChanged, MixedSettingsError, JudgeFatalError) as e:
-            # a known way for a run to stop: one line that says what to change, no traceback
-            sys.exit(f"dyto {cmd}: {e}")
-        except RunLocked as e:  # until the shared UserError handler lands: one line, exit 2
-            print(f"dyto: {e.one_line()}", file=sys.stderr)
-            sys.exit(2)
+
+def run_command(cmd: str, rest: list[str]) -> None:
+    if cmd in LIGHTNING_SUBCOMMANDS:
+        run_lightning([cmd, *rest])
     elif cmd == "prepare":
         from dyto.datamodules.prepare import main as prepare_main
 
@@ -172,17 +202,9 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.exit(compare_main(rest))
     elif cmd == "sweep":
-        from dyto.evaluation.judge import JudgeFatalError
         from dyto.evaluation.sweep import sweep_main
-        from dyto.runs import MixedSettingsError, RunLocked, SettingsChanged
 
-        try:
-            sys.exit(sweep_main(rest, build_for_sweep))
-        except RunLocked as e:  # until the shared UserError handler lands: one line, exit 2
-            print(f"dyto: {e.one_line()}", file=sys.stderr)
-            sys.exit(2)
-        except (SettingsChanged, MixedSettingsError, JudgeFatalError, ValueError) as e:
-            sys.exit(f"dyto sweep: {e}")
+        sys.exit(sweep_main(rest, build_for_sweep))
     elif cmd == "demo":
         from dyto.demo import demo_main
 
@@ -192,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.exit(reduce_demo_main(rest))
     else:
-        sys.exit(f"dyto: unknown command {cmd!r}; try `dyto --help`")
+        raise UserError(f"unknown command {cmd!r}; try `dyto --help`")
 
 
 if __name__ == "__main__":

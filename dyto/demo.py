@@ -20,6 +20,8 @@ import json
 import time
 from pathlib import Path
 
+from dyto.errors import ConfigError, check
+
 DEMO_DIR = Path(__file__).resolve().parent / "assets" / "demo"
 
 
@@ -28,7 +30,7 @@ def _parse_reducer_args(pairs: list[str]) -> dict:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise SystemExit(f"--reducer-arg expects key=value, got {pair!r}")
+            raise ConfigError("--reducer-arg", pair, "key=value, e.g. budget=96")
         try:
             params[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -52,7 +54,11 @@ def demo_main(argv: list[str]) -> int:
 
     from dyto import api
 
-    reducer = api.build_reducer(args.reducer, **_parse_reducer_args(args.reducer_arg))
+    check("--max-new-tokens", args.max_new_tokens, ">=1")
+    try:
+        reducer = api.build_reducer(args.reducer, **_parse_reducer_args(args.reducer_arg))
+    except ConfigError as e:  # a reducer's own argument name -> the flag it came from
+        raise e.at("--reducer" if e.key == "reducer" else f"--reducer-arg {e.key}") from None
     module = api.load_model(args.model, reducer=reducer, backbone=args.backbone, max_new_tokens=args.max_new_tokens)
     out = api.ask(module, args.video, args.question, options=args.options)
     if out["status"] != "ok":
@@ -81,6 +87,8 @@ def reduce_demo_main(argv: list[str]) -> int:
     from dyto import api
     from dyto.reduction import DyToReducer, SlowFastReducer
 
+    check("--budget", args.budget, ">=1")
+    check("--num-frames", args.num_frames, ">=1")
     clip = api.load_clip(args.video, args.num_frames)
     features = api.standin_features(clip)                                       # [T,576,256]
     print(f"{args.video}: {clip.total_frames} frames, sampled {len(clip.indices)}; "

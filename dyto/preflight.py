@@ -1,8 +1,9 @@
 """Checks a ``dyto predict`` config before any weights load: one line per problem, with the fix.
 
-Loading a 7B or 34B checkpoint takes minutes; a run that would then stop on a missing records
-file, video folder or GPU should stop before that, in one line that says what to do. The
-checks read only the parsed config (plain dicts) and the file system.
+Loading a 7B or 34B checkpoint takes minutes; a run that would then stop on a missing or
+malformed records file (a torn line, a missing field, a duplicate id, options that do not hold
+the answer), a video folder or GPU should stop before that, in one line that says what to do.
+The checks read only the parsed config (plain dicts) and the file system.
 """
 
 from __future__ import annotations
@@ -12,15 +13,20 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
+from dyto.errors import RecordsError, UserError
+
 __all__ = ["PreflightError", "preflight"]
 
 
-class PreflightError(SystemExit):
-    """A config that cannot run; its message is one line (or one line per problem)."""
+class PreflightError(UserError):
+    """A config that cannot run: one line per problem (each printed after ``dyto: ``)."""
 
     def __init__(self, problems: list[str]):
         self.problems = problems
-        super().__init__("\n".join(f"dyto: {p}" for p in problems))
+        super().__init__("; ".join(problems))
+
+    def lines(self) -> list[str]:
+        return [" ".join(p.split()) for p in self.problems]
 
 
 def _walk(obj: Any, path: str = "") -> Iterator[tuple[str, Any]]:
@@ -60,10 +66,47 @@ def _check_data(data: dict[str, Any]) -> list[str]:
                + (f" --video-root {init['video_root']}" if init.get("video_root") else "")) if bench else \
             "dyto prepare <benchmark> --qa-file <QA sheet> --out " + str(records)
         problems.append(f"records file {records} does not exist (data.records): make it with `{how}`")
+    elif records:
+        problems += _check_records(records, bench if bench in BENCHMARKS else None)
     root = init.get("video_root")
     if root and not Path(root).is_dir():
         problems.append(f"video folder {root} does not exist (data.video_root): point it at the benchmark's videos")
     return problems
+
+
+def _check_protocol(model: dict[str, Any], data: dict[str, Any]) -> list[str]:
+    """``model.protocol: lmms_eval`` needs a benchmark lmms-eval has a task for (the given one, else
+    the records' own, read from the first line)."""
+    if model.get("protocol") != "lmms_eval" or not isinstance(data, dict):
+        return []
+    import json
+
+    from dyto.datamodules.benchmarks import BENCHMARKS, find_benchmark
+
+    bench, records = _benchmark(data), (data.get("init_args") or data).get("records")
+    if bench is None and records and Path(records).is_file():
+        with open(records, encoding="utf-8") as f:
+            first = f.readline().strip()
+        bench = json.loads(first).get("benchmark") if first.startswith("{") else None
+    spec = find_benchmark(bench)
+    if bench is None or (spec is not None and spec.lmms_eval is not None):
+        return []
+    known = ", ".join(sorted(n for n, s in BENCHMARKS.items() if s.lmms_eval is not None))
+    return [f"model.protocol lmms_eval: benchmark {bench!r} has no lmms-eval task (lmms-eval tasks exist for: {known}; "
+            "dyto/assets/demo/questions_lmms_eval.jsonl holds demo questions as VideoMME rows), or use --model.protocol reference"]
+
+
+def _check_records(records: str, bench: str | None) -> list[str]:
+    """Every row of the records file usable (JSON, fields, ids, options), all of ``bench``."""
+    from dyto.datamodules.base import read_benchmark_records
+    from dyto.datamodules.benchmarks import get_benchmark
+
+    try:
+        read_benchmark_records(records, get_benchmark(bench) if bench else None)
+    except RecordsError as e:
+        fix = f"; remake it with `dyto prepare {bench} --qa-file <its QA sheet> --out {records}`" if bench else ""
+        return [f"{e.one_line()} (data.records){fix}"]
+    return []
 
 
 def _check_names(model: dict[str, Any]) -> list[str]:
@@ -118,12 +161,12 @@ def _check_trainer(trainer: dict[str, Any]) -> list[str]:
 
 
 def preflight(config: dict[str, Any]) -> None:
-    """Raise ``PreflightError`` (a ``SystemExit`` with one line per problem) if the parsed
+    """Raise ``PreflightError`` (a ``UserError``, one line per problem) if the parsed
     ``dyto predict`` config cannot run here; return quietly otherwise."""
     problems = _check_trainer(config.get("trainer") or {})
     if isinstance(config.get("data"), dict):
         problems += _check_data(config["data"])
     model = config.get("model") or {}
-    problems += _check_names(model) + _check_checkpoints(model)
+    problems += _check_names(model) + _check_checkpoints(model) + _check_protocol(model, config.get("data"))
     if problems:
         raise PreflightError(problems)

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Iterator, TextIO
 
+from dyto.errors import RecordsError
+
 TASKS = ("open_ended", "multiple_choice", "vcg_generic", "vcg_temporal", "vcg_consistency")
 SPLITS = ("val", "test", "subset")
 # Every question ends as exactly one prediction record carrying one of these.
@@ -56,12 +58,13 @@ class QARecord:
 
 
 # Field order of a prediction record (docs/internals.md; `prediction2` holds the answer to
-# `question2` for VCGBench consistency items and is null otherwise).
+# `question2` for VCGBench consistency items and is null otherwise; `protocol` is "reference" or
+# "lmms_eval", the prompt/frames/parser protocol the run followed, null in older records).
 PREDICTION_FIELDS = (
     "id", "benchmark", "task", "question", "answer", "options", "answer_index", "question2",
     "meta", "status", "error", "prediction", "prediction2", "frames_sampled", "frames_kept",
     "visual_tokens_in", "visual_tokens_out", "prompt_tokens", "reducer", "model", "conv_mode",
-    "seed", "timings",
+    "seed", "timings", "protocol",
 )
 
 
@@ -81,12 +84,19 @@ def prediction_record(qa: QARecord | dict[str, Any], **values: Any) -> dict[str,
 
 
 def read_jsonl(path: str | os.PathLike, allow_torn_tail: bool = False) -> Iterator[dict[str, Any]]:
-    """Yield the JSON objects of a JSONL file; a bad line raises ValueError naming file and line.
+    """Yield the JSON objects of a JSONL file; a bad line raises ``RecordsError`` (a ValueError)
+    naming file and line.
 
     With ``allow_torn_tail`` (append-only logs: predictions per rank, the judge cache) a final
     line without a newline that does not parse is a write a killed process left half done: it is
     skipped, and its item is redone. Everywhere else (QA records, merged files) it is an error.
     """
+    for _, obj in numbered_jsonl(path, allow_torn_tail):
+        yield obj
+
+
+def numbered_jsonl(path: str | os.PathLike, allow_torn_tail: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``read_jsonl`` with each object's line number (1-based; blank lines are skipped)."""
     path = Path(path)
     with path.open("r", encoding="utf-8", newline="") as f:
         lines = f.read().split("\n")
@@ -99,10 +109,10 @@ def read_jsonl(path: str | os.PathLike, allow_torn_tail: bool = False) -> Iterat
         except json.JSONDecodeError as e:
             if torn_tail and lineno == len(lines):
                 return
-            raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            raise RecordsError(path, lineno, f"not valid JSON ({e.msg})") from None
         if not isinstance(obj, dict):
-            raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-        yield obj
+            raise RecordsError(path, lineno, f"expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
 
 
 def stable_hash(value: Any) -> str:
@@ -174,17 +184,58 @@ def append_jsonl(f: TextIO, rows: Iterable[dict[str, Any]]) -> None:
     os.fsync(f.fileno())
 
 
+REQUIRED_QA_FIELDS = ("id", "benchmark", "task", "video", "question", "answer")
+
+
+def qa_record_problem(d: dict[str, Any]) -> str | None:
+    """What makes ``d`` (one parsed line of a records file) unusable as a QA record, or None.
+
+    Every field of :class:`QARecord` that has no default must be there, as a string (``id``,
+    ``video`` and ``question`` not empty); a multiple-choice record needs at least two options
+    (strings), an ``answer_index`` among them and ``answer`` equal to that option, as ``dyto
+    prepare`` writes them (a mismatch would score every answer against the wrong letter).
+    """
+    missing = [k for k in REQUIRED_QA_FIELDS if k not in d]
+    if missing:
+        return f"missing required field{'s' * (len(missing) > 1)} {', '.join(missing)}"
+    unknown = sorted(set(d) - {f.name for f in fields(QARecord)})
+    if unknown:
+        return f"unknown field{'s' * (len(unknown) > 1)} {', '.join(unknown)}"
+    for k in REQUIRED_QA_FIELDS:
+        if not isinstance(d[k], str) or (k in ("id", "video", "question") and not d[k].strip()):
+            return f"{k} must be a{' non-empty' if k in ('id', 'video', 'question') else ''} string, got {d[k]!r}"
+    if d["task"] not in TASKS:
+        return f"unknown task {d['task']!r}; expected one of {', '.join(TASKS)}"
+    if d.get("split", "val") not in SPLITS:
+        return f"unknown split {d.get('split')!r}; expected one of {', '.join(SPLITS)}"
+    if not isinstance(d.get("meta", {}), dict):
+        return f"meta must be a JSON object, got {d['meta']!r}"
+    for k in ("start", "end"):
+        if d.get(k) is not None and (isinstance(d[k], bool) or not isinstance(d[k], (int, float))):
+            return f"{k} must be a number of seconds or null, got {d[k]!r}"
+    if d["task"] == "multiple_choice":
+        options, index = d.get("options"), d.get("answer_index")
+        if not isinstance(options, list) or len(options) < 2 or not all(isinstance(o, str) for o in options):
+            return f"a multiple-choice record needs options, a list of at least 2 strings; got {options!r}"
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(options):
+            return f"answer_index must be an integer in 0..{len(options) - 1}, got {index!r}"
+        if options[index] != d["answer"]:
+            return f"answer {d['answer']!r} is not option {index} ({options[index]!r}), which answer_index names"
+    return None
+
+
 def read_qa_records(path: str | os.PathLike) -> list[QARecord]:
-    """Read canonical QA records; duplicate ids or malformed rows raise ValueError with file:line."""
+    """Read canonical QA records; a malformed row or a duplicate id raises ``RecordsError`` (a
+    ValueError) naming the file and line (:func:`qa_record_problem` says what a row needs)."""
     out: list[QARecord] = []
     seen: dict[str, int] = {}
-    for lineno, d in enumerate(read_jsonl(path), start=1):
-        try:
-            rec = QARecord.from_dict(d)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{path}: record {lineno}: {e}") from None
-        if rec.id in seen:
-            raise ValueError(f"{path}: record {lineno}: duplicate id {rec.id!r} (first at record {seen[rec.id]})")
-        seen[rec.id] = lineno
-        out.append(rec)
+    for lineno, d in numbered_jsonl(path):
+        problem = qa_record_problem(d)
+        if problem is not None:
+            raise RecordsError(path, lineno, f"record {d.get('id')!r}: {problem}" if isinstance(d.get("id"), str)
+                               else problem)
+        if d["id"] in seen:
+            raise RecordsError(path, lineno, f"duplicate id {d['id']!r} (first at line {seen[d['id']]})")
+        seen[d["id"]] = lineno
+        out.append(QARecord.from_dict(d))
     return out

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dyto import __version__
+from dyto.errors import UserError
 from dyto.records import read_jsonl, write_text_atomic
 from dyto.runlock import DEFAULT_HINT, LOCK_FILE, RunLocked, hold
 
@@ -75,7 +76,7 @@ def fingerprint_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[
     return changes
 
 
-class SettingsChanged(RuntimeError):
+class SettingsChanged(UserError, RuntimeError):
     """A rerun into a run folder whose predictions were made with other settings."""
 
     def __init__(self, run_dir: Path, changes: list[tuple[str, Any, Any]], legacy: bool = False):
@@ -94,7 +95,7 @@ class SettingsChanged(RuntimeError):
                          "(old logs are moved aside, never deleted).")
 
 
-class MixedSettingsError(ValueError):
+class MixedSettingsError(UserError, ValueError):
     """Predictions made with different settings were asked to be scored as one result."""
 
 

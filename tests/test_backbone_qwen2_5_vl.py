@@ -94,13 +94,61 @@ def test_positions_equal_get_rope_index_and_the_text_rules(backbone):
         video_grid_thw=torch.tensor([[patches, grid[0] * 2, grid[1] * 2]]))
     hf = mrope_positions(backbone.model.model, 5, cells, grid, 3, 1.0, "transformers")
     assert torch.equal(hf, expected[:, 0])
-    ours = mrope_positions(backbone.model.model, 5, cells, grid, 3, 1.0, "max_plus_one")
+    ours = mrope_positions(backbone.model.model, 5, cells, grid, 3, 1.0, "max_plus_one", input_frames=patches)
     assert torch.equal(ours[:, : 5 + n_vis], hf[:, : 5 + n_vis])
     top = 5 + (patches - 1) * backbone.model.config.vision_config.tokens_per_second  # largest temporal id
     assert ours[:, 5 + n_vis :].tolist() == [[top + 1, top + 2, top + 3]] * 3
     # fractional seconds per temporal patch: ids are floor(t * 2 * 0.7) = 0, 1, 2, 4
-    frac = mrope_positions(backbone.model.model, 0, cells, grid, 0, 0.7)
+    frac = mrope_positions(backbone.model.model, 0, cells, grid, 0, 0.7, input_frames=patches)
     assert frac[0].unique().tolist() == [0, 1, 2, 4]
+
+
+def released_rope_index(n_before: int, patches: int, grid: tuple[int, int], n_after: int,
+                        tokens_per_second: float, second_per_grid_t: float = 1.0) -> torch.Tensor:
+    """[3, S] ids of text, one video, text by the get_rope_index Qwen2.5-VL was released with
+    (transformers 4.49 up to 5.2), written out: text counts up from 0; a video cell (t, row, col)
+    gets (long(t * second_per_grid_t * tokens_per_second), row, col) + the text length before it;
+    the text after starts one past the largest id so far, over all three axes."""
+    h, w = grid
+    t_index = (torch.arange(patches).view(-1, 1).expand(-1, h * w) * second_per_grid_t * tokens_per_second).long()
+    h_index = torch.arange(h).view(1, -1, 1).expand(patches, -1, w).flatten()
+    w_index = torch.arange(w).view(1, 1, -1).expand(patches, h, -1).flatten()
+    video = torch.stack([t_index.flatten(), h_index, w_index]) + n_before
+    before = torch.arange(n_before).view(1, -1).expand(3, -1)
+    after = torch.arange(n_after).view(1, -1).expand(3, -1) + video.max() + 1
+    return torch.cat([before, video, after], dim=1)
+
+
+def test_text_after_a_pruned_video_follows_the_full_video(backbone):
+    """4 temporal patches, the last one and every other cell pruned: with ``text_positions: full``
+    (default) the sequence keeps the columns of the full sequence's released ids, as VidCom² and
+    FastVID index them; ``kept`` starts the text one past the kept tokens' largest id."""
+    grid, patches = backbone.grid, 4
+    cells = grid_positions(range(patches), grid)
+    keep = torch.tensor([i for i, (t, r, c) in enumerate(cells.tolist()) if t < 3 and (r * grid[1] + c) % 2 == 0])
+    tokens = torch.randn(len(keep), backbone.model.config.text_config.hidden_size)
+    frames = cells[keep, 0]
+    pruned = Reduction(tokens, [0, 1, 2], [int((frames == f).sum()) for f in range(3)], {}, cells[keep],
+                       input_frames=patches)
+    prompt = backbone.prompt("open_ended", "what happens?", None)
+    ids = backbone.tokenizer(prompt.before + VIDEO_PAD + prompt.after).input_ids
+    start = ids.index(backbone.tokenizer.convert_tokens_to_ids(VIDEO_PAD))
+    n_after = len(ids) - start - 1
+    tps = backbone.model.config.vision_config.tokens_per_second
+    full = released_rope_index(start, patches, grid, n_after, tps)
+    columns = torch.cat([torch.arange(start), start + keep, start + patches * grid[0] * grid[1] + torch.arange(n_after)])
+    item = backbone.build_input(prompt, pruned)
+    assert torch.equal(item.positions, full[:, columns])
+    assert int(full[0, -n_after]) == start + (patches - 1) * tps + 1 > start + max(grid)   # past 2 patches
+    backbone.text_positions = "kept"
+    try:
+        kept = backbone.build_input(prompt, pruned).positions
+    finally:
+        backbone.text_positions = "full"
+    assert torch.equal(kept[:, : start + len(keep)], item.positions[:, : start + len(keep)])
+    assert kept[:, start + len(keep):].tolist() == [list(range(start + 2 * tps + 1, start + 2 * tps + 1 + n_after))] * 3
+    with pytest.raises(ValueError, match="input_frames"):     # "full" cannot guess the unreduced length
+        backbone.build_input(prompt, Reduction(tokens, [0, 1, 2], pruned.tokens_per_frame, {}, cells[keep]))
 
 
 def test_patchify_is_the_layout_the_patch_embedding_reads(backbone):

@@ -173,7 +173,39 @@ def test_build_input_places_the_visual_tokens_between_the_texts(backbones, name)
     assert cut.length == 10 and torch.equal(cut.embeds, inp.embeds[:10])
 
 
-def _own_path_answer(b, name, pixels, prompt, new_tokens):
+# The chat template of the InternVL "-hf" checkpoints (OpenGVLab/InternVL3-*-hf), as transformers'
+# convert_internvl_weights_to_hf.py writes it into them.
+INTERNVL_HF_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n'}}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for content in message['content'] %}{% if content['type'] == 'image' %}{{ '<image>\\n' }}"
+    "{% elif content['type'] == 'video' %}{{ '<video>\\n' }}{% elif content['type'] == 'text' %}"
+    "{{ content['text'] }}{% endif %}{% endfor %}{% endif %}{{'<|im_end|>\\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{'<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def _internvl_processor_text(b, task, question, options, frames: int) -> str:
+    """The prompt as the checkpoint's template renders the conversation and as transformers'
+    ``InternVLProcessor`` expands its ``<video>`` (its own ``replace_video_token``; the processor
+    itself cannot be built here: its video processor needs torchvision)."""
+    from types import SimpleNamespace
+
+    from transformers import InternVLProcessor
+
+    layout = chat_layout(task, question, options)
+    messages = [{"role": "system", "content": [{"type": "text", "text": layout.system}]},
+                {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": layout.user}]}]
+    text = b.tokenizer.apply_chat_template(messages, chat_template=INTERNVL_HF_TEMPLATE, tokenize=False,
+                                           add_generation_prompt=True) + layout.answer_prefix
+    tokens = SimpleNamespace(start_image_token="<img>", end_image_token="</img>", image_token="<IMG_CONTEXT>",
+                             image_seq_length=b.grid[0] * b.grid[1])
+    video = InternVLProcessor.replace_video_token(tokens, {"pixel_values_videos": [torch.zeros(frames)]}, 0)
+    assert text.count("<video>") == 1
+    return text.replace("<video>", video)
+
+
+def _own_path_answer(b, name, pixels, prompt, new_tokens, question=None):
     """The model's own multimodal forward: expanded placeholder ids + pixels, HF generate."""
     tok, t = b.tokenizer, pixels.shape[0]
     n = b.grid[0] * b.grid[1]
@@ -181,7 +213,8 @@ def _own_path_answer(b, name, pixels, prompt, new_tokens):
         text = prompt.before + "<video>" * (t * n + 1) + prompt.after
         kwargs = {"pixel_values_videos": pixels[None]}
     else:
-        text = prompt.before + "".join(f"Frame{k + 1}: <img>" + "<IMG_CONTEXT>" * n + "</img>\n" for k in range(t)) + prompt.after
+        text = _internvl_processor_text(b, *question, t)
+        assert "</img>\nThe input" in text and "</img>\n\n" not in text
         kwargs = {"pixel_values": pixels}
     ids = torch.tensor([tok(text, add_special_tokens=False).input_ids])
     config = b.generation_defaults()
@@ -194,12 +227,13 @@ def _own_path_answer(b, name, pixels, prompt, new_tokens):
 def test_identity_reducer_answers_as_the_models_own_video_path(backbones, name):
     b = backbones[name]
     pixels = frames_for(b, 3)
-    prompt = b.prompt("multiple_choice", "where is it?", ["a street", "a kitchen"])
+    question = ("multiple_choice", "where is it?", ["a street", "a kitchen"])
+    prompt = b.prompt(*question)
     reduction = ConcatReducer(num_frames=3)(b.encode(pixels).features, b.grid)
     config = b.generation_defaults()
     config.update(do_sample=False, max_new_tokens=8)
     ours = b.generate([b.build_input(prompt, reduction)], config)[0]
-    assert ours == _own_path_answer(b, name, pixels, prompt, 8)
+    assert ours == _own_path_answer(b, name, pixels, prompt, 8, question)
     assert len(ours) > 0
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 
 from dyto.datamodules import VideoQADataModule
 from dyto.datamodules.prepare import prepare
-from dyto.models.backbone import BACKBONES
+from dyto.models.backbone import list_backbones
 from dyto.models.videoqa import VideoQA
 from dyto.records import read_jsonl, read_qa_records, write_jsonl
 from dyto.reduction import UniformReducer
@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 # a windowed MP4 and a windowed frame folder; an MLVU video in the scorer's layout; a 3-option question
 KEEP = {"mvbench": ["action_sequence_1", "episodic_reasoning_2"], "mlvu": ["needle_1", "count_2"],
         "longvideobench": ["Qq1Ww2Ee3Rr_1"]}
-FAMILIES = sorted(BACKBONES)
+FAMILIES = list_backbones()  # loads every family module (BACKBONES alone holds only those imported so far)
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +103,40 @@ def test_every_tiny_backbone_answers_all_three(data, family):
         windowed = {r["id"]: r for r in out}
         if benchmark == "mvbench":
             assert windowed["episodic_reasoning_2"]["frames_sampled"] <= 4
+
+
+def test_mlvu_under_the_lmms_eval_protocol_through_dyto_predict(data, tmp_path, monkeypatch):
+    """The issue's command shape: tiny LLaVA-OneVision, FastVID, MLVU, ``--model.protocol lmms_eval``."""
+    from dyto.cli import main
+
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "WANDB_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(REPO)
+    records, root = data["mlvu"]
+    main(["predict", "--config", "configs/trainer/cpu.yaml", "--config", "configs/models/tiny_llava_onevision.yaml",
+          "--config", "configs/reducers/fastvid.yaml", "--config", "configs/benchmarks/mlvu.yaml",
+          "--model.protocol", "lmms_eval", "--data.init_args.records", str(records),
+          "--data.init_args.video_root", str(root), "--data.init_args.num_workers", "0",
+          "--model.max_new_tokens", "3", "--output.output_dir", str(tmp_path), "--output.run_name", "run",
+          "--trainer.enable_progress_bar", "false"])
+    preds = list(read_jsonl(tmp_path / "run" / "artifacts" / "predictions.jsonl"))
+    assert sorted(p["id"] for p in preds) == sorted(KEEP["mlvu"]) and all(p["status"] == "ok" for p in preds), preds
+    assert {p["protocol"] for p in preds} == {"lmms_eval"}
+    assert all(p["conv_mode"].startswith("lmms_eval:") for p in preds)
+    results = json.loads((tmp_path / "run" / "logs" / "results.json").read_text())
+    assert "macro_accuracy" in results["metrics"]["benchmarks"]["mlvu"]["multiple_choice"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_tiny_backbone_answers_all_three_under_lmms_eval(data, family):
+    torch.manual_seed(0)
+    module = VideoQA(family, reducer=UniformReducer(num_frames=4), max_new_tokens=2, protocol="lmms_eval")
+    for benchmark, (records, root) in data.items():
+        dm = VideoQADataModule(str(records), benchmark=benchmark, video_root=str(root), batch_size=8, num_workers=0,
+                               num_frames=module.num_frames, preprocessing=module.preprocessing,
+                               sampling=module.sampling)
+        dm.setup("predict")
+        out = [r for batch in dm.predict_dataloader() for r in module.predict_step(batch)]
+        assert sorted(r["id"] for r in out) == sorted(KEEP[benchmark])
+        assert all(r["status"] == "ok" and r["protocol"] == "lmms_eval" for r in out), [r["error"] for r in out]
+        assert all(r["conv_mode"].startswith("lmms_eval:") for r in out)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import pytest
@@ -23,12 +25,19 @@ def no_model_may_load(monkeypatch):
     monkeypatch.chdir(REPO)
 
 
-def stop_line(argv: list[str]) -> str:
-    with pytest.raises(SystemExit) as stop:
+def stop_lines(argv: list[str]) -> list[str]:
+    """The ``dyto: `` lines `dyto predict` ends with (exit status 2)."""
+    err = io.StringIO()
+    with pytest.raises(SystemExit) as stop, contextlib.redirect_stderr(err):
         main(["predict", *argv])
-    message = str(stop.value.code)
-    assert message.startswith("dyto: ") and "\n" not in message, message
-    return message
+    assert stop.value.code == 2
+    return [line for line in err.getvalue().splitlines() if line.startswith("dyto: ")]
+
+
+def stop_line(argv: list[str]) -> str:
+    lines = stop_lines(argv)
+    assert len(lines) == 1, lines
+    return lines[0]
 
 
 def test_missing_records_file_names_the_prepare_command(tmp_path):
@@ -67,11 +76,9 @@ def test_checkpoint_folder_that_does_not_exist(tmp_path):
 
 
 def test_several_problems_are_listed_together(tmp_path):
-    with pytest.raises(SystemExit) as stop:
-        main(["predict", "--config", "configs/demo.yaml", "--data.init_args.records", str(tmp_path / "q.jsonl"),
-              "--data.init_args.video_root", str(tmp_path / "v")])
-    lines = str(stop.value.code).splitlines()
-    assert len(lines) == 2 and all(line.startswith("dyto: ") for line in lines)
+    lines = stop_lines(["--config", "configs/demo.yaml", "--data.init_args.records", str(tmp_path / "q.jsonl"),
+                        "--data.init_args.video_root", str(tmp_path / "v")])
+    assert len(lines) == 2
 
 
 def test_unknown_benchmark_name(tmp_path):

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from dyto.errors import RecordsError
 from dyto.records import QARecord, open_append_log, append_jsonl, read_jsonl, read_qa_records, write_jsonl
 
 
@@ -49,15 +50,35 @@ def test_open_append_log_keeps_a_clean_log_and_creates_a_missing_one(tmp_path):
     assert [r["id"] for r in read_jsonl(path)] == ["a", "b"]
 
 
-def test_qa_records_reject_duplicates_and_unknown_fields_with_the_record_number(tmp_path):
-    rec = QARecord(id="x", benchmark="demo", task="open_ended", video="v.mp4", question="q", answer="a").to_dict()
+MC = {"id": "m", "benchmark": "demo", "task": "multiple_choice", "video": "v.mp4", "question": "where?",
+      "answer": "a street", "options": ["a kitchen", "a street"], "answer_index": 1}
+OE = {"id": "x", "benchmark": "demo", "task": "open_ended", "video": "v.mp4", "question": "q", "answer": "a"}
+
+
+@pytest.mark.parametrize("bad, problem", [
+    (dict(OE, id="m"), "duplicate id 'm' (first at line 1)"),
+    (dict(OE, colour="red"), "record 'x': unknown field colour"),
+    (dict(OE, task="essay"), "record 'x': unknown task 'essay'"),
+    ({k: v for k, v in OE.items() if k not in ("question", "answer")}, "missing required fields question, answer"),
+    (dict(OE, id=7), "id must be a non-empty string, got 7"),
+    (dict(OE, video=""), "video must be a non-empty string"),
+    (dict(OE, meta=None), "meta must be a JSON object"),
+    (dict(OE, start="0:10"), "start must be a number of seconds or null"),
+    (dict(MC, id="x", options=["only one"], answer="only one", answer_index=0), "needs options, a list of at least 2"),
+    (dict(MC, id="x", answer_index=2), "answer_index must be an integer in 0..1, got 2"),
+    (dict(MC, id="x", answer_index=True), "answer_index must be an integer in 0..1, got True"),
+    (dict(MC, id="x", answer_index=0), "answer 'a street' is not option 0 ('a kitchen')"),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_a_bad_qa_record_is_named_by_file_and_line(tmp_path, bad, problem):
+    path = tmp_path / "qa.jsonl"  # line 2 is blank: lines count in the file, not records
+    path.write_text(json.dumps(MC) + "\n\n" + json.dumps(bad) + "\n")
+    with pytest.raises(RecordsError) as err:
+        read_qa_records(path)
+    assert (err.value.path, err.value.line) == (str(path), 3) and problem in str(err.value), str(err.value)
+    assert str(err.value).startswith(f"{path}:3: ")
+
+
+def test_good_qa_records_round_trip(tmp_path):
     path = tmp_path / "qa.jsonl"
-    write_jsonl(path, [rec, dict(rec, id="y"), rec])
-    with pytest.raises(ValueError, match=r"record 3: duplicate id 'x' \(first at record 1\)"):
-        read_qa_records(path)
-    write_jsonl(path, [dict(rec, colour="red")])
-    with pytest.raises(ValueError, match=r"record 1: .*unknown fields \['colour'\]"):
-        read_qa_records(path)
-    write_jsonl(path, [dict(rec, task="essay")])
-    with pytest.raises(ValueError, match="unknown task 'essay'"):
-        read_qa_records(path)
+    write_jsonl(path, [MC, OE])
+    assert [r.to_dict() for r in read_qa_records(path)] == [QARecord(**MC).to_dict(), QARecord(**OE).to_dict()]

@@ -13,7 +13,7 @@ from dyto.reduction import (REDUCERS, DyCokeReducer, FastVIDReducer, HoliTomRedu
                             PruneVidReducer, VidCom2Reducer, build_reducer)
 from dyto.reduction.density import allocate
 from dyto.reduction.dycoke import dycoke_references
-from dyto.reduction.fastvid import dyseg
+from dyto.reduction.fastvid import anchor_frames, dyseg
 from dyto.reduction.holitom import static_windows
 from dyto.reduction.prunevid import contiguous_segments
 from dyto.reduction.vidcom2 import vidcom2_scores
@@ -111,9 +111,11 @@ def test_default_counts_follow_the_papers_arithmetic():
     # DyCoke: 9 whole frames (0, 4, ..., 28 and 30), 23 frames keep int(0.3 * 196) = 58
     assert DyCokeReducer()(x, GRID).tokens.shape[0] == 9 * N + 23 * 58
     assert DyCokeReducer().output_tokens(32, GRID) == 9 * N + 23 * 58
-    # FastVID on unrelated frames: every frame its own segment, int(196 * 0.25) = 49 per frame
+    # FastVID on unrelated frames: every frame its own segment, int(196 * 0.1) = 19 per frame
+    # (the public default retention), int(19 * 0.4) = 7 of them contextual
     out = FastVIDReducer()(x, GRID)
-    assert out.info["segments"] == [1] * 32 and out.tokens_per_frame == [49] * 32
+    assert out.info["segments"] == [1] * 32 and out.tokens_per_frame == [19] * 32
+    assert out.info["salient_per_frame"] == 12
 
 
 def test_fastvid_anchor_frames_carry_the_context():
@@ -122,8 +124,11 @@ def test_fastvid_anchor_frames_carry_the_context():
     assert out.tokens.shape[0] == 32 * 49
     segments = out.info["segments"]
     starts = torch.tensor([0] + segments[:-1]).cumsum(0).tolist()
-    anchors = {s + i for s, length in zip(starts, segments) for i in range(0, length, 4)}
+    # anchor frames are counted back from each segment's last frame, as the public code does
+    anchors = {s + length - 1 - i for s, length in zip(starts, segments) for i in range(0, length, 4)}
+    assert anchors == {f for s, length in zip(starts, segments) for f in anchor_frames(s, length, 4)}
     salient = out.info["salient_per_frame"]
+    assert salient == 49 - int(49 * 0.4)                  # d is the contextual share
     for frame, count in zip(out.frames_kept, out.tokens_per_frame):
         assert count == salient or frame in anchors
 
@@ -134,6 +139,9 @@ def test_allocate_and_segments_helpers():
     assert allocate(10 ** 6, [1, 2], caps=[3, 4]) == [3, 4]
     assert contiguous_segments([0, 0, 1, 0, 0, 0, 2, 2]) == [6, 2]       # stray 1 joins its run
     assert contiguous_segments([0, 1, 0, 1]) == [4]
+    # the stray 1 joins the longer 2-run (3 > 2), which then measures 4 when the stray 3 looks
+    # left: a tie with the 4-run on its right, so it goes left (upstream refine_clusters)
+    assert contiguous_segments([0, 0, 1, 2, 2, 2, 3, 4, 4, 4, 4]) == [2, 5, 4]
 
 
 def test_vidcom2_frame_budgets_follow_uniqueness():

@@ -25,6 +25,9 @@ def check_positions(out, t, grid):
     assert bool((pos >= 0).all()) and bool((pos[:, 0] < t).all())
     assert bool((pos[:, 1] < h).all()) and bool((pos[:, 2] < w).all())
     assert sorted(set(pos[:, 0].tolist())) == out.frames_kept
+    assert out.input_frames == t                     # the unreduced video's length (Seams)
+    if out.keep_input_positions:                     # input positions need distinct cells
+        assert len(set(map(tuple, pos.tolist()))) == len(pos)
 
 
 @pytest.mark.parametrize("grid", [(24, 24), (14, 14), (16, 16)])

@@ -109,6 +109,7 @@ def test_two_predicts_started_together_then_the_holder_killed_and_a_rerun(tmp_pa
 
 @pytest.mark.slow
 def test_two_judges_on_one_folder_then_the_holder_killed_and_a_rerun(tmp_path, capsys):
+    from dyto.cli import main
     from dyto.evaluation.judge_cli import judge_main
     from dyto.evaluation.protocol import load_cache
 
@@ -126,7 +127,9 @@ def test_two_judges_on_one_folder_then_the_holder_killed_and_a_rerun(tmp_path, c
             while time.monotonic() < deadline and (not cache.exists() or cache.read_text().count("\n") < 4):
                 time.sleep(0.02)
             # a second judge on the same folder (its own server, to see that it asks nothing) stops
-            assert judge_main(["--predictions", str(run), "--base-url", other.base_url, "--no-progress"]) == 2
+            with pytest.raises(SystemExit) as stopped:  # through the command's one handler
+                main(["judge", "--predictions", str(run), "--base-url", other.base_url, "--no-progress"])
+            assert stopped.value.code == 2
             assert other.requests == []
             line = capsys.readouterr().err.strip().splitlines()[-1]
             assert_names_holder(line.removeprefix("dyto: "), run, "dyto judge", holder.pid,

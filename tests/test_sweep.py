@@ -135,8 +135,8 @@ def test_a_rerun_with_a_changed_setting_stops(swept, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["sweep", *COMMON[:-4], "--model.max_new_tokens", "4", "--data.init_args.num_workers", "0",
               "--reducers", *REDUCERS, "--retention", *RETENTION, "--num-frames", "16", "--out", str(copy)])
-    message = str(exit_.value.code)
-    assert message.startswith("dyto sweep: sweep cell dyto-retention0.1:")
+    [message] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("dyto: ")]
+    assert exit_.value.code == 2 and message.startswith("dyto: sweep cell dyto-retention0.1:")
     assert "max_new_tokens: 3 -> 4" in message and "another --out" in message
     assert {p: p.read_text() for p in copy.glob("*/artifacts/predictions.rank0.jsonl")} == before
 
@@ -153,7 +153,7 @@ def test_grid_parsing_and_bad_input():
     assert [c.name for c in build_grid(["dyto"], [], [], 16)] == ["dyto-default"]
     with pytest.raises(ValueError, match="key=value"):
         parse_reducer("slowfast:fast_grid")
-    with pytest.raises(ValueError, match="unknown reducer 'nope'"):
+    with pytest.raises(ValueError, match="--reducers: 'nope' is not allowed; expected one of the known reducers"):
         build_grid(["nope"], [0.5], [], 8)
     with pytest.raises(ValueError, match="twice"):
         build_grid(["dyto", "dyto"], [0.5], [], 8)
@@ -197,3 +197,15 @@ def test_percent_of_the_unreduced_cell(tmp_path):
     assert reduced["percent_of_baseline"] == 50.0 and unreduced["percent_of_baseline"] == 100.0
     assert reduced["visual_tokens"] == {"mean": 32, "min": 32, "max": 32}
     assert 0.0 <= reduced["accuracy"]["low"] <= 25.0 <= reduced["accuracy"]["high"] <= 100.0
+
+
+def test_the_table_states_dycokes_floor():
+    """TTM alone keeps frames 0, 4, ..., 28 and 30 of 32 whole: a 10% or 25% DyCoke cell cannot be met."""
+    from dyto.evaluation.sweep_report import render_sweep
+
+    row = {"cell": "dycoke-retention0.1", "reducer": "dycoke", "label": "dycoke", "knob": "retention", "value": 0.1,
+           "visual_tokens": None, "accuracy": None, "ok": 0, "failed": 4, "percent_of_baseline": None}
+    text = render_sweep([row], 32, None, {})
+    assert "keeps 9 of the 32 frames whole" in text and "floor is 28% of T x N plus 23 tokens" in text
+    assert "| dycoke-retention0.1 | dycoke | retention = 0.1 | – | 0 / 4 |" in text
+    assert "DyCoke" not in render_sweep([{**row, "reducer": "fastvid", "label": "fastvid"}], 32, None, {})

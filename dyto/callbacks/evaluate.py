@@ -16,8 +16,10 @@ from typing import Any
 
 import lightning.pytorch as pl
 
+from dyto.errors import check
+from dyto.evaluation.choice import choice_modes
 from dyto.evaluation.protocol import JudgeConfig
-from dyto.evaluation.report import evaluate_run
+from dyto.evaluation.report import SCORERS, evaluate_run
 from dyto.predict.writer import find_writer
 
 __all__ = ["EvaluateCallback", "find_evaluator"]
@@ -39,6 +41,8 @@ class EvaluateCallback(pl.Callback):
 
     def __init__(self, scorer: str = "auto", choice_mode: str = "reference", judge: JudgeConfig = JudgeConfig(),
                  progress: bool = True):
+        check("scorer", scorer, SCORERS)  # known now, not after hours of predicting
+        check("choice_mode", choice_mode, choice_modes())
         self.scorer, self.choice_mode, self.progress = scorer, choice_mode, progress
         self.judge_config = dataclasses.replace(judge)  # a copy: the default instance is shared
         self.results: dict[str, Any] | None = None

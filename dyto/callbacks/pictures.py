@@ -54,7 +54,9 @@ class PicturesCallback(pl.Callback):
     def draw(self, module, pixels: torch.Tensor, logs: Path) -> None:
         logs.mkdir(parents=True, exist_ok=True)
         features, cls = module.encode_frames(pixels, with_cls=module.reducer.needs_cls)
-        red = module.reducer(features, module.grid, cls)
+        backbone = getattr(module, "backbone", None)  # the grid of these pixels (protocol lmms_eval: per video)
+        grid = backbone.grid_for(pixels) if backbone is not None else module.grid
+        red = module.reducer(features, grid, cls)
         frames = to_uint8_frames(pixels, module.image_mean, module.image_std)
         # a reducer's frame is a temporal patch of `frames_per_patch` sampled frames (2 for
         # Qwen2.5-VL): show the first frame of each patch, so frame k of the strip is patch k
@@ -69,5 +71,5 @@ class PicturesCallback(pl.Callback):
                         logs / "keyframes.png")
         if "r_list" in red.info and red.frames_kept:
             k = red.frames_kept[len(red.frames_kept) // 2]
-            viz.save_figure(viz.merge_map(frames[k], features[k].float().cpu(), module.grid, red.info["r_list"],
+            viz.save_figure(viz.merge_map(frames[k], features[k].float().cpu(), grid, red.info["r_list"],
                                           getattr(module.reducer, "reduce", "amax")), logs / "merge_map.png")

@@ -21,10 +21,11 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from dyto.datamodules.benchmarks import BenchmarkSpec, find_benchmark, get_benchmark
+from dyto.datamodules.benchmarks import BENCHMARKS, BenchmarkSpec, find_benchmark, get_benchmark
 from dyto.datamodules.paths import VideoError, VideoResolver, resolver_for
 from dyto.datamodules.preprocess import Preprocessing
-from dyto.datamodules.video import decode_video
+from dyto.datamodules.video import SAMPLING_RULES, decode_video
+from dyto.errors import ConfigError, RecordsError, check
 from dyto.records import QARecord, file_sha256, read_qa_records
 
 BATCH_KEYS = ("ids", "records", "pixel_values", "frame_indices", "frames_total", "status", "error", "decode_ms",
@@ -43,6 +44,7 @@ class VideoQADataset(Dataset):
                  preprocessing: Preprocessing | int, image_mean: tuple[float, ...] | None = None,
                  image_std: tuple[float, ...] | None = None, backend: str = "auto", sampling: str = "reference",
                  decode_timeout_s: float = 120.0) -> None:
+        check("num_frames", num_frames, ">=1")  # 0 frames never reach the decoder
         if not isinstance(preprocessing, Preprocessing):  # the older (image_size, image_mean, image_std) form
             defaults = Preprocessing()
             preprocessing = Preprocessing((preprocessing, preprocessing), mean=image_mean or defaults.mean,
@@ -65,7 +67,8 @@ class VideoQADataset(Dataset):
             video = decode_video(self.resolver(rec), self.num_frames, backend=self.backend, window=window,
                                  method=self.sampling, timeout_s=self.decode_timeout_s,
                                  image_fps=float(rec.meta.get("frame_fps") or 0.0))  # frame folders (MVBench)
-            sample["pixel_values"] = self.preprocessing(video.frames)  # [T,3,H',W'] float
+            sample["pixel_values"] = self.preprocessing(video.frames, total_frames=video.total_frames,
+                                                        fps=video.fps)  # [T,3,H',W'] float
             sample["frame_indices"], sample["frames_total"] = video.indices, video.total_frames
             sample["fps"] = float(video.fps or 0.0)  # frame times (Qwen3-VL writes them into the prompt)
         except VideoError as e:
@@ -145,6 +148,23 @@ class RankShardSampler(DistributedSampler):
 
 
 QUESTION_ORDERS = ("auto", "input", "length")
+DECODE_BACKENDS = ("auto", "decord", "pyav", "gif")  # video.decode_video
+
+
+def read_benchmark_records(path: str | os.PathLike, spec: BenchmarkSpec | None) -> list[QARecord]:
+    """The QA records of ``path`` (``read_qa_records``: every row checked), and with a ``spec`` all
+    of its benchmark and tasks; ``RecordsError`` naming the file (and line) otherwise."""
+    records = read_qa_records(path)
+    if spec is not None:
+        wrong = [r.id for r in records if r.benchmark != spec.name]
+        if wrong:
+            raise RecordsError(path, None, f"{len(wrong)} records are not {spec.name!r} (first: {wrong[0]!r}); "
+                               "set data.benchmark to their benchmark")
+        odd = [r for r in records if r.task not in spec.tasks]
+        if odd:
+            raise RecordsError(path, None, f"record {odd[0].id!r} has task {odd[0].task!r}, which benchmark "
+                               f"{spec.name!r} does not have (its tasks: {spec.tasks})")
+    return records
 
 
 def question_length(record: QARecord) -> int:
@@ -187,6 +207,16 @@ def auto_prefetch_factor(batch_size: int) -> int:
     return 2 if batch_size < 8 else 1
 
 
+def check_settings(**settings: Any) -> None:
+    """``ConfigError`` naming the first of the DataModule's ``settings`` it cannot run with: frames,
+    sizes and batches >= 1, workers and limit >= 0 (or ``auto``), a timeout > 0, known names."""
+    for key, value in settings.items():
+        rule = {"num_workers": ">=0", "limit": ">=0", "decode_timeout_s": ">0", "backend": DECODE_BACKENDS,
+                "sampling": SAMPLING_RULES, "order": QUESTION_ORDERS}.get(key, ">=1")
+        check(key, value, rule, optional=key in ("num_frames", "image_size", "limit", "sampling"),
+              also=("auto",) if key in ("num_workers", "prefetch_factor") else ())
+
+
 class VideoQADataModule(L.LightningDataModule):
     """Predict-only DataModule over a canonical JSONL file, for any registered benchmark.
 
@@ -200,6 +230,9 @@ class VideoQADataModule(L.LightningDataModule):
             ``preprocessing`` attribute, or for a module without one a ``Preprocessing`` built from
             its ``image_size`` / ``image_mean`` / ``image_std`` (336, CLIP's when it has none).
             ``image_size`` / ``image_mean`` / ``image_std`` given here override those fields.
+        sampling: how frames are picked (``video.SAMPLING_RULES``). None: the model's ``sampling``
+            attribute (under ``protocol: lmms_eval``, the backbone's lmms-eval rule), else
+            ``"reference"`` (SF-LLaVA's ``get_seq_frames``).
         num_frames: None: the model's ``num_frames`` (its reducer's: the one source of truth), else
             the benchmark spec's. When ``preprocessing.frames_per_patch`` is k > 1, the count is
             rounded UP to a multiple of k (a backbone folding k frames into one temporal patch
@@ -232,7 +265,7 @@ class VideoQADataModule(L.LightningDataModule):
                  preprocessing: Preprocessing | None = None, image_size: int | None = None,
                  image_mean: tuple[float, float, float] | None = None,
                  image_std: tuple[float, float, float] | None = None, backend: str = "auto",
-                 sampling: str = "reference", decode_timeout_s: float = 120.0, limit: int | None = None,
+                 sampling: str | None = None, decode_timeout_s: float = 120.0, limit: int | None = None,
                  video_map: str | None = None, pin_memory: bool | None = None,
                  prefetch_factor: int | str = "auto", order: str = "auto") -> None:
         super().__init__()
@@ -241,14 +274,9 @@ class VideoQADataModule(L.LightningDataModule):
         self.benchmark = benchmark if benchmark is not None else type(self).benchmark
         self.spec  # an unknown name fails here, listing the known ones
         self.records_path, self.video_root, self.video_map = records, video_root, video_map
-        for name, value in (("num_workers", num_workers), ("prefetch_factor", prefetch_factor)):
-            if value != "auto" and not (isinstance(value, int) and value >= (0 if name == "num_workers" else 1)):
-                raise ValueError(f"data.{name} must be 'auto' or an int >= {0 if name == 'num_workers' else 1}, "
-                                 f"got {value!r}")
-        if batch_size < 1:
-            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
-        if order not in QUESTION_ORDERS:
-            raise ValueError(f"unknown data.order {order!r}; expected one of {QUESTION_ORDERS}")
+        check_settings(batch_size=batch_size, num_workers=num_workers, num_frames=num_frames, image_size=image_size,
+                       backend=backend, sampling=sampling, decode_timeout_s=decode_timeout_s, limit=limit,
+                       prefetch_factor=prefetch_factor, order=order)
         self.order = order
         self.batch_size, self.num_workers, self.prefetch_factor = batch_size, num_workers, prefetch_factor
         self.num_frames, self.preprocessing = num_frames, preprocessing
@@ -268,17 +296,7 @@ class VideoQADataModule(L.LightningDataModule):
     def records(self) -> list[QARecord]:
         """The records of the run: the file's, checked against the benchmark, cut to `limit`."""
         if self._records is None:
-            records = read_qa_records(self.records_path)
-            spec = self.spec
-            if spec is not None:
-                wrong = [r.id for r in records if r.benchmark != spec.name]
-                if wrong:
-                    raise ValueError(f"{self.records_path}: {len(wrong)} records are not {spec.name!r} "
-                                     f"(first: {wrong[0]!r}); set data.benchmark to their benchmark")
-                odd = [r for r in records if r.task not in spec.tasks]
-                if odd:
-                    raise ValueError(f"{self.records_path}: record {odd[0].id!r} has task {odd[0].task!r}, which "
-                                     f"benchmark {spec.name!r} does not have (its tasks: {spec.tasks})")
+            records = read_benchmark_records(self.records_path, self.spec)
             self._records = records if self.limit is None else records[: self.limit]
         return self._records
 
@@ -300,11 +318,20 @@ class VideoQADataModule(L.LightningDataModule):
                                                             self.preprocessing.std)
         if self.num_frames is None and module is not None:
             self.num_frames = getattr(module, "num_frames", None)
+        if self.sampling is None:
+            self.sampling = getattr(module, "sampling", None) or "reference"
         rules = self.rules()
+        if getattr(module, "protocol", "reference") == "lmms_eval" and (rules is None or rules.lmms_eval is None):
+            known = ", ".join(sorted(n for n, s in BENCHMARKS.items() if s.lmms_eval is not None))
+            name = rules.name if rules else (self.records[0].benchmark if self.records else self.benchmark)
+            raise ConfigError("model.protocol", "lmms_eval", f"'reference' for benchmark {name!r}, which lmms-eval has "
+                              f"no task for", f"lmms-eval tasks exist for: {known}; "
+                              "dyto/assets/demo/questions_lmms_eval.jsonl holds demo questions as VideoMME rows")
         if self.num_frames is None and rules is not None:
             self.num_frames = rules.num_frames
         if self.num_frames is None:
             raise ValueError("num_frames is not set: pass it, or attach a model with a num_frames attribute")
+        check("num_frames", self.num_frames, ">=1")  # never 0 frames into the decoder, wherever it came from
         k = self.preprocessing.frames_per_patch
         self.num_frames = math.ceil(self.num_frames / k) * k
         self.records  # read (and validate) now rather than in the first worker
@@ -340,7 +367,7 @@ class VideoQADataModule(L.LightningDataModule):
             "records_sha256": file_sha256(self.records_path),
             "benchmark": self.benchmark if self.benchmark is not None else (rules.name if rules else None),
             "num_frames": self.num_frames,
-            "sampling": self.sampling,
+            "sampling": self.sampling or "reference",
             "backend": self.backend,
             "decode_timeout_s": self.decode_timeout_s,
             "preprocessing": self.preprocessing.config() if self.preprocessing is not None else None,
@@ -364,7 +391,7 @@ class VideoQADataModule(L.LightningDataModule):
             self.setup("predict")
         todo = [r for r in self.records if r.id not in self.skip_ids]
         return VideoQADataset(todo, self.resolver(), self.num_frames, self.preprocessing, backend=self.backend,
-                              sampling=self.sampling, decode_timeout_s=self.decode_timeout_s)
+                              sampling=self.sampling or "reference", decode_timeout_s=self.decode_timeout_s)
 
     def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:
         """Batches stay on the host: the model copies frames itself (``encode_frames``), so frames it

@@ -26,23 +26,30 @@ import torch
 from PIL import Image
 
 from dyto.datamodules.image_sources import frame_files, read_frame_folder, read_gif
+from dyto.datamodules.lmms_frames import LMMS_SAMPLING, lmms_frame_indices
 from dyto.datamodules.paths import VideoError
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "DecodedVideo", "VideoError", "decode_video", "frame_files", "preprocess_frames",
+__all__ = ["CLIP_MEAN", "CLIP_STD", "DecodedVideo", "SAMPLING_RULES", "VideoError", "decode_video", "frame_files",
+           "preprocess_frames",
            "sample_frame_indices"]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def sample_frame_indices(total: int, n: int, method: str = "reference") -> list[int]:
-    """Indices of the frames to decode out of `total`.
+SAMPLING_RULES = ("reference", "unique", *LMMS_SAMPLING)
+
+
+def sample_frame_indices(total: int, n: int, method: str = "reference", fps: float | None = None) -> list[int]:
+    """Indices of the frames to decode out of `total` (`fps`: the video's, for the rate-based rules).
 
     reference: SF-LLaVA/DyTo `get_seq_frames` exactly: desired = min(total, n), seg = (total-1)/desired,
         index k = (round(seg*k) + round(seg*(k+1))) // 2 with NumPy half-to-even rounding. On short
         videos (total <= n) it repeats a frame and never reaches the last one (3 -> [0, 1, 1]).
     unique: a fix, never the default: all frames if total <= n, else n evenly spaced distinct indices
         from the first to the last frame.
+    linspace, internvl_segments, fps_then_linspace, qwen_fps: lmms-eval's model files
+        (:mod:`dyto.datamodules.lmms_frames`); they may return fewer than `n` frames.
     """
     if total < 1 or n < 1:
         raise ValueError(f"need total >= 1 and n >= 1, got total={total}, n={n}")
@@ -55,7 +62,9 @@ def sample_frame_indices(total: int, n: int, method: str = "reference") -> list[
         if total <= n:
             return list(range(total))
         return np.round(np.linspace(0, total - 1, n)).astype(np.int64).tolist()
-    raise ValueError(f"unknown sampling method {method!r}; expected 'reference' or 'unique'")
+    if method in LMMS_SAMPLING:
+        return lmms_frame_indices(total, n, method, fps)
+    raise ValueError(f"unknown sampling method {method!r}; expected one of {SAMPLING_RULES}")
 
 
 @dataclass
@@ -90,7 +99,7 @@ def _window_indices(total: int, fps: float, n: int, window: tuple[float, float] 
             length = f"{times[-1]:.2f}s" if times is not None else f"{total / fps:.2f}s"
             raise VideoError("video_unreadable", f"window {start}-{end}s holds no frame of a "
                              f"{total}-frame video at {fps:g} fps ({length})")
-    return [lo + i for i in sample_frame_indices(hi - lo + 1, n, method)]
+    return [lo + i for i in sample_frame_indices(hi - lo + 1, n, method, fps)]
 
 
 def _decode_decord(path: Path, choose: Callable[[int, float], list[int]], deadline: float) -> DecodedVideo:

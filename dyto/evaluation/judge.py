@@ -39,6 +39,7 @@ from typing import Any, Iterable
 import openai
 from tqdm import tqdm
 
+from dyto.errors import UserError
 from dyto.evaluation.judge_prompts import PROMPTS, parse_reply
 from dyto.evaluation.protocol import (CACHE_FILE, DEFAULT_MODEL, JudgeConfig, asks_bound, input_hash,
                                       judge_configured, judge_inputs, load_cache, plan_jobs)
@@ -56,11 +57,11 @@ _FIX = {openai.AuthenticationError: "check OPENAI_API_KEY",
         openai.BadRequestError: "set the judge model or the settings the server rejects"}
 
 
-class JudgeUnavailable(RuntimeError):
+class JudgeUnavailable(UserError, RuntimeError):
     """Neither an API key nor a base URL is configured."""
 
 
-class JudgeFatalError(RuntimeError):
+class JudgeFatalError(UserError, RuntimeError):
     """The judge server refused in a way no retry can fix (the message is one line, with the fix)."""
 
 

@@ -19,11 +19,11 @@ import sys
 import types
 import typing
 
+from dyto.errors import ConfigError, UserError
 from dyto.evaluation.choice import choice_modes
 from dyto.evaluation.judge import JudgeFatalError, JudgeUnavailable
 from dyto.evaluation.protocol import JudgeConfig
 from dyto.evaluation.report import evaluate, locate_predictions
-from dyto.runs import RunLocked
 
 
 def _flag_type(name: str) -> tuple[type, int | None]:
@@ -60,9 +60,12 @@ def judge_main(argv: list[str] | None = None) -> int:
     values = {name: getattr(args, name) for name, _, _ in JudgeConfig.options()}
     try:
         config = JudgeConfig(**values)
-    except ValueError as e:
-        ap.error(str(e))
+    except ConfigError as e:  # the handler of dyto.cli prints it in one line, as the flag
+        raise e.at("--" + e.key.replace("_", "-")) from None
     predictions, out = locate_predictions(args.predictions, args.out)
+    if not predictions.is_file():
+        raise UserError(f"--predictions: {predictions} does not exist: give a run folder (outputs/<run>) "
+                        "that finished predict, or its artifacts/predictions.jsonl")
     try:
         results = evaluate(predictions, out, scorer="gpt", judge_config=config, choice_mode=args.choice_mode,
                            progress=not args.no_progress, purpose="dyto judge",
@@ -71,9 +74,6 @@ def judge_main(argv: list[str] | None = None) -> int:
         ap.error(str(e))
     except JudgeFatalError as e:
         print(f"dyto judge: {e}", file=sys.stderr)
-        return 2
-    except RunLocked as e:  # until the shared UserError handler lands: one line, exit 2
-        print(f"dyto: {e.one_line()}", file=sys.stderr)
         return 2
     run = results.get("judge_run", {})
     print(json.dumps(run, indent=1))

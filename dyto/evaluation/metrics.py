@@ -74,18 +74,39 @@ def _mc_entry(t: Tally) -> dict[str, Any]:
     return {**c, "accuracy": _pct(c["correct"], c["ok"]), "accuracy_all": _pct(c["correct"], c["items"])}
 
 
+def choose(p: dict[str, Any], mode: str) -> int | None:
+    """The option a multiple-choice prediction picks: under ``protocol: lmms_eval`` (the record says
+    so) its benchmark's lmms-eval parser, else :func:`parse_choice` in ``mode``."""
+    if p.get("protocol") == "lmms_eval":
+        return lmms_eval_task(p).parse(p.get("prediction") or "", p)
+    return parse_choice(p.get("prediction"), len(p.get("options") or []) or 5, mode)
+
+
+def lmms_eval_task(p: dict[str, Any]):
+    spec = find_benchmark(p.get("benchmark"))
+    if spec is None or spec.lmms_eval is None or spec.lmms_eval.parse is None:
+        raise ValueError(f"prediction {p.get('id')!r} was made under protocol lmms_eval, but benchmark "
+                         f"{p.get('benchmark')!r} has no lmms-eval multiple-choice parser")
+    return spec.lmms_eval
+
+
+def parse_mode(preds: list[dict[str, Any]], mode: str) -> str:
+    """What parsed ``preds``: ``mode``, or ``lmms_eval:<task>`` for lmms-eval records."""
+    modes = sorted({f"lmms_eval:{lmms_eval_task(p).task}" if p.get("protocol") == "lmms_eval" else mode for p in preds})
+    return " + ".join(modes) if modes else mode
+
+
 def _multiple_choice(preds: list[dict[str, Any]], mode: str) -> dict[str, Any]:
     groups: dict[tuple[str, str], Tally] = defaultdict(lambda: Tally(_MC))
     for p in preds:
         ok = p.get("status") == "ok"
-        n_opt = len(p.get("options") or []) or 5
-        choice = parse_choice(p.get("prediction"), n_opt, mode) if ok else None
+        choice = choose(p, mode) if ok else None
         counts = {"items": 1, "ok": int(ok), "correct": int(ok and choice is not None and choice == p.get("answer_index")),
                   "unparsed": int(ok and choice is None)}
         for key in [("all", "all"), *breakdown_keys(p.get("benchmark"), p.get("meta"))]:
             groups[key].update(**counts)
     out = _mc_entry(groups.pop(("all", "all")))
-    out["parse_mode"] = mode
+    out["parse_mode"] = parse_mode(preds, mode)
     for (kind, name), t in sorted(groups.items()):
         out.setdefault(kind, {})[name] = _mc_entry(t)
     return out
@@ -165,7 +186,7 @@ def per_item(predictions: Iterable[dict[str, Any]], judgments: Iterable[dict[str
     for p in predictions:
         item: dict[str, Any] = {"verdict": p.get("status"), "score": None}
         if p.get("status") == "ok" and p.get("task") == "multiple_choice":
-            choice = parse_choice(p.get("prediction"), len(p.get("options") or []) or 5, choice_mode)
+            choice = choose(p, choice_mode)
             item["verdict"] = "unparsed" if choice is None else "correct" if choice == p.get("answer_index") else "wrong"
         elif p.get("status") == "ok":
             found = [index.get(input_hash(judge_model, versions.get(d, ""), d, f)) for d, f in judge_inputs(p)]

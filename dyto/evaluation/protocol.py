@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable
 
+from dyto.errors import ConfigError, check
 from dyto.evaluation.judge_prompts import PROMPTS, TASK_DIMENSIONS
 from dyto.records import read_jsonl, stable_hash
 
@@ -64,12 +65,17 @@ class JudgeConfig:
                                                        "the built-in price of known models")
 
     def __post_init__(self):
-        for name in ("concurrency", "max_attempts"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"judge {name} must be >= 1, got {getattr(self, name)}")
-        if self.max_asks is not None and self.max_asks < 1:
-            raise ValueError(f"judge max_asks must be >= 1, got {self.max_asks}")
+        """``ConfigError`` under the field's name (``dyto judge`` shows it as ``--<flag>``)."""
+        for name in ("concurrency", "max_attempts", "max_asks", "max_requests"):
+            check(name, getattr(self, name), ">=1", optional=name in ("max_asks", "max_requests"))
+        for name in ("timeout", "max_cost"):
+            check(name, getattr(self, name), ">0", optional=name == "max_cost")
+        for name in ("backoff", "max_backoff", "temperature"):
+            check(name, getattr(self, name), ">=0.0", optional=name == "temperature")
         if self.price_per_mtok is not None:
+            if len(self.price_per_mtok) != 2 or not all(isinstance(p, (int, float)) and p >= 0
+                                                        for p in self.price_per_mtok):
+                raise ConfigError("price_per_mtok", self.price_per_mtok, "two prices >= 0: prompt, completion")
             self.price_per_mtok = tuple(float(p) for p in self.price_per_mtok)
 
     def prices(self) -> tuple[float, float] | None:

@@ -237,6 +237,10 @@ def render_report(results: dict[str, Any], logs_dir: Path | None = None) -> str:
              f"- scorer: **{results['scorer']}**, judge model `{m['judge_model'] or 'none (nothing to judge)'}`",
              f"- prompt versions: {', '.join(f'{k}=`{v}`' for k, v in sorted(m['prompt_versions'].items()))}",
              f"- multiple-choice parsing: `{m['choice_mode']}`; model size: {results.get('model_size') or 'unknown'}"]
+    if other := {b: e["multiple_choice"].get("parse_mode") for b, e in m["benchmarks"].items()
+                 if e.get("multiple_choice", {}).get("parse_mode", m["choice_mode"]) != m["choice_mode"]}:
+        lines.append("- parsed by another rule (protocol lmms_eval): "
+                     + ", ".join(f"{b}: `{mode}`" for b, mode in sorted(other.items())))
     if results["scorer"] == "match":
         lines.append("- **WARNING: open-ended answers were scored by offline string matching, not by the GPT "
                      "judge; these numbers are not comparable with the paper.**")

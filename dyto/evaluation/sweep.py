@@ -47,14 +47,15 @@ import yaml
 from torch.utils.data import DataLoader
 
 from dyto.datamodules.base import collate
+from dyto.errors import ConfigError, OneLineParser, check
 from dyto.evaluation.report import evaluate_run
 from dyto.evaluation.sweep_report import write_sweep_report
 from dyto.predict.writer import latest_per_id, load_attempts, merge_rank_logs
 from dyto.records import append_jsonl, open_append_log, write_text_atomic
-from dyto.reduction import TokenReducer, build_reducer
+from dyto.reduction import TokenReducer, build_reducer, list_reducers
 from dyto.runs import RunFolder, SettingsChanged, fingerprint_digest, run_fingerprint
 
-__all__ = ["Cell", "parse_reducer", "build_grid", "run_sweep", "sweep_main", "SweepSettingsChanged"]
+__all__ = ["Cell", "parse_reducer", "check_grid", "build_grid", "run_sweep", "sweep_main", "SweepSettingsChanged"]
 
 KNOBS = ("retention", "target_tokens")
 SWEEP_HINT = "sweep into another --out"
@@ -85,23 +86,43 @@ def parse_reducer(spec: str) -> tuple[str, dict[str, Any]]:
     for item in filter(None, rest.split(",")):
         key, eq, value = item.partition("=")
         if not eq or not key:
-            raise ValueError(f"reducer {spec!r}: parameters are key=value, separated by commas")
+            raise ConfigError("--reducers", spec, "name or name:key=value,key=value")
         params[key.strip()] = yaml.safe_load(value)
     return name, params
 
 
+def check_grid(reducers: list[str], retention: list[float], target_tokens: list[int]) -> None:
+    """The grid's flags, checked before any model loads (``build_grid`` then checks every cell)."""
+    for value in retention:
+        check("--retention", value, "(0,1]")
+    for value in target_tokens:
+        check("--target-tokens", value, ">=1")
+    for spec in reducers:
+        name, _ = parse_reducer(spec)
+        check("--reducers", name, tuple(list_reducers()))
+
+
 def build_grid(reducers: list[str], retention: list[float], target_tokens: list[int], num_frames: int) -> list[Cell]:
-    """Every reducer at every budget, all on ``num_frames`` frames; `concat` also unreduced."""
+    """Every reducer at every budget, all on ``num_frames`` frames; `concat` also unreduced.
+    A bad reducer, parameter or budget raises ``ConfigError`` naming the flag it came from."""
+    check("--num-frames", num_frames, ">=1")
     budgets = [("retention", r) for r in retention] + [("target_tokens", t) for t in target_tokens] or [(None, None)]
     cells = []
     for spec in reducers:
         name, params = parse_reducer(spec)
         for knob, value in budgets + ([(None, None)] if name == "concat" and budgets[0][0] else []):
             extra = {knob: value} if knob else {}
-            cells.append(Cell(spec, build_reducer(name, **params, num_frames=num_frames, **extra), knob, value))
+            try:
+                reducer = build_reducer(name, **params, num_frames=num_frames, **extra)
+            except ConfigError as e:
+                flag = {"reducer": "--reducers", "retention": "--retention", "target_tokens": "--target-tokens",
+                        "num_frames": "--num-frames"}.get(e.key, f"--reducers {spec}: {e.key}")
+                raise e.at(flag) from None
+            cells.append(Cell(spec, reducer, knob, value))
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
-        raise ValueError(f"the grid names a cell twice: {sorted(n for n in names if names.count(n) > 1)}")
+        raise ConfigError("--reducers", reducers, "each reducer once",
+                          f"the grid names a cell twice: {sorted({n for n in names if names.count(n) > 1})}")
     return cells
 
 
@@ -277,7 +298,7 @@ def _predict_chunk(module, state: _CellState, recs, sample: dict, features) -> N
 def sweep_main(argv: list[str], build: Callable[[list[str]], tuple]) -> int:
     """`dyto sweep ...`; ``build(rest)`` parses the `dyto predict` options and returns
     (module, datamodule, trainer, config dict) (``dyto.cli.build_for_sweep``)."""
-    p = argparse.ArgumentParser(prog="dyto sweep", description=__doc__.split("\n\n")[0],
+    p = OneLineParser(prog="dyto sweep", description=__doc__.split("\n\n")[0],
                                 epilog="Every other option (--config, --model.*, --data.*, --trainer.*, "
                                        "--evaluation.*) is dyto predict's.")
     p.add_argument("--reducers", nargs="+", required=True, help="registry names, optionally name:key=value,...")
@@ -292,6 +313,9 @@ def sweep_main(argv: list[str], build: Callable[[list[str]], tuple]) -> int:
                    "(default: concat-unreduced when concat is in the grid)")
     p.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples for the intervals")
     args, rest = p.parse_known_args(argv)
+    check("--resamples", args.resamples, ">=1")
+    check("--num-frames", args.num_frames, ">=1", optional=True)
+    check_grid(args.reducers, args.retention, args.target_tokens)
     with RunFolder(args.out).lock("dyto sweep", SWEEP_HINT):  # before the model loads
         return _sweep(args, rest, build)
 
@@ -313,7 +337,7 @@ def _sweep(args: argparse.Namespace, rest: list[str], build: Callable[[list[str]
     names = [c.name for c in cells]
     baseline = args.baseline or ("concat-unreduced" if "concat-unreduced" in names else None)
     if baseline is not None and baseline not in names:
-        raise ValueError(f"--baseline {baseline!r} is not a cell of this grid: {', '.join(names)}")
+        raise ConfigError("--baseline", baseline, "a cell of this grid: " + ", ".join(names))
     print(f"[dyto] sweep {args.out}: {len(cells)} cells x {len(datamodule.input_ids())} questions, "
           f"{num_frames} frames per video")
     with lock_cells(args.out, cells):  # held through evaluation

@@ -21,6 +21,7 @@ from dyto.evaluation.published import run_published
 from dyto.evaluation.report import efficiency_summary
 from dyto.evaluation.stats import bootstrap_mean, percent_of_baseline
 from dyto.records import write_text_atomic
+from dyto.reduction.dycoke import ttm_floor
 from dyto.runs import RunFolder
 
 __all__ = ["cell_summary", "sweep_rows", "render_sweep", "write_sweep_report"]
@@ -68,6 +69,17 @@ def _budget(r: dict[str, Any]) -> str:
     return f"{r['knob']} = {r['value']:g}"
 
 
+def _floor_notes(rows: list[dict[str, Any]], num_frames: int) -> list[str]:
+    """A line per reducer whose budget has a floor a sweep cell can fall below (DyCoke)."""
+    if not any(r["reducer"] == "dycoke" for r in rows):
+        return []
+    whole, compared = ttm_floor(num_frames)
+    return [f"DyCoke here is TTM alone (its KV pruning runs inside the LLM): it keeps {whole} of the {num_frames} "
+            f"frames whole and at least one token of each of the other {compared}, so its floor is "
+            f"{100 * whole / num_frames:.0f}% of T x N plus {compared} tokens; a DyCoke cell below it ends with "
+            "`error` records that name the limit.", ""]
+
+
 def render_sweep(rows: list[dict[str, Any]], num_frames: int, baseline: str | None, counts: dict[str, int]) -> str:
     lines = ["# Reducer sweep", "",
              f"Every cell sampled the same {num_frames} frames per video (the reducers' `num_frames` was set to "
@@ -77,6 +89,7 @@ def render_sweep(rows: list[dict[str, Any]], num_frames: int, baseline: str | No
              "(yes + no)), with a 95% percentile-bootstrap interval over questions. "
              + (f"% of unreduced: accuracy / accuracy of `{baseline}`." if baseline else
                 "% of unreduced: no baseline cell (add `concat` or `--baseline CELL`)."), "",
+             *_floor_notes(rows, num_frames),
              "Published: the numbers papers report for the same (method, backbone, benchmark, retention), "
              "with who measured them, their frames and protocol (docs/paper-results.md).", "",
              "| cell | reducer | budget | visual tokens mean [min, max] | ok / failed | accuracy (%) [95% CI] "

@@ -47,7 +47,7 @@ from dyto.models.inputs import left_pad
 from dyto.models.rope import reset_dynamic_rope
 
 __all__ = ["Backbone", "VisualFeatures", "LLMInput", "Prompt", "BACKBONES", "register_backbone",
-           "build_backbone", "list_backbones", "left_pad", "check_reducer_fits"]
+           "build_backbone", "list_backbones", "left_pad", "input_cells", "check_reducer_fits"]
 
 
 @dataclass
@@ -75,17 +75,34 @@ class LLMInput:
     """One sequence ready for the LLM."""
 
     embeds: Tensor                # [S, D] text + visual embeddings
-    positions: Tensor | None      # None: ordinary 1-D positions; M-RoPE: LongTensor [3, S] (t, h, w) ids
+    positions: Tensor | None      # None: 0..S-1; [1, S]: explicit 1-D ids (a reduction that keeps
+                                  # input positions); M-RoPE: LongTensor [3, S] (t, h, w) ids
     visual_tokens: int            # how many of the S rows are visual
 
     @property
     def length(self) -> int:
         return self.embeds.shape[0]
 
+    @property
+    def span(self) -> int:
+        """1-D positions the sequence reaches: its largest explicit 1-D id + 1, else its length
+        (what dynamic RoPE scales by)."""
+        if self.positions is not None and self.positions.shape[0] == 1 and self.length:
+            return int(self.positions.max()) + 1
+        return self.length
+
     def truncated(self, length: int) -> "LLMInput":
         """The first ``length`` rows (the reference's right-side cut of the input embeddings)."""
         pos = None if self.positions is None else self.positions[:, :length]
         return LLMInput(self.embeds[:length], pos, self.visual_tokens)
+
+
+def input_cells(reduction, grid: tuple[int, int]) -> tuple[Tensor, Tensor, int]:
+    """(frame [L], raster cell [L], input frames T) of a reduction that keeps input positions."""
+    if reduction.positions is None or reduction.input_frames is None:
+        raise ValueError("keep_input_positions needs Reduction.positions and Reduction.input_frames")
+    positions = reduction.positions.cpu()
+    return positions[:, 0], positions[:, 1] * grid[1] + positions[:, 2], int(reduction.input_frames)
 
 
 BACKBONES: dict[str, type["Backbone"]] = {}
@@ -135,10 +152,10 @@ def check_reducer_fits(reducer, backbone: "Backbone") -> None:
     per-token tensors (DeepStack) and the reducer reports no assignment to reduce them by."""
     name = getattr(reducer, "name", None) or type(reducer).__name__
     if getattr(reducer, "needs_cls", False) and not backbone.has_cls:
-        raise ConfigError("model.reducer", name, "a reducer that needs no CLS (DyTo: descriptor 'patch0')",
+        raise ConfigError("reducer", name, "a reducer that needs no CLS (DyTo: descriptor 'patch0')",
                           f"{backbone.name}'s vision tower has no CLS token")
     if backbone.extra_levels and not getattr(reducer, "assigns", False):
-        raise ConfigError("model.reducer", name, "a reducer that reports its keep/merge assignment",
+        raise ConfigError("reducer", name, "a reducer that reports its keep/merge assignment",
                           f"{backbone.name} carries {backbone.extra_levels} DeepStack tensors per token, which follow "
                           "the tokens only by the reducer's Reduction.assignment")
 
@@ -150,7 +167,9 @@ class Backbone(torch.nn.Module):
     implement ``encode``, ``prompt``, ``build_input`` and ``fingerprint``.
 
     The default ``generate`` runs HF greedy generation on left-padded input embeddings with
-    1-D positions; a backbone with its own positions (M-RoPE) overrides it.
+    1-D positions (0..S-1, or the explicit ``[1, S]`` ids of ``LLMInput.positions``, which the
+    decoding steps continue from the last one + 1); a backbone with its own positions (M-RoPE)
+    overrides it.
     """
 
     name: ClassVar[str] = "?"
@@ -189,6 +208,21 @@ class Backbone(torch.nn.Module):
             "dtype": str(self.model.dtype).removeprefix("torch."),
             "attn_implementation": config._attn_implementation,
         }
+
+    # -- protocol: lmms_eval (dyto/models/lmms_eval.py) ------------------------------------------
+    def lmms_eval_model(self):
+        """How lmms-eval's model file runs this family (an ``LmmsEvalModel``); a family without one
+        cannot run ``protocol: lmms_eval``."""
+        raise ConfigError("model.protocol", "lmms_eval", "'reference'", f"backbone {self.name!r} has no lmms-eval model")
+
+    def lmms_eval_prompt(self, text: str) -> Prompt:
+        """A task's lmms-eval user text in this family's lmms-eval template, split at the visual tokens."""
+        raise ConfigError("model.protocol", "lmms_eval", "'reference'", f"backbone {self.name!r} has no lmms-eval model")
+
+    def grid_for(self, pixels: Tensor) -> tuple[int, int]:
+        """(h, w) of the tokens ``encode`` makes from ``pixels [T,3,H,W]``: ``grid`` unless the
+        family's grid depends on the frame size (Qwen2.5-VL's ``smart_resize``, InternVL's tiles)."""
+        return self.grid
 
     # -- defaults --------------------------------------------------------------------------
     @property
@@ -237,12 +271,19 @@ class Backbone(torch.nn.Module):
     def generate(self, inputs: list[LLMInput], generation_config: GenerationConfig,
                  logits_processor=None) -> list[str]:
         """Greedy continuations of left-padded ``inputs`` (one batch), decoded, not yet stripped."""
-        if any(i.positions is not None for i in inputs):
-            raise ValueError(f"{type(self).__name__} does not place tokens by explicit positions")
+        if any(i.positions is not None and i.positions.shape != (1, i.length) for i in inputs):
+            raise ValueError(f"{type(self).__name__} places tokens by 1-D positions [1, S] only")
         embed = self.input_embeddings()
         pad = embed(torch.tensor(self.pad_token_id, device=embed.weight.device))
         embeds, mask = left_pad([i.embeds for i in inputs], pad)
+        kwargs = {}
+        if any(i.positions is not None for i in inputs):   # explicit ids, right-aligned as the embeds
+            ids = (mask.cumsum(-1) - 1).clamp(min=0)
+            for b, item in enumerate(inputs):
+                if item.positions is not None:
+                    ids[b, ids.shape[1] - item.length :] = item.positions[0].to(ids.device)
+            kwargs["position_ids"] = ids
         self.before_generation()
         ids = self.model.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=generation_config,
-                                  logits_processor=logits_processor)
+                                  logits_processor=logits_processor, **kwargs)
         return self.tokenizer.batch_decode(ids, skip_special_tokens=True)

@@ -7,7 +7,9 @@ states), the prompt through the checkpoint's chat template with the reference's 
 processor builds it: the prompt is tokenised whole with one marker token (a special token) per
 visual block, and each marker's embedding row is replaced by that block's tokens. Since special
 tokens split the text before BPE, the text around the visual tokens tokenises exactly as in the
-model's own path. Positions are 1-D (``LLMInput.positions`` None).
+model's own path. Positions are 1-D: 0..S-1 (``LLMInput.positions`` None), or, for a reduction
+with ``keep_input_positions`` (FastVID), the ids every token has in the unreduced sequence
+(``input_positions``; the subclass says where each block's tokens sit in ``block_offsets``).
 
 A subclass sets the class attributes and implements ``encode`` and ``visual_layout``.
 """
@@ -21,6 +23,7 @@ import torch
 from torch import Tensor
 
 from dyto.datamodules.preprocess import Preprocessing
+from dyto.errors import check
 from dyto.models.backbone import Backbone, LLMInput, Prompt
 from dyto.models.loading import (
     checkpoint_chat_template,
@@ -56,8 +59,7 @@ class ChatBackbone(Backbone):
                  vision_chunk_size: int = 16, chat_template: str | None = None, system_prompt: bool = True,
                  seed: int = 0):
         super().__init__()
-        if vision_chunk_size < 1:
-            raise ValueError(f"vision_chunk_size must be >= 1, got {vision_chunk_size}")
+        check("vision_chunk_size", vision_chunk_size, ">=1")
         self.checkpoint, self.vision_chunk_size, self.system_prompt = checkpoint, vision_chunk_size, system_prompt
         torch_dtype, attn = resolve_dtype(dtype), resolve_attn_implementation(attn_implementation)
         if checkpoint == "tiny":
@@ -106,6 +108,12 @@ class ChatBackbone(Backbone):
         """(text that replaces the template's marker, with one marker token per block; the blocks)."""
         raise NotImplementedError
 
+    def block_offsets(self, reduction) -> list[tuple[Tensor, int]]:
+        """Per visual block: (offset of each of its rows in the unreduced block [L_k], the
+        unreduced block's length), for ``keep_input_positions``."""
+        raise ValueError(f"{type(self).__name__} cannot keep a reduction's input positions; "
+                         "use the reducer's compact positions (FastVID: positions: compact)")
+
     marker_token: ClassVar[str]  # the special token each visual block replaces
 
     # -- shared ----------------------------------------------------------------------------
@@ -131,7 +139,21 @@ class ChatBackbone(Backbone):
             start = i + 1
         pieces.append(text[start:])
         visual = sum(b.shape[0] for b in blocks)
-        return LLMInput(torch.cat(pieces), None, visual)
+        positions = self.input_positions(len(ids), at, reduction) if reduction.keep_input_positions else None
+        return LLMInput(torch.cat(pieces), positions, visual)
+
+    def input_positions(self, length: int, at: list[int], reduction) -> Tensor:
+        """``[1, S]`` ids as in the unreduced sequence: text advances by one, a visual block by
+        its unreduced length, and each visual row sits at its offset in that block."""
+        offsets = self.block_offsets(reduction)
+        device = self.input_embeddings().weight.device
+        pieces, p, start = [], 0, 0
+        for i, (offset, full) in zip(at, offsets):
+            text_end = p + i - start
+            pieces += [torch.arange(p, text_end), text_end + offset.cpu()]
+            p, start = text_end + full, i + 1
+        pieces.append(torch.arange(p, p + length - start))
+        return torch.cat(pieces).to(device)[None]
 
     def fingerprint(self) -> dict:
         config = self.model.config

@@ -19,12 +19,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+import dataclasses
+
 from dyto.datamodules.preprocess import Preprocessing
 from dyto.datamodules.video import CLIP_MEAN, CLIP_STD
-from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, register_backbone
+from dyto.errors import ConfigError, check
+from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, input_cells, register_backbone
 from dyto.models.inputs import TOKENIZATIONS, splice, tokenize_prompt
+from dyto.models.lmms_eval import LMMS_EVAL, LmmsEvalModel, llava_conversation
 from dyto.models.loading import load_llava_next, resolve_attn_implementation, resolve_dtype
-from dyto.models.prompts import IMAGE_PLACEHOLDER, default_conv_mode, model_family, render_prompt
+from dyto.models.prompts import IMAGE_PLACEHOLDER, TEMPLATES, default_conv_mode, model_family, render_prompt
 from dyto.models.rope import ROPE_STATES
 from dyto.models.videoqa import VideoQA
 from dyto.reduction import TokenReducer
@@ -92,15 +96,13 @@ class LlavaNext(Backbone):
 
     def _options(self, checkpoint, prompt_family, conv_mode, vision_chunk_size, tokenization, rope_scaling_factor,
                  rope_state):
-        if rope_state not in ROPE_STATES:
-            raise ValueError(f"unknown rope_state {rope_state!r}; expected one of {ROPE_STATES}")
+        check("rope_state", rope_state, ROPE_STATES)
         self.rope_state = rope_state
-        if prompt_family not in PROMPT_FAMILIES:
-            raise ValueError(f"unknown prompt_family {prompt_family!r}; expected one of {PROMPT_FAMILIES}")
-        if vision_chunk_size < 1:
-            raise ValueError(f"vision_chunk_size must be >= 1, got {vision_chunk_size}")
-        if tokenization not in TOKENIZATIONS:
-            raise ValueError(f"unknown tokenization {tokenization!r}; expected one of {TOKENIZATIONS}")
+        check("prompt_family", prompt_family, PROMPT_FAMILIES)
+        check("conv_mode", conv_mode, tuple(sorted(TEMPLATES)), optional=True)
+        check("vision_chunk_size", vision_chunk_size, ">=1")
+        check("tokenization", tokenization, TOKENIZATIONS)
+        check("rope_scaling_factor", rope_scaling_factor, ">0", optional=True)
         self.checkpoint, self.conv_mode, self.prompt_family = checkpoint, conv_mode, prompt_family
         self.family = model_family(checkpoint) if prompt_family == "auto" else prompt_family
         self.vision_chunk_size, self.tokenization, self.rope_scaling_factor = vision_chunk_size, tokenization, rope_scaling_factor
@@ -175,7 +177,28 @@ class LlavaNext(Backbone):
         before, after = tokenize_prompt(self.tokenizer, prompt.before + IMAGE_PLACEHOLDER + prompt.after,
                                         self.tokenization)
         embeds = splice(self.input_embeddings(), before, reduction.tokens, after)
-        return LLMInput(embeds, None, reduction.tokens.shape[0])
+        positions = None
+        if reduction.keep_input_positions:   # each token at its place in the unreduced sequence
+            frames, cells, t = input_cells(reduction, self.grid)
+            n, b = self.grid[0] * self.grid[1], len(before)
+            positions = torch.cat([torch.arange(b), b + frames * n + cells,
+                                   torch.arange(len(after)) + b + t * n])[None].to(embeds.device)
+        return LLMInput(embeds, positions, reduction.tokens.shape[0])
+
+    def lmms_eval_model(self) -> LmmsEvalModel:
+        """lmms-eval's ``llava_vid.py`` with its defaults (``conv_template=vicuna_v1``, ``max_frames_num=20``,
+        ``video_fps=1``) and the CLIP processor of LLaVA-NeXT's original checkpoints. Its 2x2 average
+        pooling and per-row newlines are not applied: this backbone keeps the reference's 24x24 tokens."""
+        if self.family != "7b":
+            raise ConfigError("model.protocol", "lmms_eval", "'reference'", "lmms-eval's llava_vid defaults are "
+                              "written for Vicuna (7B); LLaVA-NeXT-34B's template there is not set")
+        return LmmsEvalModel("llava_vid", f"{LMMS_EVAL} lmms_eval/models/simple/llava_vid.py 86-106, 331-349, 505-524",
+                             20, "fps_then_linspace",
+                             dataclasses.replace(self.preprocessing, resize="shortest_edge_center_crop"), 1024, "vicuna_v1")
+
+    def lmms_eval_prompt(self, text: str) -> Prompt:
+        before, after = llava_conversation("vicuna_v1", text)
+        return Prompt(before, after, "lmms_eval:vicuna_v1")
 
     def clean_answer(self, task: str, text: str) -> str:
         # SF-LLaVA's fix: its multiple-choice answers sometimes speak of "the image"
@@ -210,6 +233,7 @@ class DyToVideoQA(VideoQA):
         generation_loop: str = "eager",
         rope_state: str = "per_question",
     ):
+        self.check_settings(max_new_tokens, max_length, overflow, generation_batch_size, batch_order, generation_loop)
         backbone = LlavaNext(model, prompt_family, conv_mode, dtype, attn_implementation, vision_chunk_size,
                              tokenization, rope_scaling_factor, seed, rope_state)
         super().__init__(backbone, reducer, max_new_tokens, max_length, overflow, generation_batch_size,

@@ -9,6 +9,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, LlavaNextForConditionalGeneration
 from transformers.utils import cached_file, is_flash_attn_2_available
 
+from dyto.errors import ConfigError
 from dyto.models.rope import apply_rope_scaling
 from dyto.models.tiny import RANDOM_WEIGHTS_FLAG, TINY_MODEL_NAME, build_tiny_llava_next
 
@@ -20,7 +21,7 @@ def resolve_dtype(dtype: str) -> torch.dtype:
     if dtype == "auto":
         return torch.float16 if torch.cuda.is_available() else torch.float32
     if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; expected 'auto' or one of {sorted(DTYPES)}")
+        raise ConfigError("dtype", dtype, "'auto' or one of " + ", ".join(sorted(DTYPES)))
     return DTYPES[dtype]
 
 
@@ -34,7 +35,8 @@ def resolve_attn_implementation(attn_implementation: str) -> str:
     if attn_implementation == "auto":
         return "flash_attention_2" if cuda and is_flash_attn_2_available() else "sdpa"
     if attn_implementation == "flash_attention_2" and not cuda:
-        raise ValueError("attn_implementation='flash_attention_2' needs CUDA; use 'sdpa' or 'auto'")
+        raise ConfigError("attn_implementation", attn_implementation, "'sdpa' or 'auto' without CUDA",
+                          "flash_attention_2 needs CUDA: it has no CPU kernel")
     return attn_implementation
 
 

@@ -16,9 +16,20 @@ What differs from the model's own pipeline (``Qwen2_5_VLProcessor`` + ``generate
   its default 2 fps sampling; the data side samples a fixed frame count, not a rate).
 * text after the video starts at max id + 1 (Qwen's released rule); ``text_after_video=
   "transformers"`` gives the installed transformers' rule instead (see
-  :data:`~dyto.models.qwen2_5_vl_inputs.TEXT_AFTER_VIDEO`).
+  :data:`~dyto.models.qwen2_5_vl_inputs.TEXT_AFTER_VIDEO`). The max is the unreduced video's
+  (``text_positions="full"``, the default: the ids the full sequence gives the text, as
+  VidCom² and FastVID index the full sequence's position ids), or the kept tokens'
+  (``"kept"``).
 With the identity reducer the answers equal ``model.generate`` on the processor's layout
 (tested on the tiny model).
+
+Under ``protocol: lmms_eval`` (lmms-eval's ``qwen2_5_vl.py`` with qwen-vl-utils 0.0.10) frames are
+sampled at 2 fps and 32 of them kept, and resized with ``smart_resize`` (aspect kept, a pixel
+budget per frame between ``min_pixels`` 256*28*28 and ``max_pixels`` 1605632, smaller for long
+clips), so the grid ``(H/28, W/28)`` is the video's own (``grid_for``, ``Reduction.grid``); the
+prompt is the checkpoint's template with lmms-eval's messages (system "You are a helpful
+assistant.", then the video and the task's text); ``second_per_grid_t`` stays 1.0, which is what
+the processor assumes there (no ``fps`` is passed to it).
 
     dyto predict --config configs/models/qwen2_5_vl_7b.yaml --config configs/reducers/dyto_qwen2_5_vl.yaml \\
                  --config configs/benchmarks/nextqa.yaml
@@ -35,18 +46,24 @@ from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
 from dyto.datamodules.preprocess import Preprocessing
 from dyto.datamodules.video import CLIP_MEAN, CLIP_STD
+from dyto.errors import ConfigError, check
 from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, register_backbone
 from dyto.models.inputs import left_pad
 from dyto.models.loading import (
     DTYPES, checkpoint_chat_template, checkpoint_preprocessing, load_checkpoint, resolve_attn_implementation,
 )
+from dyto.models.lmms_eval import LMMS_EVAL, LmmsEvalModel
 from dyto.models.prompts import chat_layout, render_chat
-from dyto.models.qwen2_5_vl_inputs import TEXT_AFTER_VIDEO, VIDEO_PAD, grid_positions, mrope_positions, patchify
+from dyto.models.qwen2_5_vl_inputs import (TEXT_AFTER_VIDEO, TEXT_POSITIONS, VIDEO_PAD, grid_positions,
+                                           mrope_positions, patchify)
 from dyto.models.tiny_qwen2_5_vl import TINY_QWEN_NAME, build_tiny_qwen2_5_vl
 
 __all__ = ["Qwen2_5_VL", "reduction_positions"]
 
 TINY_SIZE = 84  # the tiny model's frames: 6x6 patches of 14 px, a 3x3 merged grid
+# lmms-eval qwen2_5_vl.py defaults; the tiny model's budget is scaled to its 84 px frames (9 to 36 cells)
+LMMS_PIXELS = {"checkpoint": (256 * 28 * 28, 1605632), "tiny": (9 * 28 * 28, 36 * 28 * 28)}
+LMMS_SYSTEM = "You are a helpful assistant."
 
 
 def reduction_positions(reduction, grid: tuple[int, int]) -> Tensor:
@@ -86,6 +103,8 @@ class Qwen2_5_VL(Backbone):
         attn_implementation: "sdpa" | "eager" | "flash_attention_2" | "auto", as for LLaVA-NeXT.
         second_per_grid_t: seconds per temporal patch for the temporal ids (see module docstring).
         text_after_video: "max_plus_one" (Qwen's rule, default) or "transformers".
+        text_positions: with "max_plus_one", the text after the video follows the unreduced
+            video ("full", default) or the kept tokens ("kept").
         vision_chunk_size: temporal patches per vision-tower call; None = the whole clip in one
             call, as the model's own path (the tower attends within a temporal patch only, so
             chunks change nothing but rounding).
@@ -98,15 +117,17 @@ class Qwen2_5_VL(Backbone):
     def __init__(self, checkpoint: str = "tiny", image_size: int | None = None, dtype: str = "auto",
                  attn_implementation: str = "sdpa", second_per_grid_t: float = 1.0,
                  text_after_video: str = "max_plus_one", vision_chunk_size: int | None = None,
-                 chat_template: str | None = None, system_prompt: bool = True, seed: int = 0):
+                 chat_template: str | None = None, system_prompt: bool = True, seed: int = 0,
+                 text_positions: str = "full"):
         super().__init__()
-        self._options(checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, system_prompt, seed)
+        self._options(checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, system_prompt, seed,
+                      text_positions)
         if dtype == "auto":
             torch_dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
         elif dtype in DTYPES:
             torch_dtype = DTYPES[dtype]
         else:
-            raise ValueError(f"unknown dtype {dtype!r}; expected 'auto' or one of {sorted(DTYPES)}")
+            raise ConfigError("dtype", dtype, "'auto' or one of " + ", ".join(sorted(DTYPES)))
         attn = resolve_attn_implementation(attn_implementation)
         if checkpoint == "tiny":
             model, tokenizer = build_tiny_qwen2_5_vl(seed=seed)
@@ -123,22 +144,23 @@ class Qwen2_5_VL(Backbone):
     def from_parts(cls, model, tokenizer, model_name: str, image_size: int = 448, checkpoint: str = "tiny",
                    second_per_grid_t: float = 1.0, text_after_video: str = "max_plus_one",
                    vision_chunk_size: int | None = None, chat_template: str | None = None,
-                   system_prompt: bool = True) -> "Qwen2_5_VL":
+                   system_prompt: bool = True, text_positions: str = "full") -> "Qwen2_5_VL":
         """An already built model and tokenizer (benchmarks: full-size random weights)."""
         self = cls.__new__(cls)
         Backbone.__init__(self)
-        self._options(checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, system_prompt, 0)
+        self._options(checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, system_prompt, 0,
+                      text_positions)
         self.chat_template = chat_template or tokenizer.chat_template
         self.attach(model.eval(), tokenizer, model_name, image_size, CLIP_MEAN, CLIP_STD)
         return self
 
-    def _options(self, checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, system_prompt, seed):
-        if text_after_video not in TEXT_AFTER_VIDEO:
-            raise ValueError(f"unknown text_after_video {text_after_video!r}; expected one of {TEXT_AFTER_VIDEO}")
-        if vision_chunk_size is not None and vision_chunk_size < 1:
-            raise ValueError(f"vision_chunk_size must be >= 1 or None, got {vision_chunk_size}")
-        if second_per_grid_t <= 0:
-            raise ValueError(f"second_per_grid_t must be > 0, got {second_per_grid_t}")
+    def _options(self, checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, system_prompt, seed,
+                 text_positions="full"):
+        check("text_after_video", text_after_video, TEXT_AFTER_VIDEO)
+        check("vision_chunk_size", vision_chunk_size, ">=1", optional=True)
+        check("second_per_grid_t", second_per_grid_t, ">0")
+        check("text_positions", text_positions, TEXT_POSITIONS)
+        self.text_positions = text_positions
         self.checkpoint, self.second_per_grid_t, self.text_after_video = checkpoint, second_per_grid_t, text_after_video
         self.vision_chunk_size, self.system_prompt, self.seed = vision_chunk_size, system_prompt, seed
         # what run names are made of: a hub id or a path; the tiny model says its family, so its runs
@@ -150,7 +172,7 @@ class Qwen2_5_VL(Backbone):
         vision = model.config.vision_config
         unit = vision.patch_size * vision.spatial_merge_size
         if image_size % unit:
-            raise ValueError(f"image_size must be a multiple of {unit} (patch x merge), got {image_size}")
+            raise ConfigError("image_size", image_size, f"a multiple of {unit} (patch x merge)")
         self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
         self.grid = (image_size // unit, image_size // unit)
         self.preprocessing = Preprocessing(size=(image_size, image_size), resize="squash_bicubic", mean=mean, std=std,
@@ -178,6 +200,32 @@ class Qwen2_5_VL(Backbone):
         h, w = gh // vision.spatial_merge_size, gw // vision.spatial_merge_size
         return VisualFeatures(features=torch.cat(out).reshape(gt, h * w, -1), grid=(h, w), cls=None)
 
+    def grid_for(self, pixels: Tensor) -> tuple[int, int]:
+        """``(H/28, W/28)``: frames of any size whose sides are multiples of 28 (``smart_resize``)."""
+        vision = self.model.config.vision_config
+        unit = vision.patch_size * vision.spatial_merge_size
+        return (pixels.shape[-2] // unit, pixels.shape[-1] // unit)
+
+    def lmms_eval_model(self) -> LmmsEvalModel:
+        low, high = LMMS_PIXELS["tiny" if self.checkpoint == "tiny" else "checkpoint"]
+        resize = Preprocessing(self.preprocessing.size, "qwen_smart_resize", self.preprocessing.mean,
+                               self.preprocessing.std, self.preprocessing.frames_per_patch, min_pixels=low, max_pixels=high)
+        return LmmsEvalModel("qwen2_5_vl", f"{LMMS_EVAL} lmms_eval/models/simple/qwen2_5_vl.py 36-49, 220-292; "
+                             "QwenLM/Qwen2.5-VL@f0af2996 qwen-vl-utils/src/qwen_vl_utils/vision_process.py 24-332",
+                             32, "qwen_fps", resize, 32768, "chat_template")
+
+    def lmms_eval_prompt(self, text: str) -> Prompt:
+        """lmms-eval's messages through the checkpoint's template: a system turn ``LMMS_SYSTEM``, then a
+        user turn with the video item and the task's text, split at ``<|video_pad|>``."""
+        messages = [{"role": "system", "content": LMMS_SYSTEM},
+                    {"role": "user", "content": [{"type": "video", "video": "video"}, {"type": "text", "text": text}]}]
+        rendered = self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
+                                                      add_generation_prompt=True)
+        if rendered.count(VIDEO_PAD) != 1:
+            raise ValueError(f"the chat template does not place exactly one {VIDEO_PAD}: {rendered!r}")
+        before, after = rendered.split(VIDEO_PAD)
+        return Prompt(before, after, "lmms_eval:chat_template")
+
     def prompt(self, task: str, question: str, options: list[str] | None = None) -> Prompt:
         """The reference's wording through the checkpoint's chat template, split at ``<|video_pad|>``
         (``before`` ends with ``<|vision_start|>``, ``after`` starts with ``<|vision_end|>``)."""
@@ -199,12 +247,14 @@ class Qwen2_5_VL(Backbone):
             raise ValueError(f"the prompt holds {ids.count(pad)} {VIDEO_PAD} tokens, expected 1 "
                              "(does the question itself contain one?)")
         at = ids.index(pad)
-        cells = reduction_positions(reduction, self.grid).to(self.device)
+        grid = getattr(reduction, "grid", None) or self.grid
+        cells = reduction_positions(reduction, grid).to(self.device)
         tokens = reduction.tokens.to(device=self.device, dtype=embed.weight.dtype)
         text = embed(torch.tensor(ids, dtype=torch.long, device=self.device))
         embeds = torch.cat([text[:at], tokens, text[at + 1 :]])
-        positions = mrope_positions(self.model.model, at, cells, self.grid, len(ids) - at - 1,
-                                    self.second_per_grid_t, self.text_after_video)
+        positions = mrope_positions(self.model.model, at, cells, grid, len(ids) - at - 1,
+                                    self.second_per_grid_t, self.text_after_video, self.text_positions,
+                                    getattr(reduction, "input_frames", None))
         return LLMInput(embeds=embeds, positions=positions, visual_tokens=tokens.shape[0])
 
     @torch.no_grad()
@@ -238,6 +288,7 @@ class Qwen2_5_VL(Backbone):
             "preprocessing": self.preprocessing.config(),
             "tokens_per_second": config.vision_config.tokens_per_second,
             "second_per_grid_t": self.second_per_grid_t, "text_after_video": self.text_after_video,
+            "text_positions": self.text_positions,
             "vision_chunk_size": self.vision_chunk_size, "system_prompt": self.system_prompt,
             "chat_template_sha256": hashlib.sha256((self.chat_template or "").encode("utf-8")).hexdigest(),
             "tokenization": "whole", "seed": self.seed,

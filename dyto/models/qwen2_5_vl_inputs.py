@@ -7,7 +7,8 @@
   video block: text before it counts 0, 1, ...; each visual token sits at ITS OWN cell
   ``(t, row, col)`` of the full video grid, using the model's own ``get_vision_position_ids``
   (temporal ids ``floor(t * tokens_per_second * second_per_grid_t)``); the text after it starts
-  by one of two rules (see ``TEXT_AFTER_VIDEO``).
+  by one of two rules (see ``TEXT_AFTER_VIDEO``), measured over the full video or over the kept
+  tokens (``TEXT_POSITIONS``).
 
 Run its tests: ``pytest -q tests/test_backbone_qwen2_5_vl.py``.
 """
@@ -19,7 +20,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["TEXT_AFTER_VIDEO", "VIDEO_PAD", "patchify", "grid_positions", "mrope_positions"]
+__all__ = ["TEXT_AFTER_VIDEO", "TEXT_POSITIONS", "VIDEO_PAD", "patchify", "grid_positions", "mrope_positions"]
 
 # "max_plus_one": the text after the video starts one past the largest id of any visual token,
 #   over all three axes: the get_rope_index Qwen2.5-VL was released with (transformers 4.49 up to
@@ -29,6 +30,10 @@ __all__ = ["TEXT_AFTER_VIDEO", "VIDEO_PAD", "patchify", "grid_positions", "mrope
 #   below max(h, w), i.e. for short clips; past that, transformers 5.x makes the text positions
 #   overlap the video's temporal ids.
 TEXT_AFTER_VIDEO = ("max_plus_one", "transformers")
+# With "max_plus_one", whose largest id: "full" (default): the unreduced video's, i.e. the ids the
+#   full sequence gives the text, as the peers that prune Qwen2.5-VL's video (VidCom², FastVID)
+#   index the full sequence's position ids; "kept": the largest id among the tokens kept.
+TEXT_POSITIONS = ("full", "kept")
 VIDEO_PAD = "<|video_pad|>"  # what the chat template writes (between the vision markers) where the video goes
 
 
@@ -68,29 +73,38 @@ def grid_positions(frames: Sequence[int], grid: tuple[int, int], device=None) ->
 
 
 def mrope_positions(model, n_before: int, visual: Tensor, grid: tuple[int, int], n_after: int,
-                    second_per_grid_t: float, text_after: str = "max_plus_one") -> Tensor:
+                    second_per_grid_t: float, text_after: str = "max_plus_one", text_positions: str = "full",
+                    input_frames: int | None = None) -> Tensor:
     """``[3, n_before + L + n_after]`` M-RoPE ids for text, L visual tokens at ``visual``, text.
 
     ``visual`` is ``[L, 3]`` (temporal patch, row, col) in the merged grid ``(h, w)``. ``model``
     is the ``Qwen2_5_VLModel`` (``.model`` of the generation class): its own
     ``get_vision_position_ids`` computes the full grid's ids, so a token at cell (t, r, c) gets
     exactly the ids the model's video path gives that cell; a reduced sequence only leaves cells
-    out (or repeats a merge destination's cell).
+    out (or repeats a merge destination's cell). ``input_frames``: the unreduced video's temporal
+    patches (``Reduction.input_frames``), needed for ``text_positions="full"``.
     """
     if text_after not in TEXT_AFTER_VIDEO:
         raise ValueError(f"unknown text_after {text_after!r}; expected one of {TEXT_AFTER_VIDEO}")
+    if text_positions not in TEXT_POSITIONS:
+        raise ValueError(f"unknown text_positions {text_positions!r}; expected one of {TEXT_POSITIONS}")
     h, w = grid
     merge = model.config.vision_config.spatial_merge_size
     interval = model.config.vision_config.tokens_per_second * second_per_grid_t
     device = visual.device
     before = torch.arange(n_before, device=device).expand(3, -1)
-    frames = int(visual[:, 0].max()) + 1 if len(visual) else 0
+    kept = int(visual[:, 0].max()) + 1 if len(visual) else 0
+    full = text_after == "max_plus_one" and text_positions == "full"
+    if full and input_frames is None:
+        raise ValueError("text_positions 'full' needs the unreduced video's length (Reduction.input_frames); "
+                         "set it in the reducer or use text_positions: kept")
+    frames = max(kept, input_frames or 0)
     table = model.get_vision_position_ids(n_before, torch.tensor([frames, h * merge, w * merge]), 1, merge,
                                           interval, device=device)                 # [3, frames*h*w]
     ids = table[:, (visual[:, 0] * h + visual[:, 1]) * w + visual[:, 2]]              # [3, L]
-    if text_after == "transformers" or not len(visual):
+    if text_after == "transformers" or not frames or (not full and not len(visual)):
         start = n_before + max(h, w)
-    else:
-        start = int(ids.max()) + 1
+    else:                                             # one past the full video's or the kept ids
+        start = int((table if full else ids).max()) + 1
     after = torch.arange(n_after, device=device).expand(3, -1) + start
     return torch.cat([before, ids, after], dim=1)

@@ -188,15 +188,22 @@ class Qwen3_VL(Backbone):
         return Prompt(before, after, layout.mode)
 
     def patch_times(self, reduction) -> list[float]:
-        """Seconds of every input temporal patch: from ``reduction.frame_times`` (the sampled frames'
-        index / fps, set by ``VideoQA``), else frames 0, 1, ... at the processor's fallback 24 fps."""
+        """Seconds of every input temporal patch (``Reduction.input_frames`` of them): from
+        ``reduction.frame_times`` (the sampled frames' index / fps, set by ``VideoQA``), else frames
+        0, 1, ... at the processor's fallback of 24 fps."""
         per = self.preprocessing.frames_per_patch
-        times = getattr(reduction, "frame_times", None)
-        if times is None:
+        patches = reduction.input_frames
+        if patches is None:
             patches = int(reduction.positions[:, 0].max()) + 1 if reduction.positions is not None \
                 else max(reduction.frames_kept) + 1
+        times = reduction.frame_times
+        if times is None:
             times = [i / DEFAULT_FPS for i in range(patches * per)]
-        return patch_timestamps(times, per)
+        stamps = patch_timestamps(times, per)
+        if len(stamps) != patches:
+            raise ValueError(f"{len(times)} frame times make {len(stamps)} temporal patches, the reduction "
+                             f"has {patches}")
+        return stamps
 
     def build_input(self, prompt: Prompt, reduction) -> Qwen3Input:
         """The processor's layout of the reduced video (:class:`VideoLayout`): embeddings ``[S, D]``,

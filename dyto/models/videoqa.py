@@ -17,23 +17,26 @@ and bit-identical answers (tests/test_golden_demo.py).
 
 from __future__ import annotations
 
+import copy
 import time
 
 import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
-from dyto.errors import ConfigError
-from dyto.models.backbone import Backbone, LLMInput, VisualFeatures, build_backbone, check_reducer_fits
+from dyto.errors import ConfigError, check
+from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, build_backbone, check_reducer_fits
 from dyto.models.batching import BATCH_ORDERS, generate_in_groups, plan_groups
 from dyto.models.encode_ahead import EncodeAhead
 from dyto.models.generation_loop import (GENERATION_LOOPS, STATIC_CACHE_BUCKET, resolve_generation_loop,
                                         static_compiled_config)
+from dyto.models.lmms_eval import task_prompt
 from dyto.models.rope import dynamic_rope_limit
 from dyto.records import prediction_record
 from dyto.reduction import DyToReducer, TokenReducer
 
 OVERFLOWS = ("too_long", "truncate")
+PROTOCOLS = ("reference", "lmms_eval")
 
 
 class VideoQA(LightningModule):
@@ -64,6 +67,13 @@ class VideoQA(LightningModule):
             is active); None = on with CUDA. A question's ``encode`` timing is then the time it
             waited for its features.
         seed: recorded in every prediction (and seeds a tiny backbone given by name).
+        protocol: ``"reference"`` (default: the DyTo reference's prompts, frames and parser) or
+            ``"lmms_eval"``: lmms-eval's, as a whole (docs/backbones.md, "The lmms-eval protocol"):
+            the benchmark's lmms-eval task gives the user text, ``max_new_tokens`` and the answer
+            parser; the backbone's ``lmms_eval_model()`` the template, frames, sampling and
+            resolution. The reducer's ``num_frames``, ``max_new_tokens`` here (except where the task
+            sets none and the model file's default exceeds ``max_length``) and ``clean_answer`` do
+            not apply then.
     """
 
     def __init__(
@@ -78,19 +88,13 @@ class VideoQA(LightningModule):
         seed: int = 0,
         batch_order: str = "length",
         generation_loop: str = "eager",
+        protocol: str = "reference",
     ):
         super().__init__()
-        if overflow not in OVERFLOWS:
-            raise ValueError(f"unknown overflow {overflow!r}; expected one of {OVERFLOWS}")
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if not (generation_batch_size in (None, "auto") or (isinstance(generation_batch_size, int)
-                                                             and generation_batch_size >= 1)):
-            raise ValueError(f"generation_batch_size must be a positive int, 'auto' or None, got {generation_batch_size!r}")
-        if batch_order not in BATCH_ORDERS:
-            raise ValueError(f"unknown batch_order {batch_order!r}; expected one of {BATCH_ORDERS}")
-        if generation_loop not in GENERATION_LOOPS:
-            raise ValueError(f"unknown generation_loop {generation_loop!r}; expected one of {GENERATION_LOOPS}")
+        if protocol not in PROTOCOLS:
+            raise ConfigError("protocol", protocol, " | ".join(PROTOCOLS))
+        self.protocol = protocol
+        self.check_settings(max_new_tokens, max_length, overflow, generation_batch_size, batch_order, generation_loop)
         self.batch_order, self.generation_loop = batch_order, generation_loop
         self._loop_reported: set[str] = set()  # fallback reasons already printed (once each)
         self.save_hyperparameters(ignore=["reducer", "backbone"])
@@ -98,15 +102,31 @@ class VideoQA(LightningModule):
         self.max_new_tokens, self.max_length, self.overflow = max_new_tokens, max_length, overflow
         self.generation_batch_size, self.seed, self.encode_ahead = generation_batch_size, seed, encode_ahead
         self.lookahead = EncodeAhead()  # features for the next step: encoded ahead, or handed over (use_features)
+        self._max_new: dict[int, int] = {}  # id(LLMInput) -> its max_new_tokens, for the current step
         self.num_frames = self.reducer.num_frames
         self.set_backbone(build_backbone(backbone, seed=seed) if isinstance(backbone, str) else backbone)
+
+    @staticmethod
+    def check_settings(max_new_tokens: int, max_length: int, overflow: str, generation_batch_size: int | str | None,
+                       batch_order: str, generation_loop: str) -> None:
+        """``ConfigError`` for a setting this module cannot run with (before any backbone loads)."""
+        check("max_new_tokens", max_new_tokens, ">=1")
+        check("max_length", max_length, ">=1")
+        check("overflow", overflow, OVERFLOWS)
+        check("generation_batch_size", generation_batch_size, ">=1", optional=True, also=("auto",))
+        check("batch_order", batch_order, BATCH_ORDERS)
+        check("generation_loop", generation_loop, GENERATION_LOOPS)
 
     def set_backbone(self, backbone: Backbone) -> None:
         """Use ``backbone`` (``__init__`` calls this; benchmarks swap in full-size random weights)."""
         self.backbone = backbone
-        per_patch = backbone.preprocessing.frames_per_patch
+        # under lmms_eval the backbone's lmms-eval model file decides frames, sampling and resolution
+        self.lmms_model = backbone.lmms_eval_model() if self.protocol == "lmms_eval" else None
+        if self.lmms_model is not None:
+            self.num_frames = self.lmms_model.num_frames
+        per_patch = self.preprocessing.frames_per_patch
         if self.num_frames % per_patch:
-            raise ConfigError("model.reducer.init_args.num_frames", self.num_frames, f"a multiple of {per_patch}",
+            raise ConfigError("reducer.init_args.num_frames", self.num_frames, f"a multiple of {per_patch}",
                               f"{backbone.name} folds {per_patch} frames into one temporal patch")
         check_reducer_fits(self.reducer, backbone)
         self.hparams["model"] = backbone.run_label
@@ -121,10 +141,11 @@ class VideoQA(LightningModule):
         )
 
     # what the DataModule, the pictures and the benchmarks read; the backbone owns them
-    preprocessing = property(lambda self: self.backbone.preprocessing)
-    image_size = property(lambda self: self.backbone.preprocessing.size[0])
-    image_mean = property(lambda self: self.backbone.preprocessing.mean)
-    image_std = property(lambda self: self.backbone.preprocessing.std)
+    preprocessing = property(lambda self: (self.lmms_model or self.backbone).preprocessing)
+    sampling = property(lambda self: self.lmms_model.sampling if self.lmms_model else None)  # None: the data side's
+    image_size = property(lambda self: self.preprocessing.size[0])
+    image_mean = property(lambda self: self.preprocessing.mean)
+    image_std = property(lambda self: self.preprocessing.std)
     grid = property(lambda self: self.backbone.grid)
     model_name = property(lambda self: self.backbone.model_name)
     tokenizer = property(lambda self: self.backbone.tokenizer)
@@ -150,6 +171,8 @@ class VideoQA(LightningModule):
             "generation_batch_size": self.generation_batch_size,
             "batch_order": self.batch_order,
             "generation_loop": self.resolved_generation_loop()[0],
+            # absent = reference, so runs made before the protocol setting existed resume
+            **({"protocol": self.protocol, "lmms_eval": self.lmms_model.config()} if self.lmms_model else {}),
         }
 
     # -- stages ----------------------------------------------------------------------------
@@ -195,7 +218,10 @@ class VideoQA(LightningModule):
         features, cls, extras = (EncodeAhead.collect(ahead, pixel_values.shape[0], self.preprocessing.frames_per_patch,
                                                      self.device) or self._encode_for_reducer(pixel_values))
         t1 = self._now()
-        reduction = self.reducer(features, self.grid, cls).reduce_extras(extras)  # extras: the same keep/merge
+        grid = self.backbone.grid_for(pixel_values)  # the video's own under lmms_eval (Qwen2.5-VL, InternVL)
+        reduction = self.reducer(features, grid, cls).reduce_extras(extras)  # extras: the same keep/merge
+        if reduction.grid is None:
+            reduction.grid = grid
         reduction.frame_times = frame_times
         t2 = self._now()
         timings.update(encode=(t1 - t0) * 1e3, reduce=(t2 - t1) * 1e3)
@@ -208,23 +234,32 @@ class VideoQA(LightningModule):
                       visual_tokens_in=features.shape[0] * features.shape[1], visual_tokens_out=reduction.tokens.shape[0])
         sequences = []
         for q in questions:
-            prompt = self.backbone.prompt(qa["task"], q, qa.get("options"))
+            prompt, max_new = self._prompt(qa, q)
             values.setdefault("conv_mode", prompt.mode)
             seq = self.backbone.build_input(prompt, reduction)
             length = seq.length
-            if length + self.max_new_tokens > self.max_length:
+            if max_new is None:  # the lmms-eval model file's default (up to 32768) means "until EOS": bound it
+                max_new = max(1, min(self.lmms_model.max_new_tokens, self.max_length - length))
+            if length + max_new > self.max_length:
                 if self.overflow == "too_long":
                     values.update(status="too_long", prompt_tokens=length, error=(
                         f"{length} prompt tokens ({length - seq.visual_tokens} text + "
-                        f"{seq.visual_tokens} visual) + max_new_tokens {self.max_new_tokens} "
+                        f"{seq.visual_tokens} visual) + max_new_tokens {max_new} "
                         f"> max_length {self.max_length}"))
                     return values, []
                 if length > self.max_length:
                     seq = seq.truncated(self.max_length)
                     values["error"] = f"input truncated on the right from {length} to {self.max_length} tokens"
             values.setdefault("prompt_tokens", seq.length)
+            self._max_new[id(seq)] = max_new
             sequences.append(seq)
         return values, sequences
+
+    def _prompt(self, qa: dict, question: str) -> tuple[Prompt, int | None]:
+        """(the prompt, max_new_tokens; None: the lmms-eval model file's default, bounded by max_length)."""
+        if self.lmms_model is None:
+            return self.backbone.prompt(qa["task"], question, qa.get("options")), self.max_new_tokens
+        return task_prompt(self.backbone, self.lmms_model, {**qa, "question": question})
 
     # -- generation --------------------------------------------------------------------------
     def resolved_generation_loop(self) -> tuple[str, str | None]:
@@ -241,7 +276,7 @@ class VideoQA(LightningModule):
         a sequence that can pass the backbone's dynamic-RoPE limit gets a call of its own (:mod:`dyto.models.rope`)."""
         # a static cache is rounded up to its bucket: count a whole bucket more, to be safe
         extra = STATIC_CACHE_BUCKET if self.resolved_generation_loop()[0] == "static_compiled" else 0
-        return plan_groups([s.length for s in sequences], self.generation_batch_size, self.batch_order, self.backbone,
+        return plan_groups([s.span for s in sequences], self.generation_batch_size, self.batch_order, self.backbone,
                            self.max_new_tokens, cache_extra=extra, rope_limit=dynamic_rope_limit(self.backbone.model))
 
     def _generation_config_for(self, group: list[LLMInput]):
@@ -249,9 +284,14 @@ class VideoQA(LightningModule):
         if reason is not None and reason not in self._loop_reported:
             self._loop_reported.add(reason)
             print(f"generation_loop: {self.generation_loop} unavailable, decoding eagerly: {reason}", flush=True)
+        config = self.generation_config
+        max_new = min((self._max_new.get(id(s), self.max_new_tokens) for s in group), default=self.max_new_tokens)
+        if max_new != config.max_new_tokens:  # lmms_eval: the task's decoding length
+            config = copy.deepcopy(config)
+            config.max_new_tokens = max_new
         if loop == "static_compiled":
-            return static_compiled_config(self.generation_config, max(s.length for s in group))
-        return self.generation_config
+            return static_compiled_config(config, max(s.length for s in group))
+        return config
 
     @torch.no_grad()
     def generate(self, sequences: list[LLMInput]) -> list[tuple[str, float, float]]:
@@ -278,7 +318,8 @@ class VideoQA(LightningModule):
         return self.lookahead.run(lambda: self._predict(batch), self.device)
 
     def _predict(self, batch: dict) -> list[dict]:
-        common = dict(reducer=self.reducer.config(), model=self.model_name, seed=self.seed)
+        common = dict(reducer=self.reducer.config(), model=self.model_name, seed=self.seed, protocol=self.protocol)
+        self._max_new.clear()
         taken = self.lookahead.take()  # only the previous step's look-ahead is valid
         values, jobs = [], []  # jobs: (entry index, field, LLM input)
         for i, qa in enumerate(batch["records"]):
@@ -307,7 +348,7 @@ class VideoQA(LightningModule):
             timings = values[i]["timings"]
             timings["prefill"] = timings.get("prefill", 0.0) + prefill
             timings["generate"] = timings.get("generate", 0.0) + decode
-            values[i][field] = self.backbone.clean_answer(batch["records"][i]["task"], text)
+            values[i][field] = text if self.lmms_model else self.backbone.clean_answer(batch["records"][i]["task"], text)
         return [prediction_record(qa, **v) for qa, v in zip(batch["records"], values)]
 
 

@@ -42,6 +42,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from dyto.errors import ConfigError
 from dyto.records import append_jsonl, open_append_log, read_jsonl, write_jsonl, write_text_atomic
 from dyto.runs import RunFolder, RunLocked, fingerprint_digest, run_fingerprint
 
@@ -153,6 +154,10 @@ class PredictionWriter(BasePredictionWriter):
 
     def __init__(self, output_dir: str = "outputs", run_name: str | None = None, resume: bool = True):
         super().__init__(write_interval="batch")
+        if not str(output_dir).strip():
+            raise ConfigError("output_dir", output_dir, "a folder")
+        if run_name is not None and (not run_name.strip() or run_name.strip("/.") == ""):
+            raise ConfigError("run_name", run_name, "a folder name, or null for the default name")
         self.output_dir = output_dir
         self.run_name = run_name
         self.resume = resume

@@ -15,6 +15,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from dyto.errors import ConfigError, check
+
 from .assignment import Assignment
 
 __all__ = ["Reduction", "Assignment", "TokenReducer", "REDUCERS", "register_reducer", "build_reducer",
@@ -29,6 +31,14 @@ class Reduction:
     output token in the input grid, in output order (docs/internals.md, "Seams"): a kept token
     keeps its own cell, a merged token takes its destination's cell, a pooled token the top-left
     cell of its window. Backbones with 3-D positions (M-RoPE) place the tokens with it.
+    ``grid`` is the input grid those cells belong to; ``VideoQA`` fills it when the reducer does not,
+    since under ``protocol: lmms_eval`` a Qwen2.5-VL or InternVL grid depends on the video.
+
+    ``input_frames`` is the T of the ``[T, N, D]`` input (every registered reducer sets it), so a
+    backbone knows where the unreduced video would have ended. ``keep_input_positions`` True asks
+    the backbone to give every token the position it has in the unreduced sequence (its cell's)
+    and the text after the video the positions it has there (FastVID's pruning inside the LLM);
+    False (default): the tokens are a sequence of their own.
     """
 
     tokens: Tensor               # [L, D], the visual tokens in LLM order
@@ -36,6 +46,9 @@ class Reduction:
     tokens_per_frame: list[int]  # one entry per output block, in output order; sum == L
     info: dict = field(default_factory=dict)  # reducer-specific introspection
     positions: Tensor | None = None  # [L, 3] long: (frame, row, col) in the input grid
+    grid: tuple[int, int] | None = None  # (h, w) of the input grid; VideoQA sets it (frames of varying size)
+    input_frames: int | None = None  # T of the input grid the positions refer to
+    keep_input_positions: bool = False  # True: positions as in the unreduced sequence (needs positions)
     assignment: Assignment | None = None  # how each output token was made from the [T, N] inputs
     extras: tuple[Tensor, ...] = ()  # extra per-token tensors reduced the same way, each [L, E]
     frame_times: list[float] | None = None  # seconds of each sampled frame (set by VideoQA)
@@ -108,14 +121,12 @@ class TokenReducer:
 
 
 def check_budget(target_tokens: int | None, retention: float | None) -> None:
-    """Validate the matched-budget knobs (ValueError naming the bad one)."""
+    """Validate the matched-budget knobs (``ConfigError`` naming the bad one)."""
+    check("target_tokens", target_tokens, ">=1", optional=True)
+    check("retention", retention, "(0,1]", optional=True)
     if target_tokens is not None and retention is not None:
-        raise ValueError(f"set target_tokens ({target_tokens}) or retention ({retention}), not both")
-    if target_tokens is not None and (isinstance(target_tokens, bool) or int(target_tokens) != target_tokens
-                                      or target_tokens < 1):
-        raise ValueError(f"target_tokens must be an integer >= 1, got {target_tokens!r}")
-    if retention is not None and not 0.0 < retention <= 1.0:
-        raise ValueError(f"retention must be in (0, 1], got {retention!r}")
+        raise ConfigError("retention", retention, f"null while target_tokens ({target_tokens}) is set",
+                          "one budget knob at a time: a token count or a share, not both")
 
 
 def check_features(features: Tensor, grid: tuple[int, int]) -> tuple[int, int, int]:
@@ -151,7 +162,11 @@ def register_reducer(name: str) -> Callable[[type[TokenReducer]], type[TokenRedu
 def build_reducer(name: str, **params: Any) -> TokenReducer:
     """Instantiate the reducer registered as ``name`` with ``params``."""
     if name not in REDUCERS:
-        raise ValueError(f"unknown reducer {name!r}; known reducers: {', '.join(list_reducers())}")
+        raise ConfigError("reducer", name, "one of the known reducers: " + ", ".join(list_reducers()))
+    known = [p for p in inspect.signature(REDUCERS[name].__init__).parameters if p != "self"]
+    for key in params:
+        if key not in known:
+            raise ConfigError(key, params[key], f"a parameter of {name}: " + ", ".join(known))
     return REDUCERS[name](**params)
 
 

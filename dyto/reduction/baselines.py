@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dyto.errors import check
+
 from .assignment import Assignment
 from .base import (Reduction, TokenReducer, cell_positions, check_budget, check_features,
                    register_reducer)
@@ -130,8 +132,7 @@ class SlowFastReducer(TokenReducer):
                  retention: float | None = None):
         for key, value in (("num_frames", num_frames), ("slow_frames", slow_frames),
                            ("slow_pool", slow_pool), ("fast_grid", fast_grid)):
-            if value < 1:
-                raise ValueError(f"{key} must be >= 1, got {value}")
+            check(key, value, ">=1")
         check_budget(target_tokens, retention)
         self.num_frames, self.slow_frames = num_frames, slow_frames
         self.slow_pool, self.fast_grid = slow_pool, fast_grid
@@ -202,6 +203,7 @@ class SlowFastReducer(TokenReducer):
             tokens_per_frame=[slow.shape[1]] * len(slow_idx) + [fast.shape[1]] * t,
             info={"slow_frames": slow_idx},
             positions=positions,
+            input_frames=t,
             assignment=assignment,
         )
 
@@ -216,6 +218,7 @@ class SlowFastReducer(TokenReducer):
             info={"slow_frames": slow_idx, "slow_shares": shares},
             positions=torch.cat([slow_positions, pooled_positions(
                 list(range(t)), grid, (self.fast_grid,) * 2, features.device)]),
+            input_frames=t,
             assignment=Assignment.cat([slow_assignment, pool_assignment(
                 list(range(t)), grid, (self.fast_grid,) * 2, n, device=features.device)]),
         )
@@ -239,8 +242,8 @@ class UniformReducer(TokenReducer):
 
     def __init__(self, num_frames: int = 8, pool: int = 1, target_tokens: int | None = None,
                  retention: float | None = None):
-        if num_frames < 1 or pool < 1:
-            raise ValueError(f"num_frames and pool must be >= 1, got {num_frames}, {pool}")
+        check("num_frames", num_frames, ">=1")
+        check("pool", pool, ">=1")
         check_budget(target_tokens, retention)
         self.num_frames, self.pool = num_frames, pool
         self.target_tokens, self.retention = target_tokens, retention
@@ -268,6 +271,7 @@ class UniformReducer(TokenReducer):
             return Reduction(pooled.reshape(-1, d), list(range(t)), [pooled.shape[1]] * t,
                              info={"grid": out_grid},
                              positions=pooled_positions(list(range(t)), grid, out_grid, features.device),
+                             input_frames=t,
                              assignment=pool_assignment(list(range(t)), grid, out_grid, n, device=features.device))
         if self.pool > min(grid):
             raise ValueError(f"pool={self.pool} is larger than the grid {tuple(grid)}")
@@ -283,7 +287,7 @@ class UniformReducer(TokenReducer):
         assignment = (Assignment.select(torch.arange(t * n, device=features.device)) if self.pool == 1 else
                       pool_assignment(list(range(t)), grid, out_grid, n, kernel=self.pool, device=features.device))
         return Reduction(pooled.reshape(-1, d), list(range(t)), [pooled.shape[1]] * t,
-                         positions=positions, assignment=assignment)
+                         positions=positions, input_frames=t, assignment=assignment)
 
 
 @register_reducer("concat")
@@ -300,8 +304,7 @@ class ConcatReducer(TokenReducer):
 
     def __init__(self, num_frames: int = 100, target_tokens: int | None = None,
                  retention: float | None = None):
-        if num_frames < 1:
-            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        check("num_frames", num_frames, ">=1")
         check_budget(target_tokens, retention)
         self.num_frames = num_frames
         self.target_tokens, self.retention = target_tokens, retention
@@ -328,4 +331,4 @@ class ConcatReducer(TokenReducer):
                                    grid[1])
         sources = (torch.tensor(frames, device=features.device)[:, None] * n + cells).reshape(-1)
         return Reduction(kept.reshape(-1, d), frames, [n] * len(frames), positions=positions,
-                         assignment=Assignment.select(sources))
+                         input_frames=t, assignment=Assignment.select(sources))

@@ -1,18 +1,23 @@
 """DyCoke's temporal token merging (TTM), stage 1 of DyCoke (Tao et al., CVPR 2025, arXiv 2411.15024).
 
+Upstream: KD-TAO/DyCoke @ dd74634, ``llava/model/llava_arch.py`` ``dycole_ttm`` (lines 35-91;
+its frame-pair index was fixed in commit 35cc532, March 2025: ``similarities[i // 2]``).
+
 Frames are taken in windows of four (paper §3.2, K = 4). In each window the first frame is kept
 whole; frame 1 is compared with frame 0, frame 2 with frame 0 and frame 3 with frame 2, token by
 token at the same grid cell (cosine similarity), and keeps only the ``1 - prune_ratio`` of its
 tokens that are *least* similar to that reference: a token that repeats the reference is
 "merged" into it (dropped, the reference carries it). As in the public code the window pass runs
-for windows starting below T - 4 only, so frame 2 of the last window is kept whole too.
+for windows starting below T - 4 only, so frame 2 of the last window is kept whole too, and the
+similarities are computed as there, in the features' dtype: ``cosine_similarity`` of the
+L2-normalised tokens for the pairs (i, i+1), of the raw tokens for frame i+2 against frame i.
 
 Left out / changed (say so in comparisons):
 * stage 2, the dynamic KV-cache pruning inside the LLM at decoding time, is not a visual-token
   reducer and is left out, so DyCoke here is TTM alone (the paper's "DyCoke w/o KV" ablation);
-* the public ``dycole_ttm`` reads the similarity of the *previous* pair for frames 1 and 3
-  (``similarities[(i - 2) // 2]``); this follows the paper (a frame against its own reference);
-* an odd last frame, which the public code drops silently, is kept whole here.
+* an odd last frame, which the public code drops silently, is kept whole here;
+* ``target_tokens`` / ``retention`` (matched budgets) are this project's; TTM cannot go below
+  its whole frames (T/4 + 1 of T at T divisible by 4: 28% of T*N at 32 frames, 31% at 16).
 
 Order: frames in time order; a pruned frame's tokens in the public code's order (ascending
 similarity, ``topk(largest=False)``).
@@ -22,14 +27,16 @@ Run: ``build_reducer("dycoke")(features [T, N, D], grid)``.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+from dyto.errors import check
 
 from .assignment import Assignment
 from .base import (Reduction, TokenReducer, cell_positions, check_budget, check_features,
                    register_reducer)
-from .density import cell_cosine
 
-__all__ = ["DyCokeReducer", "dycoke_references"]
+__all__ = ["DyCokeReducer", "dycoke_references", "ttm_floor"]
 
 
 def dycoke_references(num_frames: int) -> list[int | None]:
@@ -40,6 +47,14 @@ def dycoke_references(num_frames: int) -> list[int | None]:
     for i in range(0, num_frames - 4, 4):          # frame i+2 against frame i
         refs[i + 2] = i
     return refs
+
+
+def ttm_floor(num_frames: int) -> tuple[int, int]:
+    """(frames TTM keeps whole, frames it compares): the fewest tokens it can emit are
+    ``whole * N + compared`` (one per compared frame)."""
+    refs = dycoke_references(num_frames)
+    whole = sum(r is None for r in refs)
+    return whole, num_frames - whole
 
 
 @register_reducer("dycoke")
@@ -61,10 +76,8 @@ class DyCokeReducer(TokenReducer):
 
     def __init__(self, num_frames: int = 32, prune_ratio: float = 0.7,
                  target_tokens: int | None = None, retention: float | None = None):
-        if num_frames < 1:
-            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-        if not 0.0 <= prune_ratio < 1.0:
-            raise ValueError(f"prune_ratio must be in [0, 1), got {prune_ratio}")
+        check("num_frames", num_frames, ">=1")
+        check("prune_ratio", prune_ratio, "[0,1)")
         check_budget(target_tokens, retention)
         self.num_frames, self.prune_ratio = num_frames, prune_ratio
         self.target_tokens, self.retention = target_tokens, retention
@@ -72,7 +85,7 @@ class DyCokeReducer(TokenReducer):
     def _shares(self, t: int, n: int) -> tuple[list[int | None], list[int]]:
         """(reference per frame, tokens kept per compared frame in time order)."""
         refs = dycoke_references(t)
-        compared = sum(r is not None for r in refs)
+        compared = ttm_floor(t)[1]
         target = self.target_for(t, n)
         if target is None:
             return refs, [int((1 - self.prune_ratio) * n)] * compared
@@ -100,9 +113,11 @@ class DyCokeReducer(TokenReducer):
         refs, shares = self._shares(t, n)
         compared = [f for f, r in enumerate(refs) if r is not None]
         keep: dict[int, Tensor] = {}
-        sim = cell_cosine(features, compared, [refs[f] for f in compared])      # [P, N]
-        for row, (f, k) in enumerate(zip(compared, shares)):           # [N] -> k least similar
-            keep[f] = sim[row].topk(k, largest=False).indices
+        for f, k in zip(compared, shares):                              # [N] -> k least similar
+            ref, cur = features[refs[f]], features[f]
+            if f - refs[f] == 1:                                        # a pair: unit tokens, as upstream
+                ref, cur = F.normalize(ref, p=2, dim=1), F.normalize(cur, p=2, dim=1)
+            keep[f] = F.cosine_similarity(ref, cur, dim=1).topk(k, largest=False).indices
         rows, positions, per_frame = [], [], []
         all_cells = torch.arange(n, device=features.device)
         for f in range(t):
@@ -117,5 +132,6 @@ class DyCokeReducer(TokenReducer):
             tokens_per_frame=[per_frame[f] for f in kept],
             info={"references": refs},
             positions=torch.cat(positions),
+            input_frames=t,
             assignment=Assignment.select(torch.cat(rows)),
         )

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dyto.errors import check
+
 from .assignment import Assignment
 from .base import (Reduction, TokenReducer, cell_positions, check_budget, check_features,
                    register_reducer)
@@ -97,16 +99,11 @@ class DyToReducer(TokenReducer):
     def __init__(self, variant: str = "release", budget: int = 3680, max_frames: int = 25,
                  descriptor: str = "patch0", num_frames: int = 100, reduce: str = "amax",
                  target_tokens: int | None = None, retention: float | None = None):
-        if variant not in VARIANTS:
-            raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
-        if descriptor not in DESCRIPTORS:
-            raise ValueError(f"unknown descriptor {descriptor!r}; expected one of {DESCRIPTORS}")
-        if reduce not in REDUCE_MODES:
-            raise ValueError(f"unknown reduce mode {reduce!r}; expected one of {REDUCE_MODES}")
-        for key, value in (("budget", budget), ("max_frames", max_frames),
-                           ("num_frames", num_frames)):
-            if value < 1:
-                raise ValueError(f"{key} must be >= 1, got {value}")
+        check("variant", variant, VARIANTS)
+        check("descriptor", descriptor, DESCRIPTORS)
+        check("reduce", reduce, REDUCE_MODES)
+        for key, value in (("budget", budget), ("max_frames", max_frames), ("num_frames", num_frames)):
+            check(key, value, ">=1")
         self.variant, self.budget, self.max_frames = variant, budget, max_frames
         self.descriptor, self.num_frames, self.reduce = descriptor, num_frames, reduce
         self.needs_cls = descriptor == "cls"
@@ -187,5 +184,6 @@ class DyToReducer(TokenReducer):
                   "r_effective": effective_r(n - 1, r_list),
                   "groups": [(frames, steps) for frames, steps in groups]},
             positions=torch.cat(positions),
+            input_frames=t,
             assignment=Assignment.cat(parts),
         )

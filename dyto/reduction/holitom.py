@@ -1,5 +1,8 @@
 """HoliTom (Shao et al., NeurIPS 2025, arXiv 2505.21334): its outer-LLM holistic merging.
 
+Upstream: cokeshao/HoliTom @ e9b2972, ``holitom/llava_arch.py`` (``LlavaMetaForCausalLM_holitom``,
+lines 29-312, and the video branch of ``prepare_inputs_labels_for_multimodal``, 375-407).
+
 1. **Global redundancy-aware temporal segmentation** (paper §3.2): with s_t = the per-cell
    cosine similarity of frames t and t+1, a window [s, e] makes ``|{cells with s_t > tau for all
    t in [s, e)}| * (e - s)`` tokens redundant; dynamic programming picks the partition of the
@@ -14,10 +17,14 @@
    rest DPC-kNN centres of the remaining tokens merged the same way (contextual).
 
 Left out / changed: the inner-LLM merging (§3.4, at layer K of the LLM) is left out; dominant
-tokens are ranked by ``density.saliency_proxy`` (the dyto contract carries no SigLIP
-attention); the DPC tie-break is deterministic. Output, as the public code with LLaVA-OV's
-``one_token`` newline mode: per window the static tokens, then each frame's dominant tokens
-(cell order), then its contextual tokens (centre order).
+tokens are ranked by ``density.saliency_proxy`` computed over each whole frame, where the public
+code's SigLIP attention comes from (the dyto contract carries no attention); the DPC tie-break
+is deterministic (no ``rand * 1e-6``); ``contextual`` > 0 follows the paper, since the public
+code fails there (a shape error in ``merge_tokens_by_attention_density``); ``target_tokens`` /
+``retention`` are this project's. Defaults are the public code's (``T`` = 0.8); its 10%
+evaluation script for LLaVA-OV-7B sets ``T=0.65`` (``tau=0.65`` here). Output, as the public
+code with LLaVA-OV's ``one_token`` newline mode: per window the static tokens, then each
+frame's dominant tokens (cell order), then its contextual tokens (centre order).
 Run: ``build_reducer("holitom", retention=0.1)(features [T, N, D], grid)``.
 """
 
@@ -27,6 +34,8 @@ import math
 
 import torch
 from torch import Tensor
+
+from dyto.errors import check
 
 from .assignment import Assignment
 from .base import (Reduction, TokenReducer, cell_positions, check_budget, check_features,
@@ -105,7 +114,8 @@ class HoliTomReducer(TokenReducer):
 
     Args:
         num_frames: frames sampled (paper §4.1: 32 for LLaVA-OneVision).
-        tau: static threshold on adjacent-frame similarity (0.8, public code ``T``).
+        tau: static threshold on adjacent-frame similarity (0.8, public code ``T``; its 10%
+            script for LLaVA-OV-7B uses 0.65).
         beta: weight of the centre when merging (0.6, public code ``BETA``).
         contextual: share of a frame's kept dynamic tokens that are contextual (public code
             ``D`` = 0: all kept dynamic tokens are the most attended ones).
@@ -125,10 +135,10 @@ class HoliTomReducer(TokenReducer):
     def __init__(self, num_frames: int = 32, tau: float = 0.8, beta: float = 0.6,
                  contextual: float = 0.0, k: int = 7, max_window: int = 1024,
                  target_tokens: int | None = None, retention: float | None = None):
-        if num_frames < 1 or k < 1 or max_window < 1:
-            raise ValueError("num_frames, k and max_window must be >= 1")
-        if not 0.0 <= beta <= 1.0 or not 0.0 <= contextual <= 1.0:
-            raise ValueError(f"beta and contextual must be in [0, 1], got {beta}, {contextual}")
+        for key, value in (("num_frames", num_frames), ("k", k), ("max_window", max_window)):
+            check(key, value, ">=1")
+        check("beta", beta, "[0,1]")
+        check("contextual", contextual, "[0,1]")
         check_budget(target_tokens, retention)
         self.num_frames, self.tau, self.beta, self.contextual = num_frames, tau, beta, contextual
         self.k, self.max_window = k, max_window
@@ -172,12 +182,13 @@ class HoliTomReducer(TokenReducer):
                             Assignment.select(f * n + cells[~static])) for f in range(s, e + 1)]
         sizes = [len(g[2]) for g in groups]
         target = self.target_for(t, n)
-        if target is None:
-            r = min(DEFAULT_RETENTION * t * n / max(t * n - redundant, 1), 1.0)
+        if target is None:                   # the public expression, float for float
+            r = min(DEFAULT_RETENTION / ((t * n - redundant) / (t * n)), 1) if redundant < t * n else 1.0
             shares = [round(size * r) if kind == "static" else math.ceil(size * r)
                       for (kind, *_), size in zip(groups, sizes)]
         else:
             shares = allocate(target, sizes, caps=sizes, minimum=1, budget_of="holitom")
+        saliency = saliency_proxy(features)                  # [T, N], over each whole frame
         tokens, positions, per_block, parts = [], [], [], []
         for (kind, frame, group_cells, x, inputs), share in zip(groups, shares):
             if share == 0:
@@ -188,7 +199,7 @@ class HoliTomReducer(TokenReducer):
                 out, idx = _beta_merge(x, dist, centres, self.beta), centres
                 made = beta_assignment(len(x), dist, centres, self.beta)
             else:
-                out, idx, made = self._dynamic(x, saliency_proxy(x[None])[0], share)
+                out, idx, made = self._dynamic(x, saliency[frame, group_cells], share)
             tokens.append(out)
             parts.append(made.compose(inputs))
             positions.append(cell_positions(torch.tensor(frame, device=device), group_cells[idx],
@@ -201,5 +212,6 @@ class HoliTomReducer(TokenReducer):
             tokens_per_frame=per_block,
             info={"windows": windows, "redundant": redundant, "group_sizes": sizes},
             positions=positions,
+            input_frames=t,
             assignment=Assignment.cat(parts),
         )

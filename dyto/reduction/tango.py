@@ -154,7 +154,10 @@ class TangoReducer(TokenReducer):
             or "own" (each at its own anchor).
         target_tokens / retention: matched budgets, as a retain ratio of ``target / (T*N)``.
 
-    Budgets: **approximately** the ratio (segment rounding: ``ceil`` per segment), not exact.
+    Budgets: the default is about the ratio (``ceil`` per frame and segment, a little over). With
+    ``target_tokens`` / ``retention`` the retain ratio starts at ``target / (T*N)`` and is lowered
+    until the output fits: **at most** the target; a target under its minimums (about a token per
+    frame) raises ValueError. The segmentation threshold follows the ratio actually used.
     """
 
     assigns = True
@@ -178,10 +181,6 @@ class TangoReducer(TokenReducer):
         self.context_ratio, self.alpha, self.num_neighbors, self.beta = context_ratio, alpha, num_neighbors, beta
         self.base_time, self.base_space, self.anchor_order = base_time, base_space, anchor_order
         self.target_tokens, self.retention = target_tokens, retention
-
-    def _ratio(self, t: int, n: int) -> float:
-        target = self.target_for(t, n)
-        return self.retain_ratio if target is None else min(1.0, target / (t * n))
 
     # -- one frame's tokens (or a segment's static tokens): tango_compressor ------------------
     def _compress(self, x: Tensor, roped: Tensor, sal: Tensor, ratio: float, kept: _Kept, to_global: Assignment,
@@ -279,7 +278,22 @@ class TangoReducer(TokenReducer):
 
     def __call__(self, features: Tensor, grid: tuple[int, int], cls: Tensor | None = None) -> Reduction:
         t, n, d = check_features(features, grid)
-        ratio = self._ratio(t, n)
+        target = self.target_for(t, n)
+        if target is None:
+            return self._reduce(features, grid, self.retain_ratio)
+        # matched budget (this project's): Tango's per-frame ceilings overshoot a ratio, so the ratio
+        # is lowered until the output fits (at most the target)
+        ratio = min(1.0, target / (t * n))
+        for _ in range(12):
+            out = self._reduce(features, grid, ratio)
+            if out.tokens.shape[0] <= target:
+                return out
+            ratio *= target / out.tokens.shape[0] * 0.98
+        raise ValueError(f"tango: a target of {target} tokens is below what its per-frame and per-segment "
+                         f"minimums keep ({out.tokens.shape[0]} at retain ratio {ratio:.4f})")
+
+    def _reduce(self, features: Tensor, grid: tuple[int, int], ratio: float) -> Reduction:
+        t, n, d = features.shape
         tau = self.segment_tau if self.segment_tau is not None else (0.65 if ratio <= 0.1 else 0.8)
         sal = saliency_proxy(features)                                                              # [T, N]
         roped = st_rope(F.normalize(features.float(), dim=-1), grid, self.base_time, self.base_space)
@@ -302,4 +316,4 @@ class TangoReducer(TokenReducer):
         kept_frames = sorted(set(frames.tolist()))
         return Reduction(tokens, kept_frames, [int((frames == f).sum()) for f in kept_frames],
                          info={"segments": [end - start + 1 for start, end in windows], "segment_tau": tau},
-                         positions=cell_positions(frames, cells, grid[1]), assignment=assignment)
+                         positions=cell_positions(frames, cells, grid[1]), input_frames=t, assignment=assignment)

@@ -127,7 +127,7 @@ class VCastReducer(TokenReducer):
         if t <= 1:                                               # not compressed upstream
             cells = torch.arange(n, device=device)
             return Reduction(features.reshape(-1, d), [0], [n], positions=cell_positions(0, cells, grid[1]),
-                             assignment=Assignment.select(cells), info={"tokens_per_frame": [n]})
+                             input_frames=t, assignment=Assignment.select(cells), info={"tokens_per_frame": [n]})
         reps = F.normalize(features.mean(dim=1), dim=-1, eps=1e-6)               # [T, D]
         weights = torch.softmax(curvature(reps).float() / float(self.budget_temp), dim=0)
         shares = allocate_by_weight(weights, self._budget(t, n), min(self.min_k, n), n)
@@ -147,4 +147,5 @@ class VCastReducer(TokenReducer):
         sources = frames * n + cells
         return Reduction(features.reshape(-1, d).index_select(0, sources), kept, [int(k) for k in shares if k > 0],
                          info={"tokens_per_frame": shares, "curvature_weights": weights},
-                         positions=cell_positions(frames, cells, grid[1]), assignment=Assignment.select(sources))
+                         positions=cell_positions(frames, cells, grid[1]), input_frames=t,
+                         assignment=Assignment.select(sources))

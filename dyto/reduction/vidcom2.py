@@ -1,6 +1,7 @@
 """VidCom² (Liu et al., EMNLP 2025, arXiv 2505.14454): frame-uniqueness budgets, outlier tokens.
 
-As the public ``vidcom2_compression`` (LLaVA-OneVision path):
+Upstream: xuyang-liu16/VidCom2 @ 944a17d, ``token_compressor/vidcom2/vidcom2.py``. As its
+``vidcom2_compression`` (the LLaVA-OneVision path):
 1. the half of the channels with the lowest variance over all the video's tokens is kept, and
    every token is L2-normalised on those channels;
 2. each token is scored against the video centre (mean of all tokens) and its frame centre
@@ -13,7 +14,9 @@ As the public ``vidcom2_compression`` (LLaVA-OneVision path):
    (the most distinctive ones), in cell order.
 
 Nothing is left out (VidCom² runs entirely before the LLM); the score is computed on the
-projected patch features the dyto contract carries, as the public code does on LLaVA-OV's.
+projected patch features the dyto contract carries, as the public code does on LLaVA-OV's
+(whose ``llava_ov`` spec fixes 196 tokens a frame; the same arithmetic runs on any grid here).
+Only ``target_tokens`` / ``retention`` (matched budgets) are this project's.
 Run: ``build_reducer("vidcom2", retention=0.25)(features [T, N, D], grid)``.
 """
 
@@ -22,6 +25,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from dyto.errors import check
 
 from .assignment import Assignment
 from .base import (Reduction, TokenReducer, cell_positions, check_budget, check_features,
@@ -94,9 +99,9 @@ class VidCom2Reducer(TokenReducer):
 
     def __init__(self, num_frames: int = 32, temperature: float = 0.01, channel_ratio: float = 0.5,
                  target_tokens: int | None = None, retention: float | None = None):
-        if num_frames < 1 or temperature <= 0 or not 0.0 < channel_ratio <= 1.0:
-            raise ValueError(f"need num_frames >= 1, temperature > 0, channel_ratio in (0, 1]; "
-                             f"got {num_frames}, {temperature}, {channel_ratio}")
+        check("num_frames", num_frames, ">=1")
+        check("temperature", temperature, ">0")
+        check("channel_ratio", channel_ratio, "(0,1]")
         check_budget(target_tokens, retention)
         self.num_frames, self.temperature, self.channel_ratio = num_frames, temperature, channel_ratio
         self.target_tokens, self.retention = target_tokens, retention
@@ -125,5 +130,6 @@ class VidCom2Reducer(TokenReducer):
             tokens_per_frame=shares,
             info={"frame_weights": weights.tolist()},
             positions=torch.cat(positions),
+            input_frames=t,
             assignment=Assignment.select(torch.cat(rows)),
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from dyto.datamodules.benchmarks.lmms_eval_tasks import ACTIVITYNET_QA
 from dyto.datamodules.benchmarks.spec import BenchmarkSpec, VideoRule, paper_rows
 from dyto.datamodules.sheets import RowProblem, cell, integer, open_ended
 
@@ -41,4 +42,5 @@ SPEC = BenchmarkSpec(
     videos=VideoRule(v_prefix=True),
     published=(*paper_rows("activitynet_qa", "accuracy", {"7B": 54.3, "34B": 59.0}, "S2", JUDGE),
                *paper_rows("activitynet_qa", "score", {"7B": 3.2, "34B": 3.5}, "S2", JUDGE)),
+    lmms_eval=ACTIVITYNET_QA,
 )

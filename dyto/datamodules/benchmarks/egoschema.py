@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dyto.datamodules.benchmarks.lmms_eval_tasks import EGOSCHEMA
 from dyto.datamodules.benchmarks.spec import BenchmarkSpec, paper_rows
 from dyto.datamodules.sheets import Prepared, answer_index, cell, collect, mc_options, read_csv
 from dyto.records import QARecord
@@ -35,4 +36,5 @@ SPEC = BenchmarkSpec(
     prepare=prepare_egoschema,
     sheet="EgoSchema.csv (IG-VLM data/multiple_choice_qa)",
     published=paper_rows("egoschema", "accuracy", {"7B": 48.6, "34B": 56.8}, "S2", "500-question public subset"),
+    lmms_eval=EGOSCHEMA,
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dyto.datamodules.benchmarks.lmms_eval_tasks import NEXTQA
 from dyto.datamodules.benchmarks.spec import BenchmarkSpec, VideoRule, paper_rows
 from dyto.datamodules.sheets import (Prepared, RowProblem, answer_index, cell, collect, integer, mc_options,
                                      read_csv)
@@ -57,4 +58,5 @@ SPEC = BenchmarkSpec(
     derive_type=report_type,
     type_groups=NEXT_GROUPS,
     published=paper_rows("nextqa", "accuracy", {"7B": 65.7, "34B": 72.9}, "S2"),
+    lmms_eval=NEXTQA,
 )

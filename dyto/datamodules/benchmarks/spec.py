@@ -66,21 +66,30 @@ class LmmsEvalTask:
 
     The seam between the benchmark side and the backbones (docs/internals.md): the task gives the
     user text, the decoding length and the answer parser; each backbone wraps the text in its own
-    chat template and picks its frames and resolution.
+    chat template and picks its frames and resolution (``dyto.models.lmms_eval.LmmsEvalModel``).
 
     task: lmms-eval's task name (``videomme``, ``mlvu_dev``, ...).
     source: where it was read: ``<repo>@<commit> <file> <lines>``.
-    doc_to_text: canonical record (dict) -> the user text, pre/post prompt included.
-    max_new_tokens: the task's ``generation_kwargs.max_new_tokens``.
+    doc_to_text: (canonical record dict, lmms-eval model name) -> the user text, pre/post prompt
+        included. The model name picks the task's ``lmms_eval_specific_kwargs`` entry as
+        lmms-eval's ``Task`` does (that model's entry, else ``default``).
+    max_new_tokens: the task's ``generation_kwargs.max_new_tokens``; None when the task sets none
+        (the model file's default applies).
     parse: (prediction text, record) -> chosen option index or None (the task's own
         ``process_results`` parser); None for open-ended tasks.
+    num_frames: a frame count the task itself fixes; None (every task here): the model file's.
     """
 
     task: str
     source: str
-    doc_to_text: Callable[[dict], str]
-    max_new_tokens: int
+    doc_to_text: Callable[[dict, str], str]
+    max_new_tokens: int | None
     parse: Callable[[str, dict], int | None] | None = None
+    num_frames: int | None = None
+
+    def text(self, record: Mapping, model: str = "default") -> str:
+        """``doc_to_text`` for a record (a dict or a ``QARecord``)."""
+        return self.doc_to_text(record if isinstance(record, dict) else record.to_dict(), model)
 
 
 @dataclass(frozen=True)

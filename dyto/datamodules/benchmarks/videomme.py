@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from dyto.datamodules.benchmarks.lmms_eval_tasks import VIDEOMME
 from dyto.datamodules.benchmarks.spec import BenchmarkSpec, paper_rows
 from dyto.datamodules.sheets import Prepared, RowProblem, cell, collect, read_json_rows
 from dyto.records import QARecord
@@ -44,4 +45,5 @@ SPEC = BenchmarkSpec(
     breakdown_fields=BREAKDOWNS,
     published=paper_rows("videomme", "accuracy", {"7B": 41.2, "34B": 53.4}, "S2",
                          "w/o subtitles; the ablation table gives 42.7 (7B)"),
+    lmms_eval=VIDEOMME,
 )
