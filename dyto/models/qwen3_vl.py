@@ -13,10 +13,10 @@ features go in as ``mm_encoder_outputs`` (pre-encoded video outputs), so the mod
 them into the placeholders and adds the DeepStack features after its first LLM layers.
 
 What differs from the model's own pipeline (``Qwen3VLProcessor`` + ``generate``):
-* frames are squashed to a fixed square (``image_size``; PIL bicubic, aspect ratio ignored)
-  instead of the processor's ``smart_resize`` (aspect kept, a pixel budget over the whole clip);
-  the default 480 (15x15 tokens per temporal patch) is the size smart_resize gives a square video
-  at 100 frames with the 8B's budget (``size.longest_edge`` 25165824); mean/std are the processor's.
+* frames are resized by the processor's rule (``smart_resize``: aspect kept, sides multiples of
+  32, the clip's T*H*W within the checkpoint's ``size`` budget) with PIL bicubic on uint8 frames
+  instead of torchvision's antialiased bicubic (last-digit rounding); ``image_size`` squashes every
+  frame to a fixed square instead (the tiny model: 96 px); mean/std are the processor's.
 * with a reducer, a temporal patch with no token left loses its timestamp and markers, and every
   kept token and text token keeps the id it has in the full sequence (``VideoLayout``).
 With the identity reducer (``concat``) the answers equal ``model.generate`` on the processor's
@@ -30,6 +30,7 @@ output (tested on the tiny model, bitwise on CPU).
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 import torch
@@ -40,8 +41,10 @@ from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDe
 from dyto.datamodules.preprocess import Preprocessing
 from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, register_backbone
 from dyto.models.inputs import left_pad
-from dyto.models.loading import (checkpoint_chat_template, checkpoint_preprocessing, load_checkpoint,
-                                 resolve_attn_implementation, resolve_dtype)
+from dyto.models.lmms_eval import LMMS_EVAL, LmmsEvalModel
+from dyto.errors import ConfigError
+from dyto.models.loading import (_checkpoint_file, checkpoint_chat_template, checkpoint_preprocessing,
+                                 load_checkpoint, resolve_attn_implementation, resolve_dtype)
 from dyto.models.prompts import chat_layout, render_chat
 from dyto.models.qwen2_5_vl import reduction_positions
 from dyto.models.qwen2_5_vl_inputs import patchify
@@ -52,7 +55,23 @@ __all__ = ["Qwen3_VL", "Qwen3Input"]
 
 TINY_SIZE = 96            # the tiny model's frames: 6x6 patches of 16 px, a 3x3 merged grid
 CHECKPOINT_SIZE = 480     # smart_resize of a square video at 100 frames, 8B budget: 15x15 per patch
+# Qwen3-VL-8B-Instruct's video_preprocessor_config.json "size": the clip's T*H*W in pixels
+CLIP_PIXELS = (4096, 25165824)
+# lmms-eval qwen3_vl.py's min_pixels / max_pixels (lines 85-86); the tiny model's at its scale
+LMMS_PIXELS = {"checkpoint": (256 * 28 * 28, 1605632), "tiny": (9 * 32 * 32, 36 * 32 * 32)}
+LMMS_SYSTEM = "You are a helpful assistant."
 QWEN3_MEAN = QWEN3_STD = (0.5, 0.5, 0.5)   # Qwen3VLVideoProcessor's image_mean / image_std
+
+
+def clip_pixels(checkpoint: str) -> tuple[int, int]:
+    """(min, max) pixels of a clip: the checkpoint's ``video_preprocessor_config.json`` ``size``
+    (shortest / longest edge, which Qwen3VLVideoProcessor reads as T*H*W budgets), else the 8B's."""
+    path = _checkpoint_file(checkpoint, "video_preprocessor_config.json")
+    if path is None:
+        return CLIP_PIXELS
+    with open(path, encoding="utf-8") as f:
+        size = json.load(f).get("size") or {}
+    return int(size.get("shortest_edge", CLIP_PIXELS[0])), int(size.get("longest_edge", CLIP_PIXELS[1]))
 
 
 @dataclass
@@ -78,8 +97,13 @@ class Qwen3_VL(Backbone):
 
     Args:
         checkpoint: "tiny" (the in-memory RANDOM-WEIGHT model), a hub id or a local directory.
-        image_size: frame side in pixels, a multiple of 32 (patch 16 x merge 2); None = 480 for a
-            checkpoint (15x15 = 225 tokens per temporal patch), 96 for "tiny".
+        image_size: None (default): the video processor's own rule for a checkpoint (``smart_resize``:
+            aspect kept, sides multiples of 32, the clip's T*H*W within ``video_pixels``; a square
+            100-frame clip gets 480 px, 15x15 = 225 tokens per temporal patch), a 96 px square for
+            "tiny"; an int: every frame squashed to that square side (a multiple of 32).
+        video_pixels: (min, max) pixels of a whole clip for the processor's rule; None = the
+            checkpoint's ``video_preprocessor_config.json`` ``size`` (else the 8B's 4096, 25165824).
+            Given with "tiny", the tiny model uses the processor's rule too.
         dtype: "auto" = bfloat16 with CUDA (the checkpoints' dtype), float32 without; or
             float16 | bfloat16 | float32.
         attn_implementation: "sdpa" | "eager" | "flash_attention_2" | "auto".
@@ -95,7 +119,8 @@ class Qwen3_VL(Backbone):
 
     def __init__(self, checkpoint: str = "tiny", image_size: int | None = None, dtype: str = "auto",
                  attn_implementation: str = "sdpa", vision_chunk_size: int | None = None,
-                 chat_template: str | None = None, system_prompt: bool = True, seed: int = 0):
+                 chat_template: str | None = None, system_prompt: bool = True, seed: int = 0,
+                 video_pixels: tuple[int, int] | None = None):
         super().__init__()
         self._options(checkpoint, vision_chunk_size, system_prompt, seed)
         # auto: bfloat16 with CUDA, the checkpoints' dtype (resolve_dtype's fp16 is LLaVA's)
@@ -110,19 +135,24 @@ class Qwen3_VL(Backbone):
             model, tokenizer, name = load_checkpoint(Qwen3VLForConditionalGeneration, checkpoint, torch_dtype, attn)
             stated = checkpoint_preprocessing(checkpoint)  # mean/std only: Qwen's "size" is a pixel budget
         self.chat_template = chat_template or checkpoint_chat_template(checkpoint, tokenizer)
-        self.attach(model.eval(), tokenizer, name, image_size or (TINY_SIZE if checkpoint == "tiny" else CHECKPOINT_SIZE),
-                    stated.get("image_mean", QWEN3_MEAN), stated.get("image_std", QWEN3_STD))
+        if image_size is None and checkpoint == "tiny" and video_pixels is None:
+            image_size = TINY_SIZE
+        if image_size is None and video_pixels is None:
+            video_pixels = clip_pixels(checkpoint)
+        self.attach(model.eval(), tokenizer, name, image_size, stated.get("image_mean", QWEN3_MEAN),
+                    stated.get("image_std", QWEN3_STD), video_pixels)
 
     @classmethod
-    def from_parts(cls, model, tokenizer, model_name: str, image_size: int = CHECKPOINT_SIZE, checkpoint: str = "tiny",
-                   vision_chunk_size: int | None = None, chat_template: str | None = None,
-                   system_prompt: bool = True) -> "Qwen3_VL":
+    def from_parts(cls, model, tokenizer, model_name: str, image_size: int | None = CHECKPOINT_SIZE,
+                   checkpoint: str = "tiny", vision_chunk_size: int | None = None, chat_template: str | None = None,
+                   system_prompt: bool = True, video_pixels: tuple[int, int] | None = None) -> "Qwen3_VL":
         """An already built model and tokenizer (benchmarks: full-size random weights)."""
         self = cls.__new__(cls)
         Backbone.__init__(self)
         self._options(checkpoint, vision_chunk_size, system_prompt, 0)
         self.chat_template = chat_template or tokenizer.chat_template
-        self.attach(model.eval(), tokenizer, model_name, image_size, QWEN3_MEAN, QWEN3_STD)
+        self.attach(model.eval(), tokenizer, model_name, image_size, QWEN3_MEAN, QWEN3_STD,
+                    video_pixels or (CLIP_PIXELS if image_size is None else None))
         return self
 
     def _options(self, checkpoint, vision_chunk_size, system_prompt, seed):
@@ -132,15 +162,25 @@ class Qwen3_VL(Backbone):
                                                                                   system_prompt, seed)
         self.run_label = f"tiny-{self.name}" if checkpoint == "tiny" else checkpoint
 
-    def attach(self, model, tokenizer, model_name: str, image_size: int, mean, std) -> None:
+    def attach(self, model, tokenizer, model_name: str, image_size: int | None, mean, std,
+               video_pixels: tuple[int, int] | None = None) -> None:
+        """``image_size`` a square side, or None with ``video_pixels`` for the processor's rule (then
+        ``grid`` is the nominal one of a square 100-frame clip; each video's is ``grid_for``'s)."""
         vision = model.config.vision_config
         unit = vision.patch_size * vision.spatial_merge_size
-        if image_size % unit:
-            raise ValueError(f"image_size must be a multiple of {unit} (patch x merge), got {image_size}")
+        if image_size is not None and (image_size < unit or image_size % unit):
+            raise ConfigError("image_size", image_size, f"a multiple of {unit} (patch x merge), or null")
         self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
-        self.grid = (image_size // unit, image_size // unit)
-        self.preprocessing = Preprocessing(size=(image_size, image_size), resize="squash_bicubic", mean=mean, std=std,
-                                           frames_per_patch=vision.temporal_patch_size)
+        side = image_size or CHECKPOINT_SIZE
+        self.grid = (side // unit, side // unit)
+        if image_size is None:
+            low, high = video_pixels
+            self.preprocessing = Preprocessing(size=(side, side), resize="qwen3_processor", mean=mean, std=std,
+                                               frames_per_patch=vision.temporal_patch_size, min_pixels=int(low),
+                                               max_pixels=int(high))
+        else:
+            self.preprocessing = Preprocessing(size=(side, side), resize="squash_bicubic", mean=mean, std=std,
+                                               frames_per_patch=vision.temporal_patch_size)
 
     @property
     def extra_levels(self) -> int:
@@ -179,6 +219,29 @@ class Qwen3_VL(Backbone):
         vision = self.model.config.vision_config
         unit = vision.patch_size * vision.spatial_merge_size
         return (pixels.shape[-2] // unit, pixels.shape[-1] // unit)
+
+    # -- protocol: lmms_eval -------------------------------------------------------------------
+    def lmms_eval_model(self) -> LmmsEvalModel:
+        """lmms-eval's ``qwen3_vl.py`` at its defaults: 32 frames (``nframes``), qwen-vl-utils 0.0.14's
+        resize with ``min_pixels`` 256*28*28 and ``max_pixels`` 1605632, 128 new tokens."""
+        low, high = LMMS_PIXELS["tiny" if self.checkpoint == "tiny" else "checkpoint"]
+        resize = Preprocessing(self.preprocessing.size, "qwen3_smart_resize", self.preprocessing.mean,
+                               self.preprocessing.std, self.preprocessing.frames_per_patch, min_pixels=low, max_pixels=high)
+        return LmmsEvalModel("qwen3_vl", f"{LMMS_EVAL} lmms_eval/models/simple/qwen3_vl.py 70-95, 213-230, 297-394; "
+                             "QwenLM/Qwen3-VL@9658872 qwen-vl-utils/src/qwen_vl_utils/vision_process.py 24-181, 292-329, "
+                             "403-473", 32, "qwen_nframes", resize, 128, "chat_template")
+
+    def lmms_eval_prompt(self, text: str) -> Prompt:
+        """lmms-eval's messages (``qwen3_vl.py`` 304-337): a system turn "You are a helpful assistant.",
+        then the video and the task's text, through the checkpoint's template, split at ``<|video_pad|>``."""
+        messages = [{"role": "system", "content": LMMS_SYSTEM},
+                    {"role": "user", "content": [{"type": "video", "video": "video"}, {"type": "text", "text": text}]}]
+        rendered = self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
+                                                      add_generation_prompt=True)
+        if rendered.count(VIDEO_PAD) != 1:
+            raise ValueError(f"the chat template does not place exactly one {VIDEO_PAD}: {rendered!r}")
+        before, after = rendered.split(VIDEO_PAD)
+        return Prompt(before, after, "lmms_eval:chat_template")
 
     def prompt(self, task: str, question: str, options: list[str] | None = None) -> Prompt:
         """The reference's wording through the checkpoint's chat template, split at ``<|video_pad|>``
