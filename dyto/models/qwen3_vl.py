@@ -275,7 +275,7 @@ class Qwen3_VL(Backbone):
         cells = reduction_positions(reduction, grid)
         layout = VideoLayout.build(self.tokenizer, self.model.model, prompt.before, prompt.after,
                                    self.patch_times(reduction), grid, device=self.device)
-        if int(cells[:, 0].max()) >= len(layout.pad_start):
+        if len(cells) and int(cells[:, 0].max()) >= len(layout.pad_start):
             raise ValueError(f"tokens of temporal patch {int(cells[:, 0].max())} but only {len(layout.pad_start)} "
                              "patches have times")
         rows, visual = layout.reduced(cells)
