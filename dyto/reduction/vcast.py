@@ -85,6 +85,9 @@ class VCastReducer(TokenReducer):
         retain_ratio: share of the T*N tokens kept (0.25, the public default).
         min_k: tokens every frame keeps at least (1).
         budget_temp: softmax temperature of the curvature weights (0.7).
+        positions: "input" (default, V-CAST's coordinate preservation: the official Qwen3-VL code
+            keeps every kept token's and the text's position ids from the full sequence, which
+            ``Reduction.keep_input_positions`` asks every backbone for) or "compact".
         target_tokens / retention: matched budgets; either replaces ``round(T*N*retain_ratio)``.
 
     Budgets: **exact** for ``T*min_k <= target <= T*N`` (the allocation hands out every token); a
@@ -96,14 +99,17 @@ class VCastReducer(TokenReducer):
     assigns = True
 
     def __init__(self, num_frames: int = 64, retain_ratio: float = DEFAULT_RETAIN_RATIO, min_k: int = DEFAULT_MIN_K,
-                 budget_temp: float = DEFAULT_BUDGET_TEMP, target_tokens: int | None = None,
+                 budget_temp: float = DEFAULT_BUDGET_TEMP, positions: str = "input", target_tokens: int | None = None,
                  retention: float | None = None):
         if num_frames < 1 or min_k < 0:
             raise ValueError(f"num_frames must be >= 1 and min_k >= 0, got {num_frames}, {min_k}")
         if not 0.0 < retain_ratio <= 1.0 or budget_temp <= 0:
             raise ValueError(f"retain_ratio must be in (0, 1] and budget_temp > 0, got {retain_ratio}, {budget_temp}")
+        if positions not in ("input", "compact"):
+            raise ValueError(f"positions must be 'input' or 'compact', got {positions!r}")
         check_budget(target_tokens, retention)
         self.num_frames, self.retain_ratio, self.min_k, self.budget_temp = num_frames, retain_ratio, min_k, budget_temp
+        self.positions = positions
         self.target_tokens, self.retention = target_tokens, retention
 
     def _budget(self, t: int, n: int) -> int:
@@ -127,7 +133,8 @@ class VCastReducer(TokenReducer):
         if t <= 1:                                               # not compressed upstream
             cells = torch.arange(n, device=device)
             return Reduction(features.reshape(-1, d), [0], [n], positions=cell_positions(0, cells, grid[1]),
-                             input_frames=t, assignment=Assignment.select(cells), info={"tokens_per_frame": [n]})
+                             input_frames=t, assignment=Assignment.select(cells), info={"tokens_per_frame": [n]},
+                             keep_input_positions=self.positions == "input")
         reps = F.normalize(features.mean(dim=1), dim=-1, eps=1e-6)               # [T, D]
         weights = torch.softmax(curvature(reps).float() / float(self.budget_temp), dim=0)
         shares = allocate_by_weight(weights, self._budget(t, n), min(self.min_k, n), n)
@@ -148,4 +155,4 @@ class VCastReducer(TokenReducer):
         return Reduction(features.reshape(-1, d).index_select(0, sources), kept, [int(k) for k in shares if k > 0],
                          info={"tokens_per_frame": shares, "curvature_weights": weights},
                          positions=cell_positions(frames, cells, grid[1]), input_frames=t,
-                         assignment=Assignment.select(sources))
+                         keep_input_positions=self.positions == "input", assignment=Assignment.select(sources))
