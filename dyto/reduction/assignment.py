@@ -126,22 +126,27 @@ class Assignment:
     def apply(self, x: Tensor) -> Tensor:
         """``x`` [T, N, E] (or [T*N, E]) on the reducer's input grid -> [L, E], in x's dtype.
 
-        Weighted sums accumulate in float32 (float64 input stays float64); a copy (one entry of
-        weight 1) is bit-exact in every dtype.
+        Copies and maxima are exact in every dtype (a pure selection is one ``index_select``);
+        weighted sums accumulate in float32 (float64 input stays float64).
         """
         flat = x.reshape(-1, x.shape[-1])
-        wide = torch.float64 if flat.dtype == torch.float64 else torch.float32
-        rows, sources = self.rows.to(flat.device), self.sources.to(flat.device)
-        values = flat.index_select(0, sources).to(wide)                          # [M, E]
-        amax = self.amax.to(flat.device)
-        out = torch.zeros(self.size, flat.shape[1], dtype=wide, device=flat.device)
+        device = flat.device
+        rows, sources, amax = self.rows.to(device), self.sources.to(device), self.amax.to(device)
+        if (len(rows) == self.size and not bool(amax.any()) and bool((self.weights == 1).all())
+                and torch.equal(rows, torch.arange(self.size, device=device))):
+            if len(sources) == len(flat) and torch.equal(sources, torch.arange(len(flat), device=device)):
+                return flat                                                      # every token, in order
+            return flat.index_select(0, sources)                                 # kept tokens only
+        out = torch.zeros(self.size, flat.shape[1], dtype=flat.dtype, device=device)
         is_max = amax[rows]
-        summed = ~is_max
-        out.index_add_(0, rows[summed], values[summed] * self.weights.to(flat.device, wide)[summed, None])
-        if bool(amax.any()):
-            maxed = torch.full_like(out, float("-inf"))
+        if bool(is_max.any()):          # element-wise maxima, in x's dtype
             with warnings.catch_warnings():  # PyTorch labels index_reduce_ beta; its result is tested
                 warnings.filterwarnings("ignore", message=r"index_reduce\(\) is in beta")
-                maxed.index_reduce_(0, rows[is_max], values[is_max], "amax", include_self=True)
-            out = torch.where(amax[:, None], maxed, out)
-        return out.to(flat.dtype)
+                out.index_reduce_(0, rows[is_max], flat.index_select(0, sources[is_max]), "amax", include_self=False)
+        summed = ~is_max
+        if bool(summed.any()):          # weighted sums, accumulated wide
+            wide = torch.float64 if flat.dtype == torch.float64 else torch.float32
+            values = flat.index_select(0, sources[summed]).to(wide) * self.weights.to(device, wide)[summed, None]
+            total = torch.zeros(self.size, flat.shape[1], dtype=wide, device=device).index_add_(0, rows[summed], values)
+            out = torch.where(amax[:, None], out, total.to(flat.dtype))
+        return out
