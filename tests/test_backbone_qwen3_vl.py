@@ -168,6 +168,33 @@ def test_pruned_deepstack_is_the_kept_cells_and_batches_pad_alike(backbone):
     assert batched[1, : alone.shape[1]].tolist() == alone[0].tolist()
 
 
+def test_the_inner_stage_hook_adds_deepstack_as_the_model_does(backbone):
+    """``inner_hook`` (an inner-LLM stage's layer loop calls it after every prefill layer): on the
+    plain language model it gives the logits of the model's own forward with its DeepStack rows."""
+    video, pixels = clip(backbone, "bikes.mp4", 8)
+    _, _, reduced = backbone_input(backbone, backbone.prompt("open_ended", "what happens?"), video, pixels,
+                                   DyToReducer(budget=12, num_frames=8))
+    _, _, whole = backbone_input(backbone, backbone.prompt("open_ended", "who rides, and where?"), video, pixels,
+                                 ConcatReducer(8))
+    inputs = [reduced, whole]
+    own = backbone.model(**backbone.model_inputs(inputs)).logits
+    embeds, mask, positions = backbone.llm_batch(inputs)
+    columns = torch.arange(embeds.shape[1]).expand(2, -1).masked_fill(mask == 0, -1)
+    hook = backbone.inner_hook(inputs)
+    layers = backbone.model.model.language_model.layers
+    handles = [layer.register_forward_hook(lambda module, args, out, i=i: hook(i, out, columns))
+               for i, layer in enumerate(layers)]
+    try:
+        hooked = backbone.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).logits
+    finally:
+        for h in handles:
+            h.remove()
+    plain = backbone.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).logits
+    rows = mask.bool()
+    torch.testing.assert_close(hooked[rows], own[rows], rtol=1e-5, atol=1e-5)
+    assert (plain[rows] - own[rows]).abs().max() > 1e-3
+
+
 def test_reducers_that_cannot_run_say_so_at_config_time(backbone):
     with pytest.raises(ConfigError, match="no CLS"):
         VideoQA(backbone=backbone, reducer=DyToReducer(num_frames=8, descriptor="cls"))

@@ -304,11 +304,39 @@ class Qwen3_VL(Backbone):
             positions[1:, b, length - item.length:] = item.positions.to(self.device)
         return embeds, mask, positions
 
-    @torch.no_grad()
-    def generate_ids(self, inputs: list[Qwen3Input], generation_config: GenerationConfig, **kwargs) -> Tensor:
-        """New token ids ``[B, n]``. The visual rows go in as ``<|video_pad|>`` placeholders and the
-        tokens with their DeepStack features as the model's ``mm_encoder_outputs``: the model's own
-        forward scatters them in and adds the DeepStack features at those rows of its first layers."""
+    def inner_hook(self, inputs: list[Qwen3Input]):
+        """For an inner-LLM stage's own layer loop (docs/internals.md, Seams): ``hook(layer, hidden
+        [B, S, D], columns [B, S]) -> hidden`` adds the DeepStack rows after each of the first
+        ``extra_levels`` layers, as the model's ``_deepstack_process`` does, at the rows that still
+        hold a visual token (``columns``: the column of the left-padded batch a row holds, -1 padding)."""
+        levels = self.extra_levels
+        if not levels:
+            return None
+        length = max(item.length for item in inputs)
+        row_of = torch.full((len(inputs), length), -1, dtype=torch.long, device=self.device)  # column -> DeepStack row
+        offset = 0
+        for b, item in enumerate(inputs):
+            columns = item.visual_rows.to(self.device) + (length - item.length)
+            row_of[b, columns] = torch.arange(offset, offset + len(columns), device=self.device)
+            offset += len(columns)
+        stacks = [torch.cat([item.deepstack[level].to(self.device) for item in inputs]) for level in range(levels)]
+
+        def hook(layer: int, hidden: Tensor, columns: Tensor) -> Tensor:
+            if layer >= levels:
+                return hidden
+            rows = torch.where(columns >= 0, row_of.gather(1, columns.clamp(min=0)), -1)   # [B, S]
+            visual = rows >= 0
+            hidden = hidden.clone()
+            hidden[visual] = hidden[visual] + stacks[layer][rows[visual]].to(hidden.dtype)
+            return hidden
+
+        return hook
+
+    def model_inputs(self, inputs: list[Qwen3Input]) -> dict:
+        """The model's forward / ``generate`` arguments for a batch: ``<|video_pad|>`` placeholders at
+        the visual rows of the left-padded embeddings, and the tokens with their DeepStack rows as
+        ``mm_encoder_outputs``, so the model's own forward scatters them in and adds the DeepStack
+        rows at those rows of its first layers."""
         embeds, mask, positions = self.llm_batch(inputs)
         video = self.input_embeddings()(torch.tensor(self.model.config.video_token_id, device=self.device))
         length, tokens, levels = embeds.shape[1], [], [[] for _ in range(self.extra_levels)]
@@ -319,10 +347,16 @@ class Qwen3_VL(Backbone):
             for level, feature in zip(levels, item.deepstack):
                 level.append(feature.to(self.device))
         outputs = {"video": BaseModelOutputWithDeepstackFeatures(pooler_output=tuple(tokens),
-                                                                 deepstack_features=[tuple(l) for l in levels])}
+                                                                 deepstack_features=[tuple(level) for level in levels])}
+        return {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": positions,
+                "mm_encoder_outputs": outputs}
+
+    @torch.no_grad()
+    def generate_ids(self, inputs: list[Qwen3Input], generation_config: GenerationConfig, **kwargs) -> Tensor:
+        """New token ids ``[B, n]`` from the model's own ``generate`` on :meth:`model_inputs`."""
+        batch = self.model_inputs(inputs)
         self.before_generation()
-        return self.model.generate(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                                   mm_encoder_outputs=outputs, generation_config=generation_config, **kwargs)
+        return self.model.generate(**batch, generation_config=generation_config, **kwargs)
 
     def generate(self, inputs: list[LLMInput], generation_config: GenerationConfig,
                  logits_processor=None) -> list[str]:
