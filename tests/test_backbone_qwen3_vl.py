@@ -44,7 +44,8 @@ def processor(backbone):
     try:
         return Qwen3VLProcessor(image_processor=Qwen2VLImageProcessorPil(patch_size=16, merge_size=2),
                                 tokenizer=backbone.tokenizer,
-                                video_processor=Qwen3VLVideoProcessor(patch_size=16, temporal_patch_size=2, merge_size=2))
+                                video_processor=Qwen3VLVideoProcessor(patch_size=16, temporal_patch_size=2,
+                                                                      merge_size=2))
     finally:
         ProcessorMixin.check_argument_for_proper_class = check
 
@@ -161,8 +162,8 @@ def test_pruned_deepstack_is_the_kept_cells_and_batches_pad_alike(backbone):
     cells = r * feats.grid[1] + c
     for level, extra in enumerate(feats.extras):
         assert torch.equal(item.deepstack[level], extra[f, cells])
-    _, _, longer = backbone_input(backbone, backbone.prompt("open_ended", "what happens in the whole clip, start to end?"),
-                                  video, pixels, ConcatReducer(12))
+    question = "what happens in the whole clip, from the start to the end?"
+    _, _, longer = backbone_input(backbone, backbone.prompt("open_ended", question), video, pixels, ConcatReducer(12))
     alone = backbone.generate_ids([item], greedy(backbone))
     batched = backbone.generate_ids([longer, item], greedy(backbone))
     assert batched[1, : alone.shape[1]].tolist() == alone[0].tolist()

@@ -1,9 +1,10 @@
 """Qwen3-VL as a dyto backbone: ``Qwen3VLForConditionalGeneration``'s own video path, split open.
 
-Per question: frames ``[T, 3, S, S]`` (S a multiple of 32; T even, else the last frame is
-repeated as the processor does) -> patchified as the processor does -> the real vision tower
--> the 2x2 patch merger: tokens ``[T/2, h*w, D]``, grid ``(h, w) = (S/32, S/32)``, and the
-DeepStack mergers of three vision layers: extras ``[T/2, h*w, D]`` each (``VisualFeatures.extras``)
+Per question: frames ``[T, 3, H, W]`` (sides multiples of 32, as the processor's ``smart_resize``
+makes them; T even, else the last frame is repeated as the processor does) -> patchified as the
+processor does -> the real vision tower -> the 2x2 patch merger: tokens ``[T/2, h*w, D]``, grid
+``(h, w) = (H/32, W/32)``, and the DeepStack mergers of three vision layers: extras
+``[T/2, h*w, D]`` each (``VisualFeatures.extras``)
 -> reducer, whose assignment (``Reduction.assignment``) reduces the extras the same way
 -> prompt from the checkpoint's chat template, the video written as the processor writes it
 (``<t seconds><|vision_start|>...<|vision_end|>`` per temporal patch, from the sampled frames'
@@ -30,8 +31,6 @@ output (tested on the tiny model, bitwise on CPU).
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -39,56 +38,27 @@ from transformers import GenerationConfig, Qwen3VLForConditionalGeneration
 from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
 
 from dyto.datamodules.preprocess import Preprocessing
+from dyto.errors import ConfigError
 from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, register_backbone
 from dyto.models.inputs import left_pad
 from dyto.models.lmms_eval import LMMS_EVAL, LmmsEvalModel
-from dyto.errors import ConfigError
-from dyto.models.loading import (_checkpoint_file, checkpoint_chat_template, checkpoint_preprocessing,
-                                 load_checkpoint, resolve_attn_implementation, resolve_dtype)
+from dyto.models.loading import (checkpoint_chat_template, checkpoint_preprocessing, load_checkpoint,
+                                 resolve_attn_implementation, resolve_dtype)
 from dyto.models.prompts import chat_layout, render_chat
 from dyto.models.qwen2_5_vl import reduction_positions
 from dyto.models.qwen2_5_vl_inputs import patchify
-from dyto.models.qwen3_vl_inputs import DEFAULT_FPS, VIDEO_PAD, VideoLayout, patch_timestamps
+from dyto.models.qwen3_vl_inputs import (CLIP_PIXELS, DEFAULT_FPS, VIDEO_PAD, Qwen3Input, VideoLayout, clip_pixels,
+                                         patch_timestamps)
 from dyto.models.tiny_qwen3_vl import TINY_QWEN3_NAME, build_tiny_qwen3_vl
 
 __all__ = ["Qwen3_VL", "Qwen3Input"]
 
 TINY_SIZE = 96            # the tiny model's frames: 6x6 patches of 16 px, a 3x3 merged grid
 CHECKPOINT_SIZE = 480     # smart_resize of a square video at 100 frames, 8B budget: 15x15 per patch
-# Qwen3-VL-8B-Instruct's video_preprocessor_config.json "size": the clip's T*H*W in pixels
-CLIP_PIXELS = (4096, 25165824)
 # lmms-eval qwen3_vl.py's min_pixels / max_pixels (lines 85-86); the tiny model's at its scale
 LMMS_PIXELS = {"checkpoint": (256 * 28 * 28, 1605632), "tiny": (9 * 32 * 32, 36 * 32 * 32)}
 LMMS_SYSTEM = "You are a helpful assistant."
 QWEN3_MEAN = QWEN3_STD = (0.5, 0.5, 0.5)   # Qwen3VLVideoProcessor's image_mean / image_std
-
-
-def clip_pixels(checkpoint: str) -> tuple[int, int]:
-    """(min, max) pixels of a clip: the checkpoint's ``video_preprocessor_config.json`` ``size``
-    (shortest / longest edge, which Qwen3VLVideoProcessor reads as T*H*W budgets), else the 8B's."""
-    path = _checkpoint_file(checkpoint, "video_preprocessor_config.json")
-    if path is None:
-        return CLIP_PIXELS
-    with open(path, encoding="utf-8") as f:
-        size = json.load(f).get("size") or {}
-    return int(size.get("shortest_edge", CLIP_PIXELS[0])), int(size.get("longest_edge", CLIP_PIXELS[1]))
-
-
-@dataclass
-class Qwen3Input(LLMInput):
-    """An ``LLMInput`` with where its visual rows are and their DeepStack features.
-
-    visual_rows [V] long: rows of ``embeds`` holding the reducer's tokens, in their order (the
-    timestamps between patches make them non-contiguous); deepstack: one [V, E] per level.
-    """
-
-    visual_rows: Tensor | None = None
-    deepstack: tuple[Tensor, ...] = ()
-
-    def truncated(self, length: int) -> "Qwen3Input":
-        keep = self.visual_rows < length
-        return Qwen3Input(self.embeds[:length], self.positions[:, :length], int(keep.sum()),
-                          visual_rows=self.visual_rows[keep], deepstack=tuple(d[keep] for d in self.deepstack))
 
 
 @register_backbone("qwen3_vl")
@@ -225,11 +195,12 @@ class Qwen3_VL(Backbone):
         """lmms-eval's ``qwen3_vl.py`` at its defaults: 32 frames (``nframes``), qwen-vl-utils 0.0.14's
         resize with ``min_pixels`` 256*28*28 and ``max_pixels`` 1605632, 128 new tokens."""
         low, high = LMMS_PIXELS["tiny" if self.checkpoint == "tiny" else "checkpoint"]
-        resize = Preprocessing(self.preprocessing.size, "qwen3_smart_resize", self.preprocessing.mean,
-                               self.preprocessing.std, self.preprocessing.frames_per_patch, min_pixels=low, max_pixels=high)
+        pre = self.preprocessing
+        resize = Preprocessing(pre.size, "qwen3_smart_resize", pre.mean, pre.std, pre.frames_per_patch,
+                               min_pixels=low, max_pixels=high)
         return LmmsEvalModel("qwen3_vl", f"{LMMS_EVAL} lmms_eval/models/simple/qwen3_vl.py 70-95, 213-230, 297-394; "
-                             "QwenLM/Qwen3-VL@9658872 qwen-vl-utils/src/qwen_vl_utils/vision_process.py 24-181, 292-329, "
-                             "403-473", 32, "qwen_nframes", resize, 128, "chat_template")
+                             "QwenLM/Qwen3-VL@9658872 qwen-vl-utils/src/qwen_vl_utils/vision_process.py "
+                             "24-181, 292-329, 403-473", 32, "qwen_nframes", resize, 128, "chat_template")
 
     def lmms_eval_prompt(self, text: str) -> Prompt:
         """lmms-eval's messages (``qwen3_vl.py`` 304-337): a system turn "You are a helpful assistant.",

@@ -1,4 +1,5 @@
-"""Qwen3-VL's video layout: per-temporal-patch timestamps and M-RoPE ids, and a reduced sequence in it.
+"""Qwen3-VL's video layout: per-temporal-patch timestamps and M-RoPE ids, and a reduced sequence in it;
+the clip's pixel budget, and the LLM input that carries the DeepStack rows.
 
 Qwen3-VL's processor (``Qwen3VLProcessor.replace_video_token``) writes a video as, for every
 temporal patch k (two sampled frames),
@@ -26,16 +27,22 @@ Run its tests: ``pytest -q tests/test_backbone_qwen3_vl.py``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-__all__ = ["VISION_START", "VISION_END", "VIDEO_PAD", "DEFAULT_FPS", "patch_timestamps", "timestamp_text",
-           "VideoLayout"]
+from dyto.models.backbone import LLMInput
+from dyto.models.loading import _checkpoint_file
+
+__all__ = ["VISION_START", "VISION_END", "VIDEO_PAD", "DEFAULT_FPS", "CLIP_PIXELS", "patch_timestamps",
+           "timestamp_text", "clip_pixels", "Qwen3Input", "VideoLayout"]
 
 VISION_START, VISION_END, VIDEO_PAD = "<|vision_start|>", "<|vision_end|>", "<|video_pad|>"
 DEFAULT_FPS = 24.0  # what the processor assumes when a video's fps is unknown (it warns)
+# Qwen3-VL-8B-Instruct's video_preprocessor_config.json "size": the clip's T*H*W in pixels
+CLIP_PIXELS = (4096, 25165824)
 
 
 def patch_timestamps(frame_times: list[float], frames_per_patch: int = 2) -> list[float]:
@@ -52,6 +59,34 @@ def patch_timestamps(frame_times: list[float], frames_per_patch: int = 2) -> lis
 def timestamp_text(seconds: float) -> str:
     """The processor's ``f"<{t:.1f} seconds>"``."""
     return f"<{seconds:.1f} seconds>"
+
+
+def clip_pixels(checkpoint: str) -> tuple[int, int]:
+    """(min, max) pixels of a clip: the checkpoint's ``video_preprocessor_config.json`` ``size``
+    (shortest / longest edge, which Qwen3VLVideoProcessor reads as T*H*W budgets), else the 8B's."""
+    path = _checkpoint_file(checkpoint, "video_preprocessor_config.json")
+    if path is None:
+        return CLIP_PIXELS
+    with open(path, encoding="utf-8") as f:
+        size = json.load(f).get("size") or {}
+    return int(size.get("shortest_edge", CLIP_PIXELS[0])), int(size.get("longest_edge", CLIP_PIXELS[1]))
+
+
+@dataclass
+class Qwen3Input(LLMInput):
+    """An ``LLMInput`` with where its visual rows are and their DeepStack features.
+
+    visual_rows [V] long: rows of ``embeds`` holding the reducer's tokens, in their order (the
+    timestamps between patches make them non-contiguous); deepstack: one [V, E] per level.
+    """
+
+    visual_rows: Tensor | None = None
+    deepstack: tuple[Tensor, ...] = ()
+
+    def truncated(self, length: int) -> "Qwen3Input":
+        keep = self.visual_rows < length
+        return Qwen3Input(self.embeds[:length], self.positions[:, :length], int(keep.sum()),
+                          visual_rows=self.visual_rows[keep], deepstack=tuple(d[keep] for d in self.deepstack))
 
 
 @dataclass
@@ -131,15 +166,15 @@ class VideoLayout:
         token_rows = self.pad_start[frames] + cells[:, 1] * w + cells[:, 2]   # [L]
         starts = torch.ones(len(frames), dtype=torch.bool, device=device)
         starts[1:] = frames[1:] != frames[:-1]                               # a run begins
-        pieces, kinds = [torch.arange(self.head, device=device)], [torch.zeros(self.head, dtype=torch.bool, device=device)]
+        flags = lambda n, value: torch.full((n,), value, dtype=torch.bool, device=device)  # noqa: E731
+        pieces, kinds = [torch.arange(self.head, device=device)], [flags(self.head, False)]
         run_starts = starts.nonzero().flatten().tolist() + [len(frames)]
         for a, b in zip(run_starts[:-1], run_starts[1:]):
             k = int(frames[a])
             lead, end = self.text_rows[k], self.end_rows[k : k + 1]
             pieces += [lead, token_rows[a:b], end]
-            kinds += [torch.zeros(len(lead), dtype=torch.bool, device=device),
-                      torch.ones(b - a, dtype=torch.bool, device=device), torch.zeros(1, dtype=torch.bool, device=device)]
+            kinds += [flags(len(lead), False), flags(b - a, True), flags(1, False)]
         tail = torch.arange(self.tail_start, len(self.ids), device=device)
         pieces.append(tail)
-        kinds.append(torch.zeros(len(tail), dtype=torch.bool, device=device))
+        kinds.append(flags(len(tail), False))
         return torch.cat(pieces), torch.cat(kinds)
