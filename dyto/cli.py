@@ -1,4 +1,4 @@
-"""The `dyto` command line.
+r"""The `dyto` command line.
 
     dyto predict --config configs/demo.yaml                     # LightningCLI: run a benchmark
     dyto predict --config configs/trainer/gpu.yaml --config configs/models/llava_next_7b.yaml \
@@ -16,6 +16,8 @@
 point. Every command ends a wrong setting or a bad input file (a ``dyto.errors.UserError``, or
 a parse or constructor error of the config) in one line, ``dyto: <key or file:line>: <problem>``,
 and exit status 2; any other exception is a bug and keeps its traceback.
+point. `dyto <command> --help` lists a command's options (`dyto predict --help` ends with the
+DataModule's `--data.*`).
 """
 
 from __future__ import annotations
@@ -59,8 +61,9 @@ class RunDirConfigSaver(SaveConfigCallback):
 class DyToCLI(LightningCLI):
     """LightningCLI with the prediction writer and the evaluation always wired in."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, after_preflight=None, **kwargs):
         self.run_lock = contextlib.ExitStack()  # the run folder's lock, when taken before the model loads
+        self.after_preflight = after_preflight  # dyto sweep: takes its --out lock there (and holds it)
         with self.run_lock:
             super().__init__(*args, **kwargs)
 
@@ -98,6 +101,8 @@ class DyToCLI(LightningCLI):
 
         config = self.config[self.subcommand] if self.subcommand else self.config  # run=False: not nested
         preflight(config.as_dict())
+        if self.after_preflight is not None:
+            self.after_preflight()
         if self.subcommand == "predict" and (run_dir := early_lock_dir(config.as_dict().get("output") or {})):
             self.run_lock.enter_context(RunFolder(run_dir).lock("dyto predict"))
 
@@ -131,6 +136,28 @@ class DyToCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "output")
         parser.add_lightning_class_args(PicturesCallback, "pictures")
         parser.add_lightning_class_args(EvaluateCallback, "evaluation")
+        _append_data_help(parser)
+
+
+def _append_data_help(parser) -> None:
+    """`--help` ends with the DataModule's options: in subclass mode jsonargparse lists only
+    `--data` and `--data.help CLASS`, which hides `--data.records`, `--data.limit`, ..."""
+    format_help = parser.format_help
+
+    def with_data() -> str:
+        from jsonargparse import ArgumentParser
+
+        from dyto.datamodules import VideoQADataModule
+
+        data = ArgumentParser(prog="", description="")
+        data.add_class_arguments(VideoQADataModule, "data")
+        sections = data.format_help().split("\n\n")[1:]  # no usage line, no -h / --data CONFIG
+        options = "\n".join(line for line in "\n\n".join(s for s in sections if not s.startswith("options:"))
+                            .splitlines()[1:] if not line.startswith("  --data CONFIG "))
+        return (format_help() + "\nThe DataModule's options (dyto.datamodules.VideoQADataModule, chosen by a "
+                "benchmark config or --data VideoQADataModule; each also as --data.init_args.<name>):\n" + options)
+
+    parser.format_help = with_data
 
 
 def run_lightning(argv: list[str]) -> None:
@@ -156,9 +183,10 @@ def run_lightning(argv: list[str]) -> None:
         )
 
 
-def build_for_sweep(argv: list[str]):
+def build_for_sweep(argv: list[str], after_preflight=None):
     """`dyto predict`'s options (--config, --model.*, --data.*, ...) -> (module, datamodule, trainer,
-    config dict, EvaluateCallback), built by the same parser and preflight, for `dyto sweep`."""
+    config dict, EvaluateCallback), built by the same parser and preflight, for `dyto sweep`;
+    ``after_preflight()`` runs once the config passed the preflight, before the model loads."""
     import warnings
 
     from dyto.callbacks.evaluate import find_evaluator
@@ -167,7 +195,8 @@ def build_for_sweep(argv: list[str]):
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        cli = DyToCLI(VideoQA, VideoQADataModule, subclass_mode_data=True, run=False, save_config_callback=None,
+        cli = DyToCLI(VideoQA, VideoQADataModule, after_preflight=after_preflight, subclass_mode_data=True, run=False,
+                      save_config_callback=None,
                       seed_everything_default=0, trainer_defaults={"logger": False, "enable_checkpointing": False},
                       args=argv, auto_configure_optimizers=False, parser_kwargs=PARSER_KWARGS)
     return cli.model, cli.datamodule, cli.trainer, cli.config.as_dict(), find_evaluator(cli.trainer)

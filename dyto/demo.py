@@ -25,6 +25,13 @@ from dyto.errors import ConfigError, check
 DEMO_DIR = Path(__file__).resolve().parent / "assets" / "demo"
 
 
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default where it has one (not for required options or empty lists)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default in (None, [], argparse.SUPPRESS) else super()._get_help_string(action)
+
+
 def _parse_reducer_args(pairs: list[str]) -> dict:
     params = {}
     for pair in pairs:
@@ -39,17 +46,25 @@ def _parse_reducer_args(pairs: list[str]) -> dict:
 
 
 def demo_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="dyto demo", description="Answer one question about one video.")
+    p = argparse.ArgumentParser(prog="dyto demo", formatter_class=_Defaults,
+                                description="Answer one question about one video; print the answer, the frames "
+                                            "kept and the visual tokens that reached the LLM.",
+                                epilog="e.g. dyto demo --video dyto/assets/demo/bikes.mp4 --question "
+                                       "'what are the people riding?'")
     p.add_argument("--video", required=True, help="video file, GIF or folder of frames")
-    p.add_argument("--question", required=True)
+    p.add_argument("--question", required=True, help="the question, as plain text")
     p.add_argument("--options", nargs="+", help="answer options: makes it a multiple-choice question")
-    p.add_argument("--model", default="tiny", help="'tiny' (random weights), a hub id or a local path")
+    p.add_argument("--model", default="tiny", help="'tiny' (random weights: the answer is noise), a hub id or a "
+                   "local path")
     p.add_argument("--backbone", default="llava_next",
                    help="registered backbone family: llava_next, llava_onevision, internvl, ... (see docs/backbones.md)")
-    p.add_argument("--reducer", default="dyto", help="registered reducer name (dyto, slowfast, uniform, concat)")
+    p.add_argument("--reducer", default="dyto", help="registered reducer name (dyto, slowfast, uniform, concat, "
+                   "dycoke, fastvid, prunevid, holitom, vidcom2)")
     p.add_argument("--reducer-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="reducer parameter, e.g. budget=96 (repeatable)")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="run_demo.py uses 256")
+                   help="reducer parameter, e.g. budget=96 or retention=0.25 (repeatable; default: the reducer's "
+                        "own defaults)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="answer length bound (the reference's "
+                   "run_demo.py uses 256)")
     args = p.parse_args(argv)
 
     from dyto import api
@@ -76,12 +91,16 @@ def demo_main(argv: list[str]) -> int:
 
 
 def reduce_demo_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="dyto reduce-demo",
-                                description="Run DyTo's token path on a real clip with stand-in features.")
-    p.add_argument("--video", default=str(DEMO_DIR / "bigbuckbunny.mp4"))
-    p.add_argument("--variant", default="release", choices=["release", "pycv2"])
-    p.add_argument("--budget", type=int, default=3680)
-    p.add_argument("--num-frames", type=int, default=100)
+    p = argparse.ArgumentParser(prog="dyto reduce-demo", formatter_class=_Defaults,
+                                description="Run DyTo's token path on a real clip with stand-in features (no model: "
+                                            "pooled pixel patches at the real 24x24 grid) and print the TW-FINCH "
+                                            "partitions, the kept frames and the merge schedule.")
+    p.add_argument("--video", default=str(DEMO_DIR / "bigbuckbunny.mp4"), help="video file, GIF or folder of frames")
+    p.add_argument("--variant", default="release", choices=["release", "pycv2"],
+                   help="release: the second-finest TW-FINCH partition (released code); pycv2: the finest "
+                        "(pre-release bytecode)")
+    p.add_argument("--budget", type=int, default=3680, help="DyTo's token budget Z (the released 7B/34B configs)")
+    p.add_argument("--num-frames", type=int, default=100, help="frames sampled from the video")
     args = p.parse_args(argv)
 
     from dyto import api

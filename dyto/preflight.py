@@ -2,8 +2,8 @@
 
 Loading a 7B or 34B checkpoint takes minutes; a run that would then stop on a missing or
 malformed records file (a torn line, a missing field, a duplicate id, options that do not hold
-the answer), a video folder or GPU should stop before that, in one line that says what to do.
-The checks read only the parsed config (plain dicts) and the file system.
+the answer), a video folder, a GPU or a judge endpoint should stop before that, in one line that
+says what to do. The checks read only the parsed config (plain dicts) and the file system.
 """
 
 from __future__ import annotations
@@ -160,6 +160,18 @@ def _check_trainer(trainer: dict[str, Any]) -> list[str]:
     return []
 
 
+def _check_judge(evaluation: dict[str, Any]) -> list[str]:
+    """``scorer: gpt`` needs a judge endpoint: an API key, or a base URL alone (a local server)."""
+    from dyto.evaluation.protocol import JudgeConfig, judge_configured, no_judge_message
+
+    if str(evaluation.get("scorer") or "auto") != "gpt":
+        return []
+    judge = evaluation.get("judge") or {}
+    if judge_configured(JudgeConfig(base_url=judge.get("base_url"))):
+        return []
+    return [f"evaluation.scorer is gpt but {no_judge_message('--evaluation.judge.base_url', '--evaluation.judge.model')}"]
+
+
 def preflight(config: dict[str, Any]) -> None:
     """Raise ``PreflightError`` (a ``UserError``, one line per problem) if the parsed
     ``dyto predict`` config cannot run here; return quietly otherwise."""
@@ -167,6 +179,7 @@ def preflight(config: dict[str, Any]) -> None:
     if isinstance(config.get("data"), dict):
         problems += _check_data(config["data"])
     model = config.get("model") or {}
-    problems += _check_names(model) + _check_checkpoints(model) + _check_protocol(model, config.get("data"))
+    problems += (_check_names(model) + _check_checkpoints(model) + _check_protocol(model, config.get("data"))
+                 + _check_judge(config.get("evaluation") or {}))
     if problems:
         raise PreflightError(problems)

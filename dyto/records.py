@@ -193,7 +193,8 @@ def qa_record_problem(d: dict[str, Any]) -> str | None:
     Every field of :class:`QARecord` that has no default must be there, as a string (``id``,
     ``video`` and ``question`` not empty); a multiple-choice record needs at least two options
     (strings), an ``answer_index`` among them and ``answer`` equal to that option, as ``dyto
-    prepare`` writes them (a mismatch would score every answer against the wrong letter).
+    prepare`` writes them (a mismatch would score every answer against the wrong letter); a null
+    ``answer_index`` says the answer is none of the options (the question always counts wrong).
     """
     missing = [k for k in REQUIRED_QA_FIELDS if k not in d]
     if missing:
@@ -217,6 +218,11 @@ def qa_record_problem(d: dict[str, Any]) -> str | None:
         options, index = d.get("options"), d.get("answer_index")
         if not isinstance(options, list) or len(options) < 2 or not all(isinstance(o, str) for o in options):
             return f"a multiple-choice record needs options, a list of at least 2 strings; got {options!r}"
+        if index is None:  # the answer is none of the options (MLVU keeps two such rows): always wrong
+            if d["answer"] in options:
+                return (f"answer_index is null but the answer {d['answer']!r} is option {options.index(d['answer'])}; "
+                        "null means the answer is none of the options")
+            return None
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(options):
             return f"answer_index must be an integer in 0..{len(options) - 1}, got {index!r}"
         if options[index] != d["answer"]:

@@ -85,3 +85,22 @@ def test_every_backbone_x_reducer_x_benchmark(parser):
 def test_a_registry_name_selects_a_backbone(parser):
     cfg = parser.parse_args(["--config", str(CONFIGS / "demo.yaml"), "--model.backbone", "internvl"])
     assert cfg.model.backbone == "internvl"
+
+
+@pytest.mark.parametrize("family", ["llava_next", "llava_onevision", "internvl"])
+def test_the_tiny_dyto_config_merges_on_the_tiny_grids(family):
+    """dyto.yaml's 3680 tokens exceed what 25 kept frames of a 4x4 grid hold (400): nothing merges.
+    dyto_tiny.yaml's 102 (3680's share of 100 x 16) does, as the real budget does on 24x24."""
+    import torch
+
+    from dyto.models.backbone import build_backbone
+    from dyto.reduction import build_reducer
+
+    grid = build_backbone(family).grid
+    assert grid == (4, 4)
+    features = torch.randn(100, 16, 32, generator=torch.Generator().manual_seed(0))
+    for config, merges in (("dyto_tiny.yaml", True), ("dyto.yaml", False)):
+        args = yaml.safe_load((CONFIGS / "reducers" / config).read_text())["model"]["reducer"]["init_args"]
+        red = build_reducer("dyto", **args)(features, grid)
+        assert (max(red.info["r_list"]) > 0) == merges, (config, red.info["r_list"])  # r <= 0: no merge
+        assert red.tokens.shape[0] <= args["budget"]

@@ -93,6 +93,16 @@ def test_skip_ids_and_limit(data):
     assert [i for b in plain.predict_dataloader() for i in b["ids"]] == ["b", "d"]
 
 
+def test_only_found_videos_leaves_out_the_missing_ones_before_limit(data, capsys):
+    dm = make(data, limit=3, only_found_videos=True)
+    assert dm.input_ids() == ["a", "b", "d"]  # "c" has no video; "d"'s is there (unreadable: decoded later)
+    assert f"4 of 5 questions have their video under {data['videos']}; the other 1 are left out" in capsys.readouterr().out
+    statuses = {i: s for b in dm.predict_dataloader() for i, s in zip(b["ids"], b["status"])}
+    assert statuses == {"a": "ok", "b": "ok", "d": "video_unreadable"}
+    assert dm.fingerprint()["only_found_videos"] is True
+    assert "only_found_videos" not in make(data).fingerprint()  # the default keeps earlier digests
+
+
 class Probe(L.LightningModule):
     """Stands in for the model: declares how many frames it wants and echoes what it got."""
 

@@ -354,3 +354,62 @@ def test_every_judge_setting_is_a_flag_of_both_clis():
     assert cb.judge_config == JudgeConfig(temperature=0.0, price_per_mtok=(1.0, 2.0), timeout=5.0, max_asks=3)
     for name in names:  # reachable by name from dyto predict
         assert f"--evaluation.judge.{name}" in parser.format_help()
+
+
+def dead_port() -> str:
+    """The base URL of a loopback port nothing listens on (bound, then closed)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+def test_dyto_judge_against_a_dead_port_exits_non_zero_naming_the_address(tmp_path, capsys):
+    run, url = tmp_path / "run", dead_port()
+    write_jsonl(run / "artifacts" / "predictions.jsonl", make_preds(18))
+    code = judge_main(["--predictions", str(run), "--base-url", url, "--model", "m", "--backoff", "0.01",
+                       "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"dyto judge: the judge server at {url} could not be reached")
+    assert "nothing was judged" in err[0] and "--base-url" in err[0]
+    run_stats = json.loads((run / "logs" / "results.json").read_text())["judge_run"]
+    assert run_stats["unreachable"] == url and run_stats["unjudged"] == 18 + 3 + 1
+    assert run_stats["errors"] == {"APIConnectionError": 6}  # one item's attempts, then the run stopped
+    assert "could not be reached" in (run / "logs" / "report.md").read_text()
+
+
+def test_a_partial_outage_ends_with_the_count_and_a_rerun_judges_the_rest(tmp_path, capsys):
+    """The server answers 3 requests, then goes away (its port closes): the run stops at the first
+    item no attempt could reach, says how many verdicts it got and how many are left; the same
+    command against a server that is back judges exactly what is left."""
+    import threading
+
+    run = tmp_path / "run"
+    write_jsonl(run / "artifacts" / "predictions.jsonl", make_preds(8))  # 12 judgements
+    srv = JudgeServer()
+
+    def behaviour(n):
+        if n < 3:
+            return "good"
+        if n == 3:
+            threading.Thread(target=srv.stop).start()  # the port closes while this connection is cut
+        return "close"
+
+    srv.behaviour = behaviour
+    srv.start()
+    args = ["--predictions", str(run), "--concurrency", "1", "--max-attempts", "2", "--backoff", "0.3",
+            "--no-progress"]
+    assert judge_main([*args, "--base-url", srv.base_url]) == 0
+    err = capsys.readouterr().err
+    stats = json.loads((run / "logs" / "results.json").read_text())["judge_run"]
+    assert stats["judged"] == 3 and stats["unreachable"] == srv.base_url and stats["fatal"] is None
+    assert stats["failed"] == 1 and stats["unjudged"] == 8  # the cut one failed; the next could not connect
+    assert f"stopped answering after 3 verdicts this run; 9 judgements are left: rerun" in err
+    with JudgeServer() as back:
+        assert judge_main([*args, "--base-url", back.base_url]) == 0
+        assert len(back.requests) == 9
+    stats = json.loads((run / "logs" / "results.json").read_text())["judge_run"]
+    assert stats["cached"] == 3 and stats["judged"] == 9 and stats["stopped"] is None

@@ -89,3 +89,41 @@ def test_unknown_benchmark_name(tmp_path):
 def test_unknown_backbone_name():
     msg = stop_line(["--config", "configs/demo.yaml", "--model.backbone", "llava_nxt"])
     assert "unknown backbone 'llava_nxt' (model.backbone); known: " in msg and "llava_next" in msg
+
+
+@pytest.fixture
+def no_judge_env(monkeypatch):
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_gpt_scorer_without_key_or_base_url_stops_before_the_model_loads(no_judge_env, tmp_path):
+    msg = stop_line(["--config", "configs/demo.yaml", "--evaluation.scorer", "gpt",
+                     "--output.output_dir", str(tmp_path)])
+    assert msg.startswith("dyto: evaluation.scorer is gpt but no judge endpoint is configured")
+    assert "OPENAI_API_KEY" in msg and "a base URL alone" in msg and "no key needed" in msg
+    assert "--evaluation.judge.base_url" in msg and "--evaluation.judge.model set to the model name that server serves" in msg
+    assert not any(tmp_path.iterdir())  # no run folder either
+
+
+def test_sweep_with_gpt_scorer_without_a_judge_stops_before_the_model_loads(no_judge_env, tmp_path):
+    err = io.StringIO()
+    with pytest.raises(SystemExit) as stop, contextlib.redirect_stderr(err):
+        main(["sweep", "--config", "configs/demo.yaml", "--reducers", "uniform", "--retention", "0.5",
+              "--scorer", "gpt", "--out", str(tmp_path / "sweep")])
+    assert stop.value.code == 2
+    assert "evaluation.scorer is gpt but no judge endpoint is configured" in err.getvalue()
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("setting", [["--evaluation.judge.base_url", "http://127.0.0.1:9/v1"], "OPENAI_BASE_URL",
+                                     "OPENAI_API_KEY"])
+def test_a_base_url_alone_or_a_key_is_a_judge(no_judge_env, monkeypatch, setting):
+    from dyto.preflight import preflight
+
+    judge = {}
+    if isinstance(setting, list):
+        judge["base_url"] = setting[1]
+    else:
+        monkeypatch.setenv(setting, "http://127.0.0.1:9/v1" if setting == "OPENAI_BASE_URL" else "sk-test")
+    preflight({"evaluation": {"scorer": "gpt", "judge": judge}})  # nothing to say

@@ -182,3 +182,42 @@ def test_a_broken_videomme_jsonl_names_file_and_line(tmp_path):
     path.write_text('{"video_id": "001"}\n\n{"video_id": \n', encoding="utf-8")
     with pytest.raises(ValueError, match=r"videomme\.jsonl:3: not valid JSON"):
         read_json_rows(path)
+
+
+@pytest.mark.parametrize("name", ["NExT_QA.csv", "VCGBench"])
+def test_a_gzipped_sheet_is_read_as_the_sheet_it_holds(name, tmp_path, capsys):
+    from qa_sheets import QA_FULL
+
+    benchmark = next(b for b, s in SHEETS.items() if s == name)
+    plain = unpack_full_sheet(name, tmp_path / "plain")
+    packed = QA_FULL / name if name == "VCGBench" else QA_FULL / f"{name}.gz"  # as shipped
+    prepare(benchmark, plain, tmp_path / "plain.jsonl")
+    assert main([benchmark, "--qa-file", str(packed), "--out", str(tmp_path / "packed.jsonl")]) == 0
+    assert f"wrote {FULL_COUNTS[benchmark]} records" in capsys.readouterr().out
+    assert (tmp_path / "packed.jsonl").read_bytes() == (tmp_path / "plain.jsonl").read_bytes()
+
+
+def test_every_missing_video_is_listed_in_a_file(tmp_path, capsys):
+    root = tmp_path / "videos"
+    root.mkdir()
+    (root / "4010069381.mp4").write_bytes(b"x")
+    out = tmp_path / "prepared" / "nextqa.jsonl"
+    assert main(["nextqa", "--qa-file", str(QA / "NExT_QA.csv"), "--out", str(out), "--video-root", str(root)]) == 0
+    printed = capsys.readouterr().out
+    videos = sorted({r.video for r in read_qa_records(out)} - {"4010069381.mp4"})
+    listing = tmp_path / "prepared" / "nextqa.missing_videos.txt"
+    assert len(videos) > 20 and listing.read_text().splitlines() == videos  # the printed list stops at 20
+    assert f"1/{len(videos) + 1} found" in printed and f"every missing video, one per line: {listing}" in printed
+    for v in videos:  # now every video is there: the list is gone, since it would be wrong
+        (root / v).write_bytes(b"x")
+    assert main(["nextqa", "--qa-file", str(QA / "NExT_QA.csv"), "--out", str(out), "--video-root", str(root)]) == 0
+    assert not listing.exists() and "0 missing" in capsys.readouterr().out
+
+
+def test_a_video_root_that_does_not_exist_is_named_so(tmp_path, capsys):
+    root = tmp_path / "no" / "such" / "folder"
+    assert main(["nextqa", "--qa-file", str(QA / "NExT_QA.csv"), "--out", str(tmp_path / "n.jsonl"),
+                 "--video-root", str(root)]) == 0
+    printed = capsys.readouterr().out
+    assert f"videos: {root} does not exist, so no video was checked" in printed and "found" not in printed
+    assert not (tmp_path / "n.missing_videos.txt").exists()

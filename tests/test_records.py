@@ -68,6 +68,7 @@ OE = {"id": "x", "benchmark": "demo", "task": "open_ended", "video": "v.mp4", "q
     (dict(MC, id="x", answer_index=2), "answer_index must be an integer in 0..1, got 2"),
     (dict(MC, id="x", answer_index=True), "answer_index must be an integer in 0..1, got True"),
     (dict(MC, id="x", answer_index=0), "answer 'a street' is not option 0 ('a kitchen')"),
+    (dict(MC, id="x", answer_index=None), "answer_index is null but the answer 'a street' is option 1"),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_a_bad_qa_record_is_named_by_file_and_line(tmp_path, bad, problem):
     path = tmp_path / "qa.jsonl"  # line 2 is blank: lines count in the file, not records
@@ -80,5 +81,6 @@ def test_a_bad_qa_record_is_named_by_file_and_line(tmp_path, bad, problem):
 
 def test_good_qa_records_round_trip(tmp_path):
     path = tmp_path / "qa.jsonl"
-    write_jsonl(path, [MC, OE])
-    assert [r.to_dict() for r in read_qa_records(path)] == [QARecord(**MC).to_dict(), QARecord(**OE).to_dict()]
+    none_of_them = dict(MC, id="n", answer="a forest", answer_index=None)  # MLVU keeps such rows, always wrong
+    write_jsonl(path, [MC, OE, none_of_them])
+    assert [r.to_dict() for r in read_qa_records(path)] == [QARecord(**r).to_dict() for r in (MC, OE, none_of_them)]

@@ -63,6 +63,26 @@ def test_match_report_has_paper_numbers_counts_and_budget(tmp_path):
     assert json.loads((run / "logs" / "results.json").read_text())["model_size"] == "7B"
 
 
+def test_a_multiple_choice_only_report_names_no_judge_and_keeps_the_two_unparsed_counts_apart(tmp_path):
+    run = tmp_path / "run"
+    preds = [prediction_record({"id": f"n{i}", "benchmark": "nextqa", "task": "multiple_choice", "question": "q",
+                                "answer": "x", "options": list("abcde"), "answer_index": 0}, status="ok",
+                               prediction=["A)", "no option named here"][i], **COMMON) for i in range(2)]
+    write_jsonl(run / "artifacts" / "predictions.jsonl", preds)
+    res = evaluate_run(run)
+    assert res["metrics"]["benchmarks"]["nextqa"]["multiple_choice"]["unparsed"] == 1
+    report = (run / "logs" / "report.md").read_text()
+    assert "scorer: none needed (multiple choice only" in report
+    assert "prompt versions" not in report and "offline string matching" not in report
+    assert "| MC unparsed | judged | unjudged | judge unparsable |" in report
+    assert "| nextqa | 2 | ok: 2 | 1 | – | – | – | – |" in report
+    mixed = make_run(tmp_path / "mixed")  # open-ended too: the judge's columns and prompt version are back
+    evaluate_run(mixed)
+    report = (mixed / "logs" / "report.md").read_text()
+    assert "prompt versions: default=" in report and "correctness" not in report  # no VCGBench item here
+    assert "| MSVD_QA | 4 | ok: 3, video_missing: 1 | – | 3 | 0 | 0 | 0 |" in report
+
+
 def test_auto_uses_gpt_when_a_base_url_is_configured(tmp_path):
     run = make_run(tmp_path / "run")
     with JudgeServer("good") as srv:
@@ -101,7 +121,8 @@ def test_evaluate_and_wandb_callbacks_offline(tmp_path, monkeypatch, capsys):
 
     Image.new("RGB", (8, 8), "red").save(run / "logs" / "keyframes.png")
     wb, ev = WandbCallback(project="dyto-test"), EvaluateCallback(scorer="match")
-    module = SimpleNamespace(hparams={"model": "tiny", "openai_api_key": "sk-abcdefabcdefabcdef", "max_new_tokens": 12},
+    module = SimpleNamespace(hparams={"model": "tiny", "openai_api_key": "sk-abcdefabcdefabcdef", "max_new_tokens": 12,
+                                      "_instantiator": "jsonargparse's own"},
                              image_mean=None, image_std=None)
     trainer = SimpleNamespace(is_global_zero=True, callbacks=[wb, ev], datamodule=None, lightning_module=module,
                               strategy=SimpleNamespace(barrier=lambda name=None: None))
@@ -132,7 +153,9 @@ def test_evaluate_and_wandb_callbacks_offline(tmp_path, monkeypatch, capsys):
     # offline, the metrics and config live in the run's .wandb record log; media go to the staged artifact
     logged = read_offline_run(runs[0])
     assert logged["logged"]["eval/nextqa/accuracy"] == 100.0 and logged["config"]["model"]["max_new_tokens"] == 12
-    assert logged["config"]["model"]["openai_api_key"] == "***"
+    assert logged["config"]["model"]["openai_api_key"] == "***" and "_instantiator" not in logged["config"]["model"]
+    assert logged["config"]["evaluation"]["scorer"] == "match"  # no config.yaml here: the callback's settings
+    assert logged["config"]["evaluation"]["judge"]["model"] == "gpt-3.5-turbo-0125"
     staged = [p for p in (tmp_path / "wandb_data_dir").rglob("*") if p.is_file()]
     assert any(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in staged)  # the thumbnail strip
     everything = b"".join(p.read_bytes() for p in [*files.values(), *staged])
@@ -180,7 +203,7 @@ def test_cached_only_evaluation_needs_no_key(tmp_path):
     assert res["scorer"] == "gpt" and (oe["judged"], oe["unjudged"]) == (2, 1)
     assert res["judge_run"]["unjudged"] == 1 and "no judge configured" in res["judge_run"]["stopped"]
     report = (run / "logs" / "report.md").read_text()
-    assert "1 unjudged" in report and "| MSVD_QA | 4 | ok: 3, video_missing: 1 | 2 | 1 | 0 | 0 |" in report
+    assert "1 unjudged" in report and "| MSVD_QA | 4 | ok: 3, video_missing: 1 | – | 2 | 1 | 0 | 0 |" in report
     with pytest.raises(JudgeUnavailable):  # explicitly asked to judge, with work left and no judge
         evaluate_run(run, "gpt")
 
@@ -211,3 +234,14 @@ def test_one_vcgbench_average_row_and_choice_mode(tmp_path):
     assert ev.evaluate(trainer)["metrics"]["choice_mode"] == "strict"
     with pytest.raises(ValueError, match="parse mode"):
         evaluate_run(run, choice_mode="nope")
+
+
+def test_wandb_config_without_a_saved_config_has_the_datamodule_arguments():
+    from dyto.callbacks.wandb import run_config
+    from dyto.datamodules import VideoQADataModule
+
+    records = str(Path(__file__).resolve().parents[1] / "dyto" / "assets" / "demo" / "questions.jsonl")
+    dm = VideoQADataModule(records, video_root="videos", limit=2, only_found_videos=False)
+    cfg = run_config(SimpleNamespace(hparams={"_instantiator": "x"}), dm, None)  # as built from Python
+    assert cfg["data"]["records"] == records and cfg["data"]["limit"] == 2 and cfg["data"]["num_workers"] == "auto"
+    assert cfg["model"] == {} and cfg["benchmark"] == "demo"

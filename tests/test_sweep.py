@@ -25,7 +25,7 @@ COMMON = ["--config", str(ROOT / "configs" / "demo.yaml"), "--model.max_new_toke
 def sweep(out: Path, *extra: str) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["sweep", *COMMON, "--reducers", *REDUCERS, "--retention", *RETENTION, "--num-frames", "16",
-              "--out", str(out), "--resamples", "2000", *extra])
+              "--out", str(out), "--resamples", "2000", "--no-pictures", *extra])  # pictures: a test below
     assert exit_.value.code == 0
 
 
@@ -87,6 +87,7 @@ def test_every_cell_is_a_normal_evaluated_run(swept):
         assert all(p["frames_sampled"] == 16 and p["visual_tokens_in"] == 16 * 16 for p in run.predictions)
         assert run.results["scorer"] == "match" and (out / name / "logs" / "report.md").exists()
         assert (out / name / "config.yaml").exists()
+        assert {p.name for p in (out / name / "logs").glob("*.png")} == {"budget.png"}  # --no-pictures
     # the budgets each method promises exactly on this grid (docs/reducers.md)
     for name, tokens in [("dyto-retention0.1", 26), ("dyto-retention0.5", 128), ("slowfast_fast_grid1-retention0.1", 26),
                          ("holitom-retention0.25", 64), ("concat-retention0.25", 64), ("concat-unreduced", 256)]:
@@ -167,7 +168,7 @@ def test_a_missing_video_fails_its_questions_in_every_cell_and_the_sweep_goes_on
     out = tmp_path / "sweep"
     with pytest.raises(SystemExit) as exit_:
         main(["sweep", *COMMON, "--data.init_args.records", str(records), "--reducers", "uniform", "concat",
-              "--retention", "0.5", "--num-frames", "8", "--out", str(out), "--resamples", "200"])
+              "--retention", "0.5", "--num-frames", "8", "--out", str(out), "--resamples", "200", "--no-pictures"])
     assert exit_.value.code == 0
     for cell in ("uniform-retention0.5", "concat-retention0.5", "concat-unreduced"):
         preds = {p["id"]: p for p in read_jsonl(out / cell / "artifacts" / "predictions.jsonl")}
@@ -209,3 +210,30 @@ def test_the_table_states_dycokes_floor():
     assert "keeps 9 of the 32 frames whole" in text and "floor is 28% of T x N plus 23 tokens" in text
     assert "| dycoke-retention0.1 | dycoke | retention = 0.1 | – | 0 / 4 |" in text
     assert "DyCoke" not in render_sweep([{**row, "reducer": "fastvid", "label": "fastvid"}], 32, None, {})
+
+
+def test_the_sweep_decodes_in_workers_with_dyto_predicts_default_loader_settings(tmp_path, monkeypatch):
+    """No config sets data.num_workers / prefetch_factor: both stay "auto", as in `dyto predict`,
+    and the sweep resolves them the same way (it once handed "auto" to the DataLoader)."""
+    import dyto.datamodules.base as base
+
+    monkeypatch.setattr(base, "available_cpus", lambda: 3)  # this machine's shape: 3 cores -> 2 workers
+    decodes = Counter(base.decode_video)
+    monkeypatch.setattr(base, "decode_video", decodes)  # counts calls in this process only
+    out = tmp_path / "sweep"
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", "--config", str(ROOT / "configs" / "trainer" / "cpu.yaml"),
+              "--config", str(ROOT / "configs" / "models" / "tiny.yaml"), "--model.max_new_tokens", "2",
+              "--data", "VideoQADataModule", "--data.records", str(ROOT / "dyto/assets/demo/questions.jsonl"),
+              "--data.video_root", str(ROOT / "dyto/assets/demo"), "--data.only_found_videos", "true",
+              "--reducers", "dyto", "uniform", "--retention", "0.25", "--num-frames", "8", "--out", str(out),
+              "--resamples", "200"])
+    assert exit_.value.code == 0
+    for cell in ("dyto-retention0.25", "uniform-retention0.25"):
+        preds = list(read_jsonl(out / cell / "artifacts" / "predictions.jsonl"))
+        assert len(preds) == 5 and {p["status"] for p in preds} == {"ok"}
+        # each cell has a run's pictures (from its first video), linked from its report
+        pictures = {p.name for p in (out / cell / "logs").glob("*.png")}
+        assert pictures == {"keyframes.png", "budget.png"} | ({"merge_map.png"} if cell.startswith("dyto") else set())
+        assert "![keyframes](keyframes.png)" in (out / cell / "logs" / "report.md").read_text()
+    assert decodes.calls == 0  # every video was decoded in a DataLoader worker process

@@ -77,3 +77,48 @@ def test_budget_plot_from_finished_runs(tmp_path):
     points = [tuple(c.get_offsets()[0]) for c in fig.axes[1].collections]
     assert points == [(pytest.approx(3595.0), 65.7), (3680.0, 64.2)]
     assert pixels(fig).std() > 5
+
+
+def test_budget_plot_keeps_a_single_valued_run_and_an_all_zero_panel_non_negative(tmp_path):
+    from dyto.records import write_jsonl
+
+    runs = {}
+    for name, tokens in (("dyto", [26, 60, 100, 81]), ("uniform", [96, 96, 96, 96])):  # uniform: one count
+        run_dir = tmp_path / name
+        write_jsonl(run_dir / "artifacts" / "predictions.jsonl",
+                    [{"id": str(i), "status": "ok", "visual_tokens_out": t} for i, t in enumerate(tokens)])
+        (run_dir / "logs").mkdir()
+        (run_dir / "logs" / "results.json").write_text(
+            json.dumps({"metrics": {"benchmarks": {"nextqa": {"multiple_choice": {"accuracy": 0.0}}}}}))
+        runs[name] = api.load_run(run_dir)
+    fig = viz.budget_plot(runs)
+    left, right = fig.axes
+    per_run = left.containers  # one BarContainer per run, in order
+    assert len(per_run) == 2
+    widths = [[bar.get_width() for bar in c if bar.get_height() > 0] for c in per_run]
+    heights = [sorted(bar.get_height() for bar in c if bar.get_height() > 0) for c in per_run]
+    assert heights[1] == [4] and widths[1][0] == pytest.approx(widths[0][0]) and widths[1][0] >= 1.0  # one bar
+    span = left.get_xlim()[1] - left.get_xlim()[0]
+    assert widths[1][0] / span > 0.02
+    low, high = right.get_ylim()
+    assert low == 0.0 and high > 0.0  # an all-zero accuracy panel, not [-0.06, 0.06]
+
+
+def test_the_run_pictures_name_their_video_and_explain_the_marks():
+    clip = api.load_clip(DEMO / "bikes.mp4", num_frames=20)  # 20 frames: a strip of 100 takes seconds
+    feats = api.standin_features(clip)
+    red = api.reduce(feats, "dyto")
+    figs = viz.reduction_pictures(clip.frames, feats, red, (24, 24), reducer="dyto", video="bikes.mp4")
+    strip = figs["keyframes"]
+    assert strip._suptitle.get_text().startswith("bikes.mp4: dyto, 20 sampled frames, ")
+    legend = strip.legends[0]
+    labels = [t.get_text() for t in legend.get_texts()]
+    clusters = len(set(red.info["selection"].labels.tolist()))
+    assert labels[:2] == ["\u2605 kept (thick border)", "not kept (thin border)"]
+    assert labels[2:] == [f"cluster {c}" for c in range(min(clusters, viz.LEGEND_CLUSTERS))] + \
+        ([f"+ {clusters - viz.LEGEND_CLUSTERS} more"] if clusters > viz.LEGEND_CLUSTERS else [])
+    assert "TW-FINCH cluster" in legend.get_title().get_text()
+    assert figs["merge_map"].axes[0].get_title().startswith("bikes.mp4: dyto, frame ")
+    plain = viz.reduction_pictures(clip.frames, feats, api.reduce(feats, "uniform"), (24, 24), reducer="uniform")
+    assert set(plain) == {"keyframes"}  # nothing merged within frames: no merge map
+    assert [t.get_text() for t in plain["keyframes"].legends[0].get_texts()][2:] == []  # and no clusters to name

@@ -47,3 +47,22 @@ def test_runs_with_different_reducers_share_their_metric_keys(tmp_path, monkeypa
     assert dyto["config"]["benchmark"] == "demo" and dyto["config"]["backbone"]
     assert dyto["config"]["fingerprint"] != slowfast["config"]["fingerprint"]
     assert dyto["logged"]["efficiency/visual_tokens_out_mean"] != slowfast["logged"]["efficiency/visual_tokens_out_mean"]
+    # the config as the run saved it (config.yaml), with the data and the judge settings, nothing internal
+    config = dyto["config"]
+    assert config["data"]["init_args"]["records"] == "dyto/assets/demo/questions.jsonl"
+    assert config["data"]["init_args"]["limit"] == 3 and config["model"]["max_new_tokens"] == 3
+    assert config["evaluation"]["scorer"] == "match" and config["evaluation"]["judge"]["model"] == "gpt-3.5-turbo-0125"
+    assert "_instantiator" not in str(config)
+    # the demo mixes multiple choice (bikes-2) and judged questions (bikes-1, bunny-1): both accuracies
+    logged = dyto["logged"]
+    assert {"eval/demo/multiple_choice_accuracy", "eval/demo/judged_accuracy"} <= set(logged)
+    assert logged["eval/demo/accuracy"] == logged["eval/demo/multiple_choice_accuracy"]
+    # the table W&B shows is the artifact copy: there the thumbnails are image files, not "Image"
+    import json
+
+    tables = [json.loads(p.read_text()) for p in (tmp_path / "wandb_data_dir").rglob("*") if p.is_file()
+              and p.read_bytes()[:1] == b"{" and b'"thumbnails"' in p.read_bytes()]
+    assert tables
+    for table in tables:
+        cells = [row[table["columns"].index("thumbnails")] for row in table["data"]]
+        assert cells and all(c["_type"] == "image-file" and c["path"].endswith(".png") for c in cells)

@@ -1,12 +1,17 @@
 """WandbCallback: a predict run as a W&B run whose charts compare across runs.
 
 Metric keys never embed a run's settings, so runs of different reducers, budgets or backbones
-land on the same charts: ``eval/<benchmark>/accuracy``, ``eval/<benchmark>/score``,
+land on the same charts: ``eval/<benchmark>/accuracy`` (the headline: multiple choice where the
+benchmark has it, else judged), ``eval/<benchmark>/multiple_choice_accuracy`` and
+``eval/<benchmark>/judged_accuracy`` (both, on a benchmark that mixes them), ``eval/<benchmark>/score``,
 ``efficiency/visual_tokens_out_mean``, ``timing/<stage>_ms``, ``judge/cost_usd`` (see
 :func:`run_metrics`). What tells runs apart is run config, which W&B filters and groups by:
 ``backbone``, ``checkpoint``, ``reducer`` / ``reducer_params``, ``benchmark``, ``fingerprint``
-(the settings' digest) and the full fingerprint. Runs of one benchmark share a ``group``. The
-per-question table keeps a strip of kept-frame thumbnails.
+(the settings' digest) and the full fingerprint, then the effective config as the run saved it
+(``config.yaml``: model, data, trainer, output, evaluation with the judge settings). Runs of one
+benchmark share a ``group``. The per-question table keeps a strip of kept-frame thumbnails; W&B
+shows (and ``wandb sync`` uploads) the table's artifact copy, where they are images; the copy under
+``files/media/table/`` that wandb also writes names them only as the string ``"Image"``.
 
 Offline (files under ``<run_dir>/wandb``, ``wandb sync`` later) unless WANDB_API_KEY is set;
 ``WANDB_MODE`` or ``mode`` override that.
@@ -14,6 +19,8 @@ Offline (files under ``<run_dir>/wandb``, ``wandb sync`` later) unless WANDB_API
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import os
 import re
@@ -23,15 +30,16 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+import yaml
 
 from dyto.callbacks.evaluate import find_evaluator
-from dyto.callbacks.pictures import to_uint8_frames
 from dyto.datamodules.video import CLIP_MEAN, CLIP_STD
 from dyto.evaluation.metrics import per_item
 from dyto.evaluation.report import efficiency_summary, saved_judgments
 from dyto.predict.writer import find_writer
 from dyto.records import read_jsonl
 from dyto.runs import RunFolder, fingerprint_digest
+from dyto.viz import to_uint8_frames
 
 _SECRET_KEY = re.compile(r"api[_-]?key|secret|password|passwd|credential|(^|[_-])token$", re.IGNORECASE)
 _SECRET_VALUE = re.compile(r"^(sk-|hf_|wandb_)[A-Za-z0-9_-]{12,}$")
@@ -87,7 +95,9 @@ class WandbCallback(pl.Callback):
         run_dir = Path(writer.run_dir) if writer is not None and writer.run_dir else Path.cwd()
         run_dir.mkdir(parents=True, exist_ok=True)
         fingerprint = writer.settings(trainer) if writer is not None else None
-        config = run_config(pl_module, trainer.datamodule, fingerprint)
+        saved = RunFolder(run_dir).config  # the effective config, saved in setup() (dyto predict)
+        effective = yaml.safe_load(saved.read_text()) if writer is not None and saved.exists() else None
+        config = run_config(pl_module, trainer.datamodule, fingerprint, effective, find_evaluator(trainer))
         self._thumbs = {}
         self.run = wandb.init(project=self.project, mode=self.resolved_mode(), dir=str(run_dir), name=run_dir.name,
                               group=config["benchmark"], job_type="predict", config=config)
@@ -150,8 +160,11 @@ class WandbCallback(pl.Callback):
         self.run.log(log)
 
 
-def run_config(module: Any, datamodule: Any, fingerprint: dict[str, Any] | None) -> dict[str, Any]:
-    """W&B run config: the fields runs are filtered and grouped by, then the full fingerprint."""
+def run_config(module: Any, datamodule: Any, fingerprint: dict[str, Any] | None,
+               effective: dict[str, Any] | None = None, evaluation: Any = None) -> dict[str, Any]:
+    """W&B run config: the fields runs are filtered and grouped by, then the full fingerprint, then
+    the configuration: ``effective`` (the run's ``config.yaml``) when there is one, else what the
+    module, the DataModule and the EvaluateCallback were built with."""
     fingerprint = fingerprint or {}
     model_fp, data_fp = fingerprint.get("model", {}), fingerprint.get("data", {})
     reducer = getattr(module, "reducer", None)
@@ -168,10 +181,24 @@ def run_config(module: Any, datamodule: Any, fingerprint: dict[str, Any] | None)
         "num_frames": data_fp.get("num_frames"),
         "fingerprint": fingerprint_digest(fingerprint) if fingerprint else None,
         "settings": fingerprint,
-        "model": dict(getattr(module, "hparams", {}) or {}),  # as configured (the fingerprint: as resolved)
-        "data": dict(getattr(datamodule, "hparams", {}) or {}) if datamodule is not None else {},
     }
+    if effective:  # as configured (the fingerprint: as resolved)
+        config.update({k: v for k, v in effective.items() if k not in config})
+    else:
+        config["model"] = {k: v for k, v in dict(getattr(module, "hparams", {}) or {}).items()
+                           if not str(k).startswith("_")}  # jsonargparse's own entries (_instantiator)
+        config["data"] = _init_args(datamodule) if datamodule is not None else {}
+        if evaluation is not None:
+            config["evaluation"] = {"scorer": evaluation.scorer, "choice_mode": evaluation.choice_mode,
+                                    "judge": dataclasses.asdict(evaluation.judge_config)}
     return scrub(json.loads(json.dumps(config, default=str)))
+
+
+def _init_args(obj: Any) -> dict[str, Any]:
+    """The constructor arguments an object keeps as attributes of the same name (``records``: the path)."""
+    names = [n for n in inspect.signature(type(obj).__init__).parameters if n != "self"]
+    return {n: getattr(obj, "records_path" if n == "records" else n) for n in names
+            if hasattr(obj, "records_path" if n == "records" else n)}
 
 
 def run_metrics(results: dict[str, Any] | None, predictions: list[dict[str, Any]]) -> dict[str, float]:
@@ -186,8 +213,11 @@ def run_metrics(results: dict[str, Any] | None, predictions: list[dict[str, Any]
         mc = entry.get("multiple_choice") or {}
         judged = entry.get("judged") or {}
         default = judged.get("default") or {}
-        out[f"{key}/accuracy"] = mc.get("accuracy", default.get("accuracy"))
+        out[f"{key}/accuracy"] = mc.get("accuracy", default.get("accuracy"))  # the headline (viz.headline_metric)
         out[f"{key}/accuracy_all"] = mc.get("accuracy_all", default.get("accuracy_all"))
+        for kind, entry_ in (("multiple_choice", mc), ("judged", default)):  # a mixed benchmark has both
+            out[f"{key}/{kind}_accuracy"] = entry_.get("accuracy")
+            out[f"{key}/{kind}_accuracy_all"] = entry_.get("accuracy_all")
         out[f"{key}/score"] = default.get("score")
         for dim, d in judged.items():
             if dim != "default":

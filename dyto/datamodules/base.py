@@ -222,6 +222,16 @@ class VideoQADataModule(L.LightningDataModule):
 
     Args:
         records: the JSONL written by ``dyto prepare``.
+        video_root: the folder holding the benchmark's videos (looked up by the benchmark's naming
+            rule, as ``dyto prepare --video-root`` checks them); a record's video may also be an
+            absolute path.
+        video_map: NExT-QA's ``map_vid_vidorID.json``, for its nested ``<folder>/<video>.mp4`` release.
+        limit: predict only the first N questions of the records file (after
+            ``only_found_videos``); None: all of them.
+        only_found_videos: True: leave out, before ``limit``, every question whose video is not
+            found under ``video_root`` (the count is printed), so ``limit`` N means N answerable
+            questions; such a run is not the benchmark's full set. In the fingerprint. False
+            (default): every question is predicted, a missing video ending as ``video_missing``.
         benchmark: a registered benchmark name (``dyto.datamodules.benchmarks``): its video naming
             rule, its tasks (records of another benchmark or task are refused) and its default
             frame count. None (the demo, hand-written records): the records' own benchmark's rules
@@ -230,9 +240,16 @@ class VideoQADataModule(L.LightningDataModule):
             ``preprocessing`` attribute, or for a module without one a ``Preprocessing`` built from
             its ``image_size`` / ``image_mean`` / ``image_std`` (336, CLIP's when it has none).
             ``image_size`` / ``image_mean`` / ``image_std`` given here override those fields.
+        image_size: square side in pixels, overriding the preprocessing's (None: keep it).
+        image_mean: per-channel mean, overriding the preprocessing's (None: keep it).
+        image_std: per-channel std, overriding the preprocessing's (None: keep it).
+        backend: video decoder: ``"auto"`` (decord when importable, PyAV when it fails on a file),
+            ``"decord"`` or ``"pyav"``.
         sampling: how frames are picked (``video.SAMPLING_RULES``). None: the model's ``sampling``
             attribute (under ``protocol: lmms_eval``, the backbone's lmms-eval rule), else
             ``"reference"`` (SF-LLaVA's ``get_seq_frames``).
+        decode_timeout_s: seconds one video may take to decode before it is ``video_unreadable``.
+        pin_memory: pin decoded frames for the copy to the GPU; None: when CUDA is available.
         num_frames: None: the model's ``num_frames`` (its reducer's: the one source of truth), else
             the benchmark spec's. When ``preprocessing.frames_per_patch`` is k > 1, the count is
             rounded UP to a multiple of k (a backbone folding k frames into one temporal patch
@@ -267,7 +284,7 @@ class VideoQADataModule(L.LightningDataModule):
                  image_std: tuple[float, float, float] | None = None, backend: str = "auto",
                  sampling: str | None = None, decode_timeout_s: float = 120.0, limit: int | None = None,
                  video_map: str | None = None, pin_memory: bool | None = None,
-                 prefetch_factor: int | str = "auto", order: str = "auto") -> None:
+                 prefetch_factor: int | str = "auto", order: str = "auto", only_found_videos: bool = False) -> None:
         super().__init__()
         # a resumed run may have fewer questions left than ranks: a rank with none just waits
         self.allow_zero_length_dataloader_with_multiple_devices = True
@@ -282,6 +299,7 @@ class VideoQADataModule(L.LightningDataModule):
         self.num_frames, self.preprocessing = num_frames, preprocessing
         self.image_size, self.image_mean, self.image_std = image_size, image_mean, image_std
         self.backend, self.sampling, self.decode_timeout_s, self.limit = backend, sampling, decode_timeout_s, limit
+        self.only_found_videos = only_found_videos
         # pinned frames let the model copy them to the GPU without blocking (None: when CUDA is there)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.skip_ids: set[str] = set()
@@ -297,8 +315,27 @@ class VideoQADataModule(L.LightningDataModule):
         """The records of the run: the file's, checked against the benchmark, cut to `limit`."""
         if self._records is None:
             records = read_benchmark_records(self.records_path, self.spec)
+            if self.only_found_videos:
+                records = self._found(records, self.spec)
             self._records = records if self.limit is None else records[: self.limit]
         return self._records
+
+    def _found(self, records: list[QARecord], spec: BenchmarkSpec | None) -> list[QARecord]:
+        """The records whose video the benchmark's rule finds under ``video_root`` (one lookup per video)."""
+        rules = spec or (find_benchmark(records[0].benchmark) if records else None)
+        resolve, found = resolver_for(rules.name if rules else None, self.video_root, self.video_map), {}
+        for rec in records:
+            if rec.video not in found:
+                try:
+                    resolve(rec)
+                    found[rec.video] = True
+                except VideoError:
+                    found[rec.video] = False
+        kept = [r for r in records if found[r.video]]
+        if getattr(self.trainer, "is_global_zero", True):  # one line per run, not per rank
+            print(f"[dyto] data.only_found_videos: {len(kept)} of {len(records)} questions have their video under "
+                  f"{self.video_root}; the other {len(records) - len(kept)} are left out of this run")
+        return kept
 
     def rules(self) -> BenchmarkSpec | None:
         """The spec whose rules apply: the given benchmark's, or the records' own when it is registered."""
@@ -373,6 +410,7 @@ class VideoQADataModule(L.LightningDataModule):
             "preprocessing": self.preprocessing.config() if self.preprocessing is not None else None,
             "batch_size": self.batch_size,
             "order": self.resolved_order(),
+            **({"only_found_videos": True} if self.only_found_videos else {}),  # absent: every question
         }
 
     def resolved_order(self) -> str:

@@ -7,7 +7,9 @@ Turns a raw QA sheet into canonical JSONL and says what happened: records writte
 (with file:line and why), rows repaired, and, given a video root, which videos are missing. The
 reference runners skip missing videos silently and so shrink the denominator; this report is where
 coverage is checked before a multi-hour run. The video lookup is the DataModule's own
-(`paths.resolver_for`), so "found" here means "decoded there".
+(`paths.resolver_for`), so "found" here means "decoded there". The full list of missing videos
+goes to `<out>.missing_videos.txt` (its path is printed); a video root that does not exist is
+named as such, not counted as an empty folder. A gzipped sheet (`.csv.gz`) is read as it is.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 from dyto.datamodules.benchmarks import BENCHMARKS, get_benchmark
 from dyto.datamodules.paths import VideoError, resolver_for
 from dyto.datamodules.sheets import RowError
-from dyto.records import QARecord, write_jsonl
+from dyto.records import QARecord, write_jsonl, write_text_atomic
 
 __all__ = ["PrepareReport", "RowError", "main", "prepare", "video_coverage"]
 
@@ -38,18 +40,28 @@ class PrepareReport:
     videos_found: int = 0  # distinct videos found under video_root
     videos_missing: list[str] = field(default_factory=list)  # distinct video names not found
     questions_without_video: int = 0
+    missing_list: str | None = None  # the file listing every missing video, one per line
+
+    @property
+    def video_root_exists(self) -> bool:
+        return self.video_root is not None and Path(self.video_root).is_dir()
 
     def summary(self) -> str:
         lines = [f"{self.benchmark}: wrote {self.records} records to {self.out} (from {self.qa_file})",
                  f"  rows skipped: {len(self.errors)}", *(f"    {e}" for e in self.errors),
                  f"  rows repaired: {len(self.fixes)}", *(f"    {f}" for f in self.fixes)]
-        if self.video_root is not None:
+        if self.video_root is not None and not self.video_root_exists:
+            lines.append(f"  videos: {self.video_root} does not exist, so no video was checked "
+                         "(--video-root must be the folder that holds the benchmark's videos)")
+        elif self.video_root is not None:
             total = self.videos_found + len(self.videos_missing)
             lines.append(f"  videos under {self.video_root}: {self.videos_found}/{total} found, "
                          f"{len(self.videos_missing)} missing ({self.questions_without_video} questions affected)")
             lines += [f"    missing: {v}" for v in self.videos_missing[:20]]
             if len(self.videos_missing) > 20:
                 lines.append(f"    ... and {len(self.videos_missing) - 20} more")
+            if self.missing_list:
+                lines.append(f"  every missing video, one per line: {self.missing_list}")
         return "\n".join(lines)
 
 
@@ -82,10 +94,17 @@ def prepare(benchmark: str, qa_file: str | os.PathLike, out: str | os.PathLike,
     write_jsonl(out, (r.to_dict() for r in prepared.records))
     report = PrepareReport(benchmark, str(qa_file), str(out), len(prepared.records), prepared.errors,
                            [f"{r.id}: {r.meta['fixed']}" for r in prepared.records if "fixed" in r.meta])
+    listing = Path(str(out)).with_suffix(".missing_videos.txt")
     if video_root is not None:
         report.video_root = str(video_root)
+    if report.video_root_exists:
         report.videos_found, report.videos_missing, report.questions_without_video = video_coverage(
             prepared.records, benchmark, video_root, video_map)
+    if report.videos_missing:
+        write_text_atomic(listing, "".join(f"{v}\n" for v in report.videos_missing))
+        report.missing_list = str(listing)
+    elif listing.exists():
+        listing.unlink()  # an earlier run's list, no longer true
     return report
 
 
@@ -95,9 +114,10 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog=f"what --qa-file expects:\n{sheets}",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("benchmark", choices=sorted(BENCHMARKS))
-    parser.add_argument("--qa-file", required=True, help="the benchmark's QA sheet (see below)")
+    parser.add_argument("--qa-file", required=True, help="the benchmark's QA sheet (see below; may be gzipped)")
     parser.add_argument("--out", required=True, help="output JSONL file")
-    parser.add_argument("--video-root", help="check that every record's video is found here")
+    parser.add_argument("--video-root", help="check that every record's video is found here (the missing ones "
+                        "are listed in <out>.missing_videos.txt)")
     parser.add_argument("--video-map", help="NExT-QA map_vid_vidorID.json for a nested video folder")
     args = parser.parse_args(argv)
     try:

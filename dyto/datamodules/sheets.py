@@ -7,11 +7,15 @@ with newline='' — never line by line. A row that cannot become a record turns 
 
 Also the pieces several benchmarks' preparers share: ``open_ended`` (a whole preparer for the
 IG-VLM open-ended layout) and ``mc_options`` (the ``a0``.. option cells).
+
+Every sheet may also be gzipped (``NExT_QA.csv.gz``; a VCGBench folder of ``*.csv.gz``): it is
+recognised by its first bytes and read as the file it holds.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import os
 from dataclasses import dataclass, field
@@ -47,6 +51,29 @@ class Prepared:
 Row = tuple[int, dict[str, Any]]
 
 
+def open_sheet(path: str | os.PathLike, encoding: str = "utf-8", newline: str | None = None):
+    """A sheet opened as text; a gzipped one (found by its magic bytes, whatever its name) unpacked."""
+    path = Path(path)
+    with path.open("rb") as f:
+        packed = f.read(2) == b"\x1f\x8b"
+    if packed:
+        return gzip.open(path, "rt", encoding=encoding, newline=newline)
+    return path.open("r", encoding=encoding, newline=newline)
+
+
+def sheet_kind(path: str | os.PathLike) -> str:
+    """The sheet's format from its name, ``.gz`` left aside: ``.csv``, ``.json``, ``.jsonl``, ..."""
+    path = Path(path)
+    return (path.with_suffix("") if path.suffix == ".gz" else path).suffix
+
+
+def sheet_in(folder: str | os.PathLike, name: str) -> Path:
+    """``folder/name``, or ``folder/name.gz`` when only the gzipped one is there."""
+    plain = Path(folder) / name
+    packed = plain.with_name(name + ".gz")
+    return packed if not plain.exists() and packed.exists() else plain
+
+
 def read_csv(path: str | os.PathLike, required: Iterable[str]) -> tuple[list[Row], list[RowError]]:
     """(line, {column: cell}) per record, plus errors for records whose cell count is wrong.
 
@@ -55,7 +82,7 @@ def read_csv(path: str | os.PathLike, required: Iterable[str]) -> tuple[list[Row
     path = Path(path)
     rows: list[Row] = []
     errors: list[RowError] = []
-    with path.open("r", encoding="utf-8-sig", newline="") as f:
+    with open_sheet(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:
@@ -77,8 +104,8 @@ def read_csv(path: str | os.PathLike, required: Iterable[str]) -> tuple[list[Row
 
 def read_json_rows(path: str | os.PathLike) -> list[Row]:
     """Rows of a JSON list, a JSONL file, or a parquet file (VideoMME's official format)."""
-    path = Path(path)
-    if path.suffix == ".parquet":
+    path, kind = Path(path), sheet_kind(path)
+    if kind == ".parquet":
         import pyarrow.parquet as pq
 
         try:
@@ -86,9 +113,9 @@ def read_json_rows(path: str | os.PathLike) -> list[Row]:
         except Exception as e:  # pyarrow raises several types for a broken file
             raise ValueError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
         return list(enumerate(table.to_pylist(), start=1))
-    with path.open("r", encoding="utf-8") as f:
+    with open_sheet(path) as f:
         try:
-            if path.suffix == ".jsonl":
+            if kind == ".jsonl":
                 rows = []
                 for n, line in enumerate(f, start=1):
                     if line.strip():
@@ -96,7 +123,7 @@ def read_json_rows(path: str | os.PathLike) -> list[Row]:
                 return rows
             data = json.load(f)
         except json.JSONDecodeError as e:
-            where = f"{path}:{n}" if path.suffix == ".jsonl" else f"{path}:{e.lineno}"
+            where = f"{path}:{n}" if kind == ".jsonl" else f"{path}:{e.lineno}"
             raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a JSON list of rows, got {type(data).__name__}")

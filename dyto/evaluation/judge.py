@@ -21,6 +21,10 @@ Why it is built this way:
   (401/403, 404 for the model, a 400 about the model) stops at its first occurrence: the first
   item is sent alone, so such a server gets one request, and ``stats.fatal`` holds the
   server's message in one line with the setting to change.
+* A server that cannot be reached (connection refused, unknown host) on every attempt of one
+  item stops the run: the rest is *unjudged*, ``stats.unreachable`` names the address, and when
+  nothing got a verdict ``stats.fatal`` says so in one line (``dyto judge`` exits 2). After a
+  partial outage ``stats.stopped`` gives the count, and a rerun judges only what is left.
 * The API key is read from ``OPENAI_API_KEY`` straight into the client and stored nowhere else.
 """
 
@@ -42,7 +46,7 @@ from tqdm import tqdm
 from dyto.errors import UserError
 from dyto.evaluation.judge_prompts import PROMPTS, parse_reply
 from dyto.evaluation.protocol import (CACHE_FILE, DEFAULT_MODEL, JudgeConfig, asks_bound, input_hash,
-                                      judge_configured, judge_inputs, load_cache, plan_jobs)
+                                      judge_configured, judge_inputs, load_cache, no_judge_message, plan_jobs)
 from dyto.records import append_jsonl, open_append_log
 
 FINAL_STATUSES = ("ok", "unparsable")
@@ -63,6 +67,17 @@ class JudgeUnavailable(UserError, RuntimeError):
 
 class JudgeFatalError(UserError, RuntimeError):
     """The judge server refused in a way no retry can fix (the message is one line, with the fix)."""
+
+
+class JudgeUnreachable(JudgeFatalError, UserError):
+    """No item got a verdict: the judge server could not be reached (the message names its address)."""
+
+
+def _unreachable(err: Exception) -> bool:
+    """A connection that was never made (refused, unknown host), as opposed to a slow or broken reply."""
+    cause = err.__cause__ or err.__context__
+    return (isinstance(err, openai.APIConnectionError) and not isinstance(err, openai.APITimeoutError)
+            and cause is not None and any(c.__name__ == "ConnectError" for c in type(cause).__mro__))
 
 
 def _fatal(err: Exception) -> bool:
@@ -102,6 +117,7 @@ class JudgeStats:
     cost_usd: float = 0.0
     stopped: str | None = None  # why the run stopped early, if it did
     fatal: str | None = None  # the one-line error that stopped it, if no retry could fix it
+    unreachable: str | None = None  # the judge server's address, when it could not be reached
     errors: dict[str, int] = field(default_factory=dict)  # error kind -> occurrences
 
 
@@ -112,7 +128,7 @@ class Judge:
         self.config = config = config or JudgeConfig()
         base_url = config.base_url or os.environ.get("OPENAI_BASE_URL") or None
         if not judge_configured(config):
-            raise JudgeUnavailable("no judge configured: set OPENAI_API_KEY (and optionally OPENAI_BASE_URL)")
+            raise JudgeUnavailable(no_judge_message())
         if config.max_cost is not None and config.prices() is None:
             raise ValueError(f"max_cost needs token prices for {config.model!r}: set price_per_mtok")
         self.base_url, self.progress = base_url, progress
@@ -124,6 +140,7 @@ class Judge:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._bar = None
+        self._why_unreachable = ""
 
     def __repr__(self) -> str:
         return f"Judge(model={self.config.model!r}, base_url={self.base_url!r})"
@@ -152,6 +169,7 @@ class Judge:
         finally:
             if self._bar is not None:
                 self._bar.close()
+        self._outage_summary()
         return self.stats
 
     def _judge_one(self, f, h: str, item_id: str, dim: str, fields: dict[str, Any]) -> None:
@@ -216,6 +234,28 @@ class Judge:
             self.stats.stopped = reason
             self._stop.set()
 
+    def _halt_unreachable(self, err: Exception) -> None:
+        with self._lock:
+            if self.stats.unreachable is None:
+                self.stats.unreachable = str(self._client.base_url).rstrip("/")
+                self._why_unreachable = " ".join(str(err.__cause__ or err).split())[:200]
+            self._halt(f"the judge server at {self.stats.unreachable} could not be reached")
+
+    def _outage_summary(self) -> None:
+        """After a run the server could not be reached in: an error if nothing got a verdict, else the count."""
+        s = self.stats
+        if s.unreachable is None or s.fatal is not None:
+            return
+        got = s.judged + s.unparsable
+        if got == 0:
+            s.fatal = (f"the judge server at {s.unreachable} could not be reached ({self._why_unreachable}), so "
+                       f"nothing was judged: start the server, or fix the address (dyto judge --base-url, "
+                       f"--evaluation.judge.base_url or OPENAI_BASE_URL)")
+        else:
+            s.stopped = (f"the judge server at {s.unreachable} stopped answering after {got} verdicts this run; "
+                         f"{s.failed + s.unjudged} judgements are left: rerun the same command to judge them "
+                         f"(the verdicts are cached)")
+
     def _error(self, err: Exception) -> None:
         name = type(err).__name__
         self.stats.errors[name] = self.stats.errors.get(name, 0) + 1
@@ -223,6 +263,7 @@ class Judge:
     def _ask(self, messages: list[dict[str, str]]) -> str:
         """One judge reply, retrying transient errors with exponential backoff."""
         c = self.config
+        refused = 0  # attempts of this ask that never connected
         for attempt in range(c.max_attempts):
             if not self._take_request():
                 raise _Unjudged
@@ -239,6 +280,10 @@ class Judge:
                                                 f"{_server_message(e)} ({fix})")
                         self._halt(f"{type(e).__name__} {status}")
                 if _fatal(e):
+                    raise _Unjudged from None
+                refused += _unreachable(e)
+                if refused == c.max_attempts:  # not one attempt of this ask reached the server
+                    self._halt_unreachable(e)
                     raise _Unjudged from None
                 if not isinstance(e, _RETRYABLE) or attempt + 1 == c.max_attempts:
                     raise
@@ -294,4 +339,4 @@ def _retry_after(err: Exception) -> float | None:
 
 
 __all__ = ["CACHE_FILE", "DEFAULT_MODEL", "Judge", "JudgeConfig", "JudgeFatalError", "JudgeStats",
-           "JudgeUnavailable", "input_hash", "judge_configured", "judge_inputs", "load_cache", "plan_jobs"]
+           "JudgeUnavailable", "JudgeUnreachable", "input_hash", "judge_configured", "judge_inputs", "load_cache", "plan_jobs"]

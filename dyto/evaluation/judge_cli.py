@@ -8,7 +8,10 @@ default and help, so this command and ``dyto predict --evaluation.judge.<field>`
 settings. A progress bar on stderr shows done/total, rate, ETA, cost, retries and errors. An
 error no retry can fix (a bad key, an unknown or retired model) ends the command with one line
 naming the setting to change, and exit status 2; so does a run folder another ``dyto judge`` or
-``dyto predict`` is writing (one judge at a time per folder: ``RunFolder.lock``).
+``dyto predict`` is writing (one judge at a time per folder: ``RunFolder.lock``);
+and so does a server that cannot be reached when
+nothing got a verdict (the line names its address). After a partial outage the command ends with
+the count of what is left, and the same command again judges only that.
 """
 
 from __future__ import annotations
@@ -78,6 +81,8 @@ def judge_main(argv: list[str] | None = None) -> int:
     run = results.get("judge_run", {})
     print(json.dumps(run, indent=1))
     print(f"results: {out / results['outputs']['results']}\nreport:  {out / results['outputs']['report']}")
+    if run.get("stopped"):  # a budget or an outage: say how much is left, after the paths
+        print(f"dyto judge: stopped early: {run['stopped']}", file=sys.stderr)
     return 0
 
 

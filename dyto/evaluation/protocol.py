@@ -24,7 +24,7 @@ from dyto.evaluation.judge_prompts import PROMPTS, TASK_DIMENSIONS
 from dyto.records import read_jsonl, stable_hash
 
 __all__ = ["DEFAULT_MODEL", "CACHE_FILE", "PRICES_PER_MTOK", "REFERENCE_ASKS", "JudgeConfig", "judge_identity",
-           "judge_inputs", "input_hash", "asks_bound", "load_cache", "plan_jobs", "judge_configured"]
+           "judge_inputs", "input_hash", "asks_bound", "load_cache", "plan_jobs", "judge_configured", "no_judge_message"]
 
 DEFAULT_MODEL = "gpt-3.5-turbo-0125"
 CACHE_FILE = "judgments.jsonl"
@@ -77,6 +77,8 @@ class JudgeConfig:
                                                         for p in self.price_per_mtok):
                 raise ConfigError("price_per_mtok", self.price_per_mtok, "two prices >= 0: prompt, completion")
             self.price_per_mtok = tuple(float(p) for p in self.price_per_mtok)
+        if self.max_cost is not None and self.prices() is None:
+            raise ValueError(f"judge max_cost needs token prices for {self.model!r}: set price_per_mtok")
 
     def prices(self) -> tuple[float, float] | None:
         return tuple(self.price_per_mtok) if self.price_per_mtok else PRICES_PER_MTOK.get(self.model)
@@ -99,6 +101,14 @@ def judge_identity(model: str, temperature: float | None) -> str:
 def judge_configured(config: JudgeConfig) -> bool:
     """Whether a judge endpoint is configured: an API key, or a base URL (a local server may need no key)."""
     return bool(os.environ.get("OPENAI_API_KEY") or config.base_url or os.environ.get("OPENAI_BASE_URL"))
+
+
+def no_judge_message(base_url_flag: str = "--base-url", model_flag: str = "--model") -> str:
+    """What to set when no judge endpoint is configured (one line, the flags of the asking command)."""
+    return (f"no judge endpoint is configured: set OPENAI_API_KEY for api.openai.com (or a gateway, with "
+            f"OPENAI_BASE_URL), or for a local OpenAI-compatible server (vLLM, ...) a base URL alone "
+            f"({base_url_flag} http://127.0.0.1:8000/v1 or OPENAI_BASE_URL; no key needed) with "
+            f"{model_flag} set to the model name that server serves")
 
 
 def asks_bound(dimension: str, config: JudgeConfig) -> int:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from dyto.evaluation.choice import parse_choice
-from dyto.evaluation.judge import Judge, JudgeFatalError, JudgeStats
+from dyto.evaluation.judge import Judge, JudgeFatalError, JudgeStats, JudgeUnreachable
 from dyto.evaluation.protocol import (CACHE_FILE, JudgeConfig, judge_configured, judge_inputs, load_cache,
                                       plan_jobs)
 from dyto.evaluation.match import MATCH_CACHE_FILE, MATCH_MODEL, MATCH_VERSION, match_judgments
@@ -148,7 +148,7 @@ def _evaluate(predictions_path: Path, out_dir: Path, scorer: str, judge_config: 
         draw_budget(preds, results, logs / "budget.png")
     write_text_atomic(out_dir / results["outputs"]["report"], render_report(results, logs))
     if fatal := results.get("judge_run", {}).get("fatal"):
-        raise JudgeFatalError(fatal)
+        raise (JudgeUnreachable if results["judge_run"].get("unreachable") else JudgeFatalError)(fatal)
     return results
 
 
@@ -233,15 +233,20 @@ def _result_rows(bench: str, entry: dict[str, Any], paper: list[dict[str, Any]])
 
 def render_report(results: dict[str, Any], logs_dir: Path | None = None) -> str:
     m = results["metrics"]
-    lines = ["# Evaluation report", "", f"- predictions: `{results['predictions']}`",
-             f"- scorer: **{results['scorer']}**, judge model `{m['judge_model'] or 'none (nothing to judge)'}`",
-             f"- prompt versions: {', '.join(f'{k}=`{v}`' for k, v in sorted(m['prompt_versions'].items()))}",
-             f"- multiple-choice parsing: `{m['choice_mode']}`; model size: {results.get('model_size') or 'unknown'}"]
+    dims = {d for e in m["benchmarks"].values() for d in e.get("judged", {})}  # what was (to be) judged
+    lines = ["# Evaluation report", "", f"- predictions: `{results['predictions']}`"]
+    if dims:
+        lines += [f"- scorer: **{results['scorer']}**, judge model `{m['judge_model'] or 'none'}`",
+                  "- prompt versions: " + ", ".join(f"{k}=`{v}`" for k, v in sorted(m["prompt_versions"].items())
+                                                     if k in dims)]
+    else:
+        lines.append("- scorer: none needed (multiple choice only: every answer is parsed, nothing is judged)")
+    lines.append(f"- multiple-choice parsing: `{m['choice_mode']}`; model size: {results.get('model_size') or 'unknown'}")
     if other := {b: e["multiple_choice"].get("parse_mode") for b, e in m["benchmarks"].items()
                  if e.get("multiple_choice", {}).get("parse_mode", m["choice_mode"]) != m["choice_mode"]}:
         lines.append("- parsed by another rule (protocol lmms_eval): "
                      + ", ".join(f"{b}: `{mode}`" for b, mode in sorted(other.items())))
-    if results["scorer"] == "match":
+    if results["scorer"] == "match" and dims:
         lines.append("- **WARNING: open-ended answers were scored by offline string matching, not by the GPT "
                      "judge; these numbers are not comparable with the paper.**")
         if results.get("outputs", {}).get("report", "logs/report.md") != "logs/report.md":
@@ -260,14 +265,19 @@ def render_report(results: dict[str, Any], logs_dir: Path | None = None) -> str:
         lines += _result_rows(bench, entry, results["paper"].get(bench, []))
     if "published_cells" in results:
         lines += render_published(results["published_cells"])
-    lines += ["", "## Counts", "", "| benchmark | items | status | judged | unjudged | unparsable | lenient parses |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "## Counts", "",
+              "`MC unparsed`: multiple-choice answers in which no option could be found (counted wrong); "
+              "`judge unparsable`: judge replies without a verdict after every ask; `lenient parses`: judge "
+              "replies read only by the lenient fallbacks.", "",
+              "| benchmark | items | status | MC unparsed | judged | unjudged | judge unparsable | lenient parses |",
+              "|---|---|---|---|---|---|---|---|"]
     for bench, entry in m["benchmarks"].items():
         jd = entry.get("judged", {}).values()
+        mc = entry.get("multiple_choice")
         status = ", ".join(f"{k}: {v}" for k, v in sorted(entry["status"].items()))
-        lines.append(f"| {bench} | {entry['items']} | {status} | {sum(d['judged'] for d in jd)} | "
-                     f"{sum(d['unjudged'] for d in jd)} | {sum(d['unparsable'] for d in jd)} | "
-                     f"{sum(d['lenient'] for d in jd)} |")
+        judge_cells = (f"{sum(d['judged'] for d in jd)} | {sum(d['unjudged'] for d in jd)} | "
+                       f"{sum(d['unparsable'] for d in jd)} | {sum(d['lenient'] for d in jd)}") if jd else "– | – | – | –"
+        lines.append(f"| {bench} | {entry['items']} | {status} | {mc['unparsed'] if mc else '–'} | {judge_cells} |")
     for bench, entry in m["benchmarks"].items():
         for kind, groups in sorted((k, v) for k, v in entry.get("multiple_choice", {}).items() if k.startswith("by_")):
             lines += ["", f"### {bench}: accuracy {kind.replace('_', ' ')}", "",

@@ -29,6 +29,10 @@ every cell's lock while it predicts and evaluates, so a `dyto predict` or `dyto 
 in use stops too. (A second sweep is refused rather than given the cells nobody holds: every
 cell advances video by video together, so a running sweep holds all of its cells, and two
 sweeps would write one `sweep.md`.)
+
+Each cell also gets the pictures of a run (`logs/keyframes.png`, `logs/merge_map.png`) from the
+first video it predicts. Writes `<out>/sweep.md`, `<out>/sweep.json` and `<out>/sweep.png` (see
+``sweep_report``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -46,6 +51,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
+from dyto import viz
 from dyto.datamodules.base import collate
 from dyto.errors import ConfigError, OneLineParser, check
 from dyto.evaluation.report import evaluate_run
@@ -145,6 +151,7 @@ class _CellState:
     digest: str
     pending: set[str]
     log: Any = None
+    drawn: bool = False  # the cell's keyframes / merge-map pictures (of the first video it predicts)
 
 
 def lock_cells(out: Path, cells: list[Cell]) -> ExitStack:
@@ -228,10 +235,11 @@ class FeatureCache:
 
 
 def run_sweep(module, datamodule, cells: list[Cell], out: str | Path, config: dict | None = None,
-              device: torch.device | str = "cpu") -> dict[str, Any]:
+              device: torch.device | str = "cpu", pictures: bool = True) -> dict[str, Any]:
     """Predict every cell's pending questions (each video decoded and encoded once) and merge each
     cell's predictions. ``datamodule`` must be set up for ``module`` (its preprocessing and frame
     count resolved, as ``sweep_main`` does); every cell's reducer samples its ``num_frames``.
+    ``pictures``: draw each cell's keyframes / merge map from the first video it predicts.
     Returns {"decoded": videos decoded, "encoded": encoder calls, "cells": per-cell states}."""
     out = Path(out)
     wrong = [c.name for c in cells if c.reducer.num_frames != datamodule.num_frames]
@@ -247,8 +255,9 @@ def run_sweep(module, datamodule, cells: list[Cell], out: str | Path, config: di
         needed = [g for g, recs in groups.items() if any(r.id in s.pending for s in states for r in recs)]
         heads = {groups[g][0].id: g for g in needed}
         datamodule.skip_ids = set(records) - set(heads)  # the dataset then decodes one record per group
+        workers, prefetch = datamodule.loader_workers()  # "auto" resolved as `dyto predict` resolves it
         loader = DataLoader(datamodule.predict_dataset(), batch_size=1, shuffle=False, collate_fn=collate,
-                            num_workers=datamodule.num_workers)
+                            num_workers=workers, prefetch_factor=prefetch if workers else None)
         cache = FeatureCache(module, with_cls=any(c.reducer.needs_cls for c in cells))
         decoded = 0
         for sample in loader:
@@ -262,6 +271,8 @@ def run_sweep(module, datamodule, cells: list[Cell], out: str | Path, config: di
                     sample = dict(sample, status=["error"], error=[f"encode failed: {type(e).__name__}: {e}"])
             for state in states:
                 todo = [r for r in groups[group] if r.id in state.pending]
+                if pictures and features is not None and todo and not state.drawn:
+                    state.drawn = _draw(module, state, sample, features, todo[0].video)
                 for start in range(0, len(todo), max(1, datamodule.batch_size)):
                     _predict_chunk(module, state, todo[start:start + max(1, datamodule.batch_size)], sample, features)
         for state in states:
@@ -274,6 +285,19 @@ def run_sweep(module, datamodule, cells: list[Cell], out: str | Path, config: di
             if state.log is not None:
                 state.log.close()
         locks.close()
+
+
+def _draw(module, state: _CellState, sample: dict, features, video: str) -> bool:
+    """The cell's `logs/keyframes.png` and `merge_map.png`, as a run draws them; never fatal."""
+    feats, cls, _ = features
+    reducer = state.cell.reducer
+    try:
+        with torch.no_grad():
+            viz.save_run_pictures(state.folder.logs, module, sample["pixel_values"][0], feats, cls, reducer,
+                                  state.cell.name, video)
+    except Exception as e:  # a picture is never worth the sweep
+        warnings.warn(f"dyto sweep: could not draw {state.cell.name}'s pictures: {type(e).__name__}: {e}")
+    return True
 
 
 def _predict_chunk(module, state: _CellState, recs, sample: dict, features) -> None:
@@ -312,12 +336,20 @@ def sweep_main(argv: list[str], build: Callable[[list[str]], tuple]) -> int:
     p.add_argument("--baseline", default=None, help="the cell of the '%% of the unreduced run' column "
                    "(default: concat-unreduced when concat is in the grid)")
     p.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples for the intervals")
+    p.add_argument("--pictures", action=argparse.BooleanOptionalAction, default=True,
+                   help="each cell's logs/keyframes.png and merge_map.png, as a run draws them (about 0.4 s of "
+                        "CPU a cell)")
     args, rest = p.parse_known_args(argv)
     check("--resamples", args.resamples, ">=1")
     check("--num-frames", args.num_frames, ">=1", optional=True)
     check_grid(args.reducers, args.retention, args.target_tokens)
-    with RunFolder(args.out).lock("dyto sweep", SWEEP_HINT):  # before the model loads
-        return _sweep(args, rest, build)
+    if args.scorer is not None:  # as dyto predict's option, so the preflight checks the judge it needs
+        rest = [*rest, "--evaluation.scorer", args.scorer]
+    with ExitStack() as held:  # <out>'s lock: taken after the preflight, before the model loads
+        def lock() -> None:
+            held.enter_context(RunFolder(args.out).lock("dyto sweep", SWEEP_HINT))
+
+        return _sweep(args, rest, lambda r: build(r, after_preflight=lock))
 
 
 def _sweep(args: argparse.Namespace, rest: list[str], build: Callable[[list[str]], tuple]) -> int:
@@ -342,11 +374,10 @@ def _sweep(args: argparse.Namespace, rest: list[str], build: Callable[[list[str]
           f"{num_frames} frames per video")
     with lock_cells(args.out, cells):  # held through evaluation
         with trainer.precision_plugin.forward_context():
-            done = run_sweep(module, datamodule, cells, args.out, config, trainer.strategy.root_device)
+            done = run_sweep(module, datamodule, cells, args.out, config, trainer.strategy.root_device, args.pictures)
         print(f"[dyto] decoded {done['decoded']} videos, encoded {done['encoded']}")
-        scorer = args.scorer or evaluation.scorer
         for state in done["cells"]:
-            evaluate_run(state.folder.root, scorer, evaluation.judge_config, evaluation.choice_mode)
+            evaluate_run(state.folder.root, evaluation.scorer, evaluation.judge_config, evaluation.choice_mode)
     text = write_sweep_report(args.out, cells, num_frames, baseline, args.resamples,
                               {"decoded": done["decoded"], "encoded": done["encoded"]})
     print(text)

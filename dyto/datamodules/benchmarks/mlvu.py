@@ -28,6 +28,7 @@ import string
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from dyto.datamodules.benchmarks.lmms_eval_tasks import extract_mcq_answer
 from dyto.datamodules.benchmarks.spec import BenchmarkSpec, LmmsEvalTask, VideoRule
 from dyto.datamodules.sheets import Prepared, RowProblem, cell, collect_json_lists, options_list, scorer_answer
 from dyto.records import QARecord
@@ -87,44 +88,6 @@ def lmms_eval_text(record: Mapping[str, Any], model: str = "default") -> str:
     with the model's ``lmms_eval_specific_kwargs`` entry (``plm``), else ``default``."""
     kwargs = KWARGS.get(model) or KWARGS["default"]
     return kwargs["pre_prompt"] + lmms_eval_question(record["question"], record["options"]) + kwargs["post_prompt"]
-
-
-_PHRASES = ("the answer is", "answer is", "the correct answer is", "correct answer is", "the best answer is",
-            "best answer is", "the correct option is", "correct option is", "the best option is", "best option is",
-            "the choice is", "choice is", "the correct choice is", "correct choice is", "i choose", "i select",
-            "i pick", "my answer is", "my choice is", "옵션", "정답은", "답은", "답:", "答案是", "答案为", "选", "答えは")
-_PRIORITY = {"start": 10, "end": 9, "phrase": 7, "parentheses": 6, "period": 5, "colon": 4, "right_paren": 3,
-             "space": 2, "fallback": 0}
-
-
-def extract_mcq_answer(response: str, choices: Sequence[str]) -> str:
-    """lmms-eval's ``_task_utils/mcq_extract.extract_mcq_answer`` (lines 66-158): every choice letter
-    found in one of its formats is a candidate; the highest-priority format wins, then the latest
-    position; "" when none is found."""
-    if not response or not response.strip():
-        return ""
-    text = response.strip()
-    for char in (",", ".", "!", "?", ";", ":", "'", '"'):
-        text = text.strip(char)
-    text = f" {text} "
-    found: list[tuple[str, int, str]] = []
-    for fmt, pattern in (("parentheses", "({})"), ("period", "{}."), ("colon", "{}:"), ("right_paren", "{})"),
-                         ("space", "{} ")):
-        found += [(c, text.rfind(pattern.format(c)), fmt) for c in choices if pattern.format(c) in text]
-    lower = text.lower()
-    for phrase in _PHRASES:
-        at = lower.find(phrase)
-        if at != -1:
-            found += [(c, text.find(c, at + len(phrase)), "phrase") for c in choices if text.find(c, at + len(phrase)) != -1]
-    stripped = text.strip()
-    found += [(c, 0, "start") for c in choices if stripped.startswith(c) and (len(stripped) == 1 or not stripped[1].isalpha())]
-    found += [(c, len(text) - 1, "end") for c in choices if stripped.endswith(c) and (len(stripped) == 1 or not stripped[-2].isalpha())]
-    if not found:
-        found = [(c, text.rfind(c), "fallback") for c in choices if c in text]
-    if not found:
-        return ""
-    found.sort(key=lambda x: (_PRIORITY[x[2]], x[1]), reverse=True)  # a stable sort, as lmms-eval's
-    return found[0][0]
 
 
 def lmms_eval_parse(text: str, record: Mapping[str, Any]) -> int | None:

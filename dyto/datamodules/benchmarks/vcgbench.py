@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dyto.datamodules.benchmarks.spec import BenchmarkSpec, VideoRule, paper_rows
-from dyto.datamodules.sheets import Prepared, RowError, RowProblem, cell, collect, read_csv
+from dyto.datamodules.sheets import Prepared, RowError, RowProblem, cell, collect, read_csv, sheet_in
 from dyto.records import QARecord
 
 VCG_COLUMNS = ("video_name", "question", "question_id", "answer")
@@ -27,14 +27,14 @@ def prepare_vcgbench(qa_folder: Path) -> Prepared:
     qa_folder = Path(qa_folder)
     out = Prepared()
     for kind, name in (("generic", "Generic_QA.csv"), ("temporal", "Temporal_QA.csv")):
-        rows, errors = read_csv(qa_folder / name, VCG_COLUMNS)
-        part = collect(qa_folder / name, rows, lambda row, kind=kind: _vcg_record(kind, row), errors)
+        rows, errors = read_csv(sheet_in(qa_folder, name), VCG_COLUMNS)
+        part = collect(sheet_in(qa_folder, name), rows, lambda row, kind=kind: _vcg_record(kind, row), errors)
         out.records += part.records
         out.errors += part.errors
     # The two consistency sheets are row-aligned paraphrases; pair them by question_id (unique in
     # each) so a broken row in one sheet cannot shift every later pair.
-    first, first_errors = read_csv(qa_folder / "Consistency_QA1.csv", VCG_COLUMNS)
-    second, second_errors = read_csv(qa_folder / "Consistency_QA2.csv", VCG_COLUMNS)
+    first, first_errors = read_csv(sheet_in(qa_folder, "Consistency_QA1.csv"), VCG_COLUMNS)
+    second, second_errors = read_csv(sheet_in(qa_folder, "Consistency_QA2.csv"), VCG_COLUMNS)
     second_by_qid = {row.get("question_id"): (line, row) for line, row in second}
     unpaired = dict(second_by_qid)
 
@@ -47,8 +47,8 @@ def prepare_vcgbench(qa_folder: Path) -> Prepared:
             raise RowProblem(f"Consistency_QA2.csv line {line2} has the same question_id but another answer")
         return _vcg_record("consistency", row, question2=cell(row2, "question"))
 
-    part = collect(qa_folder / "Consistency_QA1.csv", first, convert, first_errors + second_errors)
-    part.errors += [RowError(str(qa_folder / "Consistency_QA2.csv"), line, "no row with this question_id in "
+    part = collect(sheet_in(qa_folder, "Consistency_QA1.csv"), first, convert, first_errors + second_errors)
+    part.errors += [RowError(str(sheet_in(qa_folder, "Consistency_QA2.csv")), line, "no row with this question_id in "
                              "Consistency_QA1.csv") for line, _ in unpaired.values()]
     out.records += part.records
     out.errors += part.errors
