@@ -289,7 +289,7 @@ def run_sweep(module, datamodule, cells: list[Cell], out: str | Path, config: di
 
 def _draw(module, state: _CellState, sample: dict, features, video: str) -> bool:
     """The cell's `logs/keyframes.png` and `merge_map.png`, as a run draws them; never fatal."""
-    feats, cls, _ = features
+    feats, cls = features[0], features[1]            # (features, cls, encode ms, extras)
     reducer = state.cell.reducer
     try:
         with torch.no_grad():
