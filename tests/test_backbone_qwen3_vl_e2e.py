@@ -72,6 +72,7 @@ def test_sweep_on_qwen3_vl_runs_a_reducer_by_budget_grid(tmp_path):
         preds = list(read_jsonl(out / cell / "artifacts" / "predictions.jsonl"))
         assert len(preds) == 2 and all(p["model"].startswith("tiny-random-qwen3-vl") for p in preds)
         assert all(p["status"] == "ok" for p in preds) or cell.startswith("concat-retention0.25")
+    assert (out / "dyto-retention0.25" / "logs" / "keyframes.png").exists()      # the cell's pictures too
 
 
 def test_the_processors_resolution_rule(one_thread):
