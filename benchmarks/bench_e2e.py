@@ -29,6 +29,8 @@ Backbones (``--backbone``, default llava_next): any registered family. ``llava_o
 LLaVA-OneVision-7B (SigLIP so400m + Qwen2-7B) / InternVL3-8B (InternViT-300M + Qwen2.5-7B)
 configs with random weights. DyTo's budget scales with the grid: round(3680 x N / 576) per
 100 frames (1252 on 14x14, 1636 on 16x16), as in configs/reducers/dyto_<family>.yaml.
+``qwen3_vl``: the tiny model at 96 px, or with ``--full-size-random`` Qwen3-VL-8B's config at
+480 px (15x15 per temporal patch, DyTo 719), bfloat16 on CUDA.
 
 Reducers: ``dyto`` = DyToReducer() (100 frames, budget 3680); ``slowfast`` = SlowFastReducer()
 (50 frames, 10x288 + 50x16 = 3680 tokens, the baseline of the ratios); ``concat-6`` =
@@ -303,6 +305,15 @@ def main() -> None:
         else:
             model, tokenizer = build_tiny_qwen2_5_vl()
             backbone = (model.to(device=device, dtype=dtype), tokenizer, TINY_QWEN_NAME)
+    elif args.backbone == "qwen3_vl":
+        from dyto.models.tiny_qwen3_vl import TINY_QWEN3_NAME, build_tiny_qwen3_vl, full_size_qwen3_vl
+
+        dtype = torch.bfloat16 if device == "cuda" else dtype  # the checkpoints' dtype, as Qwen2.5-VL's
+        if args.full_size_random:
+            backbone = full_size_qwen3_vl(device, dtype, args.num_layers)
+        else:
+            model, tokenizer = build_tiny_qwen3_vl()
+            backbone = (model.to(device=device, dtype=dtype), tokenizer, TINY_QWEN3_NAME)
     elif args.full_size_random:
         backbone = full_size_family(args.backbone, device, dtype, args.num_layers)
     else:
@@ -335,6 +346,8 @@ def main() -> None:
         options = {"vision_chunk_size": args.vision_chunk_size}
         if args.backbone == "qwen2_5_vl":  # its input size is an option (any multiple of 28), not the tower's
             options["image_size"] = args.image_size or 448
+        if args.backbone == "qwen3_vl":    # any multiple of 32; 480 = 15x15 tokens per temporal patch
+            options["image_size"] = args.image_size or (480 if args.full_size_random else 96)
         shared = BACKBONES[args.backbone].from_parts(*backbone, **options)
         family = family_reducers(shared.grid[0] * shared.grid[1], shared.preprocessing.frames_per_patch)
         for ahead in settings:

@@ -77,6 +77,10 @@ def build(args, device: str, dtype: torch.dtype):
         from dyto.models.tiny_qwen2_5_vl import full_size_qwen2_5_vl
 
         return BACKBONES["qwen2_5_vl"].from_parts(*full_size_qwen2_5_vl(device, dtype, args.num_layers))
+    if args.backbone == "qwen3_vl":
+        from dyto.models.tiny_qwen3_vl import full_size_qwen3_vl
+
+        return BACKBONES["qwen3_vl"].from_parts(*full_size_qwen3_vl(device, dtype, args.num_layers))
     return BACKBONES[args.backbone].from_parts(*bench_e2e.full_size_family(args.backbone, device, dtype,
                                                                              args.num_layers))
 

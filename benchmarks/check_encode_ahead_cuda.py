@@ -45,7 +45,7 @@ def main() -> None:
 
     reference = plain.encode_frames(second["pixel_values"][0])[0]
     ahead.predict_step(dict(first, upcoming=UpcomingBatch(second)), 0)
-    features, _, _ = ahead.lookahead.pending["q1"]
+    features = ahead.lookahead.pending["q1"][0]
     if device == "cuda":
         torch.cuda.synchronize()
     print(f"1. side-stream features bitwise equal: {torch.equal(features, reference)}; "

@@ -84,8 +84,10 @@ def load_model(model: str = "tiny", reducer: TokenReducer | None = None, backbon
 def question_batch(module, record: QARecord) -> dict[str, list[Any]]:
     """`record` as a batch of one for `module`: the benchmark runs' own decode + preprocess step
     (timed into ``decode_ms``), with the video path taken as given."""
-    dataset = VideoQADataset([record], lambda rec: Path(rec.video), module.num_frames, module.image_size,
-                             module.image_mean, module.image_std)
+    preprocessing = getattr(module, "preprocessing", None) or module.image_size   # old modules: a size only
+    dataset = VideoQADataset([record], lambda rec: Path(rec.video), module.num_frames, preprocessing,
+                             module.image_mean, module.image_std,
+                             sampling=getattr(module, "sampling", None) or "reference")
     return collate([dataset[0]])
 
 

@@ -30,6 +30,12 @@ def backbones(one_thread):
     return {name: build_backbone(name) for name in FAMILIES}
 
 
+def reduce_with_extras(backbone, pixels, reducer):
+    """encode -> reduce, the encoder's extra per-token tensors (Qwen3-VL's DeepStack) reduced alike."""
+    out = backbone.encode(pixels)
+    return reducer(out.features, backbone.grid).reduce_extras(out.extras)
+
+
 def frames_for(backbone, t: int = T, seed: int = 0) -> torch.Tensor:
     h, w = backbone.preprocessing.size
     return torch.randn(t, 3, h, w, generator=torch.Generator().manual_seed(seed))
@@ -152,7 +158,7 @@ def test_render_chat_takes_typed_or_string_templates(backbones, template):
 def test_build_input_places_the_visual_tokens_between_the_texts(backbones, name):
     b = backbones[name]
     features = b.encode(frames_for(b)).features
-    reduction = ConcatReducer(num_frames=T)(features, b.grid)
+    reduction = reduce_with_extras(b, frames_for(b), ConcatReducer(num_frames=T))
     prompt = b.prompt("open_ended", "what happens?")
     inp = b.build_input(prompt, reduction)
     assert isinstance(inp, LLMInput) and inp.embeds.shape[1] == features.shape[-1]
@@ -318,7 +324,7 @@ def test_a_saved_checkpoint_loads_with_its_template_and_processor_settings(backb
     assert loaded.chat_template == tiny.chat_template
     prompt = tiny.prompt("open_ended", "what happens?")
     assert loaded.prompt("open_ended", "what happens?") == prompt
-    reduction = ConcatReducer(num_frames=2)(tiny.encode(frames_for(tiny, 2)).features, tiny.grid)
+    reduction = reduce_with_extras(tiny, frames_for(tiny, 2), ConcatReducer(num_frames=2))
     config = tiny.generation_defaults()
     config.update(do_sample=False, max_new_tokens=5)
     assert loaded.generate([loaded.build_input(prompt, reduction)], config) == \
@@ -338,7 +344,7 @@ def test_batched_generation_equals_one_at_a_time(backbones, name):
     generated all at once, in length-aware groups of 2 or in input-order groups of 2, through the
     module's ``generate`` (answers come back in input order)."""
     b = backbones[name]
-    reduction = ConcatReducer(num_frames=T)(b.encode(frames_for(b)).features, b.grid)
+    reduction = reduce_with_extras(b, frames_for(b), ConcatReducer(num_frames=T))
     inputs = [b.build_input(b.prompt(task, q, options), reduction) for task, q, options in POOL]
     assert len({i.length for i in inputs}) == len(inputs)
     config = b.generation_defaults()

@@ -43,7 +43,8 @@ def tiny():
         b = build_backbone(name)
         t = 4 * b.preprocessing.frames_per_patch
         pixels = torch.randn(t, 3, *b.preprocessing.size, generator=torch.Generator().manual_seed(0))
-        reduction = ConcatReducer(num_frames=t)(b.encode(pixels).features, b.grid)
+        encoded = b.encode(pixels)  # Qwen3-VL's DeepStack extras follow the reducer's assignment
+        reduction = ConcatReducer(num_frames=t)(encoded.features, b.grid).reduce_extras(encoded.extras)
         inputs = [b.build_input(b.prompt(task, q, o), reduction) for task, q, o in QUESTIONS]
         config = VideoQA(b, reducer=ConcatReducer(num_frames=t), max_new_tokens=6).generation_config
         out[name] = (b, inputs, config)

@@ -24,8 +24,9 @@ from dyto.records import write_jsonl
 def test_the_shipped_table_loads_with_a_source_for_every_row():
     rows = load_published(TABLE)
     assert Counter(r.reported_by for r in rows) == {"HoliTom": 54, "VidCom2": 40, "DyCoke": 33, "DyTo": 15,
-                                                    "PruneVid": 8, "FastVID": 2}
-    assert {r.method for r in rows} == {"concat", "dyto", "dycoke", "fastvid", "prunevid", "holitom", "vidcom2"}
+                                                    "PruneVid": 8, "FastVID": 2, "V-CAST": 128}
+    assert {r.method for r in rows} == {"concat", "dyto", "dycoke", "fastvid", "prunevid", "holitom", "vidcom2",
+                                        "vcast"}
     assert all("@" in r.source or r.source.startswith("S2") for r in rows)  # a repository commit, or the paper
     dyto = [r for r in all_results() if r.method == "dyto" and r.backbone == "llava_next"]
     assert {(r.benchmark, r.size, r.value) for r in dyto} >= {("nextqa", "7B", 65.7), ("mvbench", "34B", 52.9)}
@@ -80,7 +81,9 @@ def test_a_run_finds_the_cells_of_its_key():
     dyto = RunCell("dyto", "llava_next", "7B", None, 3680, 100.0, "reference")
     assert [r.value for r in matching(dyto, "nextqa")] == [65.7]
     assert matching(RunCell("dyto", "llava_next", "7B", None, 1024, 100.0, "reference"), "nextqa") == []
-    assert [r.value for r in matching(RunCell("concat", "llava_video", "7B", 1.0, None, 64.0, "x"), "mlvu")] == [70.3]
+    assert [r.value for r in matching(RunCell("concat", "llava_video", "7B", 1.0, None, 64.0, "x"), "mlvu")] == [70.3, 67.3]
+    vcast = RunCell("vcast", "qwen3_vl", "8B", 0.25, None, 64.0, "lmms_eval")        # V-CAST's table, 64 and 32 frames
+    assert [(r.variant, r.value) for r in matching(vcast, "videomme")] == [("max_frames=64", 65.1), ("max_frames=32", 63.5)]
     assert matching(RunCell("fastvid", "llava_onevision", "7B", 0.3, None, 32.0, "x"), "mvbench") == []
     cell = run_cell([{"status": "ok", "model": "llava-hf/llava-onevision-qwen2-7b-ov-hf", "frames_sampled": 32,
                       "reducer": {"name": "concat", "num_frames": 32, "retention": None, "target_tokens": None}}])
@@ -122,7 +125,7 @@ def test_compare_and_sweep_show_the_published_cell(tmp_path):
         evaluate(run / "artifacts" / "predictions.jsonl", run, choice_mode="mvbench")
     table = compare_runs([a, b], tmp_path / "cmp", resamples=200)
     assert "published, same (method, backbone, benchmark, retention)" in table
-    assert "| 57.0 (VidCom2; 64 frames; lmms_eval) |" in table and "| none published |" in table
+    assert "| 57.0 (VidCom2; 64 frames; lmms_eval); 57.0 (V-CAST; lmms_eval) |" in table and "| none published |" in table
     rows = [{"cell": "vidcom2-retention0.25", "label": "vidcom2", "knob": "retention", "value": 0.25, "reducer": "vidcom2",
              "visual_tokens": None, "ok": 4, "failed": 0, "accuracy": None, "percent_of_baseline": None,
              "published": "57.0 (VidCom2; 64 frames; lmms_eval)"}]

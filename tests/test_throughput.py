@@ -110,7 +110,8 @@ def test_static_compiled_falls_back_on_cpu_once_and_records_what_ran(llava, caps
 def compile_inputs(name: str):
     b = build_backbone(name)
     pixels = torch.randn(4, 3, *b.preprocessing.size, generator=torch.Generator().manual_seed(1))
-    reduction = ConcatReducer(num_frames=4)(b.encode(pixels).features, b.grid)
+    encoded = b.encode(pixels)
+    reduction = ConcatReducer(num_frames=4)(encoded.features, b.grid).reduce_extras(encoded.extras)
     inputs = [b.build_input(b.prompt("open_ended", q), reduction) for q in QUESTIONS[:2]]
     config = b.generation_defaults()
     config.update(do_sample=False, max_new_tokens=6, min_new_tokens=6)

@@ -28,7 +28,8 @@ from dyto.datamodules.video import SAMPLING_RULES, decode_video
 from dyto.errors import ConfigError, RecordsError, check
 from dyto.records import QARecord, file_sha256, read_qa_records
 
-BATCH_KEYS = ("ids", "records", "pixel_values", "frame_indices", "frames_total", "status", "error", "decode_ms")
+BATCH_KEYS = ("ids", "records", "pixel_values", "frame_indices", "frames_total", "status", "error", "decode_ms",
+              "fps")
 
 
 class VideoQADataset(Dataset):
@@ -59,7 +60,7 @@ class VideoQADataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         rec = self.records[i]
         sample: dict[str, Any] = {"id": rec.id, "record": rec.to_dict(), "pixel_values": None, "frame_indices": [],
-                                  "frames_total": 0, "status": "ok", "error": "", "decode_ms": 0.0}
+                                  "frames_total": 0, "status": "ok", "error": "", "decode_ms": 0.0, "fps": 0.0}
         t0 = time.perf_counter()
         try:
             window = (rec.start, rec.end) if rec.start is not None and rec.end is not None else None
@@ -69,6 +70,7 @@ class VideoQADataset(Dataset):
             sample["pixel_values"] = self.preprocessing(video.frames, total_frames=video.total_frames,
                                                         fps=video.fps)  # [T,3,H',W'] float
             sample["frame_indices"], sample["frames_total"] = video.indices, video.total_frames
+            sample["fps"] = float(video.fps or 0.0)  # frame times (Qwen3-VL writes them into the prompt)
         except VideoError as e:
             sample["status"], sample["error"] = e.status, e.message
         except Exception as e:  # anything else about this one video must not end the run either

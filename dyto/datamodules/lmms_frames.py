@@ -13,6 +13,10 @@ from the file that uses it, EvolvingLMMs-Lab/lmms-eval@75571cfe ``lmms_eval/mode
   ``smart_nframes`` frames (2 fps, at least 4, at most 768, even) with
   ``torch.linspace(...).round()``; ``qwen2_5_vl.py`` then keeps ``np.linspace(0, k - 1, n,
   dtype=int)`` of those (unique, the last one always included).
+* ``qwen_nframes``: ``qwen3_vl.py`` asks qwen-vl-utils 0.0.14 (QwenLM/Qwen3-VL@9658872,
+  ``vision_process.py`` 144-181, 292-329) for ``nframes = n`` (rounded to even):
+  ``torch.linspace(0, total - 1, n).round()``; a clip of fewer frames fails there, here it gives
+  its own length (even, at least 2: a one-frame clip repeats it).
 
 Resolution rules (``Preprocessing.resize``):
 
@@ -21,6 +25,10 @@ Resolution rules (``Preprocessing.resize``):
   (k: the frames it sampled, before lmms-eval keeps 32), then ``smart_resize`` (aspect kept,
   sides multiples of 28). Changed: PIL bicubic on uint8 frames instead of torchvision's
   antialiased bicubic on a float tensor (last-digit rounding).
+* ``qwen3_smart_resize``: qwen-vl-utils 0.0.14's ``fetch_video`` for Qwen3-VL (patch 16, so sides
+  multiples of 32): a budget per frame of ``max(min(768*32*32, total_pixels / k * 2), 1.05 *
+  min_pixels)`` (``total_pixels`` 128000*32*32*0.9), capped by the ``max_pixels`` given, then
+  ``smart_resize``; k = the frames sampled. The same PIL-for-torchvision change as above.
 * ``internvl_tiles``: ``dynamic_preprocess`` with ``max_num`` tiles of the tower's size (the
   closest aspect ratio among i x j <= max_num) plus a thumbnail when there is more than one,
   stacked along the height: ``[T, 3, k * S, S]``.
@@ -34,10 +42,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["LMMS_SAMPLING", "lmms_frame_indices", "qwen_nframes", "qwen_video_size", "smart_resize", "tile_grid",
-           "tile_frames"]
+__all__ = ["LMMS_SAMPLING", "lmms_frame_indices", "qwen_nframes", "qwen_video_size", "qwen3_video_size", "smart_resize",
+           "tile_grid", "tile_frames"]
 
-LMMS_SAMPLING = ("linspace", "internvl_segments", "fps_then_linspace", "qwen_fps")
+LMMS_SAMPLING = ("linspace", "internvl_segments", "fps_then_linspace", "qwen_fps", "qwen_nframes")
 
 # qwen-vl-utils 0.0.10 constants (vision_process.py lines 24-40)
 FACTOR, FRAME_FACTOR, QWEN_FPS, FPS_MIN_FRAMES, FPS_MAX_FRAMES = 28, 2, 2.0, 4, 768
@@ -77,6 +85,11 @@ def lmms_frame_indices(total: int, n: int, method: str, fps: float | None = None
         if k - 1 not in keep:
             keep = np.unique(np.append(keep, k - 1))
         return [sampled[i] for i in keep]
+    if method == "qwen_nframes":                   # qwen-vl-utils 0.0.14 smart_nframes with nframes given
+        k = max(FRAME_FACTOR, round(n / FRAME_FACTOR) * FRAME_FACTOR)
+        if k > total:                              # upstream raises here; the clip's even length instead
+            k = max(FRAME_FACTOR, total // FRAME_FACTOR * FRAME_FACTOR)
+        return torch.linspace(0, total - 1, k).round().long().tolist()
     raise ValueError(f"unknown lmms-eval sampling rule {method!r}; expected one of {LMMS_SAMPLING}")
 
 
@@ -102,6 +115,15 @@ def qwen_video_size(height: int, width: int, nframes: int, min_pixels: int, max_
     ``min_pixels`` and ``max_pixels`` in the video item; ``total_pixels`` keeps its default)."""
     budget = max(min(VIDEO_MAX_PIXELS, VIDEO_TOTAL_PIXELS / nframes * FRAME_FACTOR), int(min_pixels * 1.05))
     return smart_resize(height, width, min_pixels, min(max_pixels, budget))
+
+
+def qwen3_video_size(height: int, width: int, nframes: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """(h, w) qwen-vl-utils 0.0.14's ``fetch_video`` gives ``nframes`` frames with ``image_patch_size=16``
+    (``vision_process.py`` 403-473): the per-frame budget above, then ``smart_resize`` with factor 32."""
+    factor = 16 * 2
+    total = 128000 * factor * factor * 0.9                 # MODEL_SEQ_LEN's default
+    budget = max(min(768 * factor * factor, total / nframes * FRAME_FACTOR), int(min_pixels * 1.05))
+    return smart_resize(height, width, min_pixels, min(max_pixels, budget), factor=factor)
 
 
 def tile_grid(width: int, height: int, max_num: int, size: int) -> tuple[int, int]:

@@ -5,9 +5,11 @@ DataModule applies it in its workers, so frames arrive as the tensor the vision 
 It is a frozen, picklable dataclass so DataLoader workers can carry it, and ``config()`` is what
 the run fingerprint records.
 
-Two rules (``protocol: lmms_eval``, :mod:`dyto.datamodules.lmms_frames`) give every video its own
-size: ``qwen_smart_resize`` (Qwen2.5-VL: aspect kept, a pixel budget that shrinks with the clip's
-length) and ``internvl_tiles`` (InternVL: a frame's tiles stacked along the height).
+Some rules give every video its own size: ``qwen_smart_resize`` / ``qwen3_smart_resize``
+(``protocol: lmms_eval``, :mod:`dyto.datamodules.lmms_frames`: qwen-vl-utils' aspect-keeping
+resize for Qwen2.5-VL / Qwen3-VL), ``internvl_tiles`` (InternVL: a frame's tiles stacked along the
+height) and ``qwen3_processor`` (Qwen3-VL's own video processor: ``smart_resize`` with a pixel
+budget over the whole clip, ``min_pixels`` / ``max_pixels`` = its ``size`` shortest / longest edge).
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from dyto.datamodules.lmms_frames import qwen_nframes, qwen_video_size, tile_frames
+from dyto.datamodules.lmms_frames import qwen3_video_size, qwen_nframes, qwen_video_size, tile_frames
 from dyto.datamodules.video import CLIP_MEAN, CLIP_STD, normalisation_table, preprocess_frames
 
 __all__ = ["Preprocessing", "RESIZE_RULES"]
 
-RESIZE_RULES = ("squash_bicubic", "shortest_edge_center_crop", "qwen_smart_resize", "internvl_tiles")
+RESIZE_RULES = ("squash_bicubic", "shortest_edge_center_crop", "qwen_smart_resize", "qwen3_smart_resize",
+                "qwen3_processor", "internvl_tiles")
 # fields only some rules use: left out of config() while unset, so older fingerprints stay the same
 _OPTIONAL = ("min_pixels", "max_pixels", "max_tiles")
 
@@ -38,7 +41,10 @@ class Preprocessing:
             ``shortest_edge_center_crop`` = the CLIP image processor's (shortest side to ``size``,
             PIL bicubic, centre crop to ``size``: LLaVA-NeXT's original checkpoints);
             ``qwen_smart_resize`` = qwen-vl-utils' video resize with ``min_pixels`` / ``max_pixels``
-            (needs the video's frame count and rate); ``internvl_tiles`` = InternVL's dynamic tiles,
+            (needs the video's frame count and rate); ``qwen3_smart_resize`` its 0.0.14 version for
+            Qwen3-VL; ``qwen3_processor`` = Qwen3-VL's video processor (transformers'
+            ``smart_resize``: sides multiples of 32, T*H*W between ``min_pixels`` and ``max_pixels``,
+            PIL bicubic instead of torchvision's); ``internvl_tiles`` = InternVL's dynamic tiles,
             at most ``max_tiles`` plus a thumbnail, stacked along H.
         mean, std: per-channel normalisation.
         frames_per_patch: frames the vision tower folds into one temporal patch (2 for
@@ -59,8 +65,9 @@ class Preprocessing:
             raise ValueError(f"unknown resize rule {self.resize!r}; expected one of {RESIZE_RULES}")
         if self.frames_per_patch < 1:
             raise ValueError(f"frames_per_patch must be >= 1, got {self.frames_per_patch}")
-        if self.resize == "qwen_smart_resize" and not (self.min_pixels and self.max_pixels):
-            raise ValueError("qwen_smart_resize needs min_pixels and max_pixels")
+        if self.resize in ("qwen_smart_resize", "qwen3_smart_resize", "qwen3_processor") and not (
+                self.min_pixels and self.max_pixels):
+            raise ValueError(f"{self.resize} needs min_pixels and max_pixels")
         if self.resize == "internvl_tiles" and not (self.max_tiles and self.max_tiles >= 1):
             raise ValueError("internvl_tiles needs max_tiles >= 1")
         object.__setattr__(self, "size", tuple(int(s) for s in self.size))
@@ -82,6 +89,15 @@ class Preprocessing:
                 raise ValueError("qwen_smart_resize needs the video's total_frames and fps")
             nframes = qwen_nframes(total_frames, fps)
             h, w = qwen_video_size(frames.shape[1], frames.shape[2], nframes, self.min_pixels, self.max_pixels)
+            return _normalise(_resize_all(frames, (h, w)), self.mean, self.std)
+        if self.resize == "qwen3_processor":          # Qwen3VLVideoProcessor.resize: a budget for the whole clip
+            from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize as clip_resize
+
+            h, w = clip_resize(frames.shape[0], frames.shape[1], frames.shape[2], temporal_factor=self.frames_per_patch,
+                               factor=32, min_pixels=self.min_pixels, max_pixels=self.max_pixels)
+            return _normalise(_resize_all(frames, (h, w)), self.mean, self.std)
+        if self.resize == "qwen3_smart_resize":       # Qwen3-VL: the budget from the frames sampled
+            h, w = qwen3_video_size(frames.shape[1], frames.shape[2], frames.shape[0], self.min_pixels, self.max_pixels)
             return _normalise(_resize_all(frames, (h, w)), self.mean, self.std)
         return _normalise(np.stack(tile_frames(frames, self.max_tiles, h)), self.mean, self.std)
 

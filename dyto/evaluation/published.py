@@ -1,5 +1,5 @@
 """Published numbers of the reducers dyto implements, to set beside a run's: DyTo, DyCoke, FastVID,
-PruneVid, HoliTom, VidCom² (docs/paper-results.md has a section per paper).
+PruneVid, HoliTom, VidCom², V-CAST (docs/paper-results.md has a section per paper).
 
 The peers' rows live in ``dyto/assets/published/results.csv``, one published cell per line:
 
@@ -153,7 +153,8 @@ def all_results() -> tuple[PublishedResult, ...]:
 # ---------------------------------------------------------------- a run's cell
 BACKBONES = (("llava-video", "llava_video"), ("llava_video", "llava_video"), ("onevision", "llava_onevision"),
              ("llava-v1.6", "llava_next"), ("llava-next", "llava_next"), ("llava_next", "llava_next"),
-             ("qwen2.5-vl", "qwen2_5_vl"), ("qwen2_5_vl", "qwen2_5_vl"), ("internvl3", "internvl3"),
+             ("qwen2.5-vl", "qwen2_5_vl"), ("qwen2_5_vl", "qwen2_5_vl"), ("qwen3-vl", "qwen3_vl"),
+             ("qwen3_vl", "qwen3_vl"), ("internvl3", "internvl3"),
              ("internvl2_5", "internvl2_5"), ("internvl2.5", "internvl2_5"), ("internvl2", "internvl2"),
              ("qwen-vl-chat", "qwen_vl_chat"))
 

@@ -252,15 +252,16 @@ class FeatureCache:
         self.key, self.value, self.encodes = None, None, 0
 
     def get(self, group: tuple, indices: list[int], pixels) -> tuple[Any, Any, float]:
-        """(features [T',N,D], cls [T',D] | None, encode ms); encodes only on a new key."""
+        """(features [T',N,D], cls [T',D] | None, encode ms, extras); encodes only on a new key."""
         key = (group, tuple(indices), self.settings)
         if key != self.key:
             self.key, self.value = None, None  # the previous group's features go before the next encode
             t0 = time.perf_counter()
-            features, cls = self.module.encode_frames(pixels, with_cls=self.with_cls)
+            features, cls, extras = self.module.encode_frames(pixels, with_cls=self.with_cls, with_extras=True)
             if features.device.type == "cuda":
                 torch.cuda.synchronize(features.device)
-            self.key, self.value, self.encodes = key, (features, cls, (time.perf_counter() - t0) * 1e3), self.encodes + 1
+            ms = (time.perf_counter() - t0) * 1e3
+            self.key, self.value, self.encodes = key, (features, cls, ms, extras), self.encodes + 1
         return self.value
 
 
@@ -319,7 +320,7 @@ def run_sweep(module, datamodule, cells: list[Cell], out: str | Path, config: di
 
 def _draw(module, state: _CellState, sample: dict, features, video: str) -> bool:
     """The cell's `logs/keyframes.png` and `merge_map.png`, as a run draws them; never fatal."""
-    feats, cls, _ = features
+    feats, cls = features[0], features[1]            # (features, cls, encode ms, extras)
     reducer = state.cell.reducer
     try:
         with torch.no_grad():
@@ -335,10 +336,10 @@ def _predict_chunk(module, state: _CellState, recs, sample: dict, features) -> N
     n = len(recs)
     batch = {"ids": [r.id for r in recs], "records": [r.to_dict() for r in recs],
              **{k: sample[k] * n for k in ("pixel_values", "frame_indices", "frames_total", "status", "error",
-                                           "decode_ms")}}
+                                           "decode_ms", "fps") if k in sample}}
     module.reducer, module.inner_stage = state.cell.reducer, state.cell.stage
     if features is not None:
-        module.use_features({r.id: features[:2] for r in recs})
+        module.use_features({r.id: (features[0], features[1], features[3]) for r in recs})
     preds = module.predict_step(batch, 0)
     for p in preds:
         p["fingerprint"] = state.digest

@@ -47,7 +47,7 @@ from dyto.models.inputs import left_pad
 from dyto.models.rope import reset_dynamic_rope
 
 __all__ = ["Backbone", "VisualFeatures", "LLMInput", "Prompt", "BACKBONES", "register_backbone",
-           "build_backbone", "list_backbones", "left_pad", "input_cells", "visual_layout"]
+           "build_backbone", "list_backbones", "left_pad", "input_cells", "visual_layout", "check_reducer_fits"]
 
 
 @dataclass
@@ -57,6 +57,8 @@ class VisualFeatures:
     features: Tensor            # [T', N, D]
     grid: tuple[int, int]       # (h, w) with N == h * w, row-major
     cls: Tensor | None = None   # [T', D] per-frame CLS through the same projector (CLIP); None without one
+    extras: tuple[Tensor, ...] = ()  # extra per-token tensors on the same grid, each [T', N, E] (Qwen3-VL's
+    #                                  DeepStack features); reduced by the reducer's assignment
 
 
 @dataclass
@@ -152,7 +154,7 @@ def register_backbone(name: str):
 # Modules whose backbones register themselves on import; a backbone elsewhere is usable by
 # class_path at once, and by name once its module is imported (or listed here).
 FAMILY_MODULES = ("dyto.models.llava_next", "dyto.models.llava_onevision", "dyto.models.internvl",
-                  "dyto.models.qwen2_5_vl")
+                  "dyto.models.qwen2_5_vl", "dyto.models.qwen3_vl")
 
 
 def _load_families() -> None:
@@ -174,6 +176,20 @@ def build_backbone(name: str, **kwargs) -> "Backbone":
     return BACKBONES[name](**kwargs)
 
 
+def check_reducer_fits(reducer, backbone: "Backbone") -> None:
+    """One line (``ConfigError``) before anything runs when ``reducer`` cannot run on ``backbone``:
+    it reads a CLS the backbone's tower does not have, or the backbone's encoder returns extra
+    per-token tensors (DeepStack) and the reducer reports no assignment to reduce them by."""
+    name = getattr(reducer, "name", None) or type(reducer).__name__
+    if getattr(reducer, "needs_cls", False) and not backbone.has_cls:
+        raise ConfigError("reducer", name, "a reducer that needs no CLS (DyTo: descriptor 'patch0')",
+                          f"{backbone.name}'s vision tower has no CLS token")
+    if backbone.extra_levels and not getattr(reducer, "assigns", False):
+        raise ConfigError("reducer", name, "a reducer that reports its keep/merge assignment",
+                          f"{backbone.name} carries {backbone.extra_levels} DeepStack tensors per token, which follow "
+                          "the tokens only by the reducer's Reduction.assignment")
+
+
 class Backbone(torch.nn.Module):
     """Base class. Subclasses set, in ``__init__``: ``model`` (the HF ``*ForConditionalGeneration``,
     eval mode), ``tokenizer``, ``model_name`` (records; "... (random weights)" for random weights),
@@ -188,6 +204,7 @@ class Backbone(torch.nn.Module):
 
     name: ClassVar[str] = "?"
     rope_state: str = "per_question"  # see dyto.models.rope; LLaVA-NeXT makes it an option
+    has_cls: ClassVar[bool] = True    # False: the tower has no CLS (a reducer needing one is refused up front)
     model: torch.nn.Module
     tokenizer: object
     model_name: str
@@ -243,6 +260,12 @@ class Backbone(torch.nn.Module):
         return self.grid
 
     # -- defaults --------------------------------------------------------------------------
+    @property
+    def extra_levels(self) -> int:
+        """How many extra per-token tensors ``encode`` returns (``VisualFeatures.extras``; Qwen3-VL's
+        DeepStack: 3); reducers must report an assignment to carry them."""
+        return 0
+
     def clean_answer(self, task: str, text: str) -> str:
         """The stored prediction for a decoded continuation (already stripped)."""
         return text

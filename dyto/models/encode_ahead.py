@@ -28,9 +28,10 @@ from torch import Tensor
 
 __all__ = ["EncodeAhead", "encode_pool"]
 
-Encoded = tuple[Tensor, Tensor | None]  # (features [T',N,D], cls [T',D] | None)
-# features, cls, and the CUDA event that marks them done on the side stream (None: nothing to wait for)
-Entry = tuple[Tensor, Tensor | None, torch.cuda.Event | None]
+# (features [T',N,D], cls [T',D] | None, extras: the backbone's extra per-token tensors, each [T',N,E])
+Encoded = tuple[Tensor, Tensor | None, tuple[Tensor, ...]]
+# features, cls, extras, and the CUDA event that marks them done on the side stream (None: nothing to wait for)
+Entry = tuple[Tensor, Tensor | None, tuple[Tensor, ...], torch.cuda.Event | None]
 
 
 class EncodeAhead:
@@ -72,9 +73,9 @@ class EncodeAhead:
         entries, self.pending = self.pending, {}
         return entries
 
-    def hand_over(self, encoded: dict[str, Encoded]) -> None:
-        """Features already computed, ``id -> (features, cls)``, for the next step (no event to wait for)."""
-        self.pending.update({k: (f, c, None) for k, (f, c) in encoded.items()})
+    def hand_over(self, encoded: dict[str, tuple]) -> None:
+        """Features already computed, ``id -> (features, cls[, extras])``, for the next step (no event to wait for)."""
+        self.pending.update({k: (v[0], v[1], tuple(v[2]) if len(v) > 2 else (), None) for k, v in encoded.items()})
 
     def queue(self, upcoming, encode: Callable[[Tensor], Encoded], device: torch.device) -> None:
         """Queue ``encode`` for the readable videos of the next batch (an ``UpcomingBatch``).
@@ -91,14 +92,14 @@ class EncodeAhead:
                 if pixels is None:
                     continue
                 try:
-                    features, cls = encode(pixels)
+                    features, cls, extras = encode(pixels)
                 except Exception:  # encoded again in its own step, whose record reports the error
                     continue
                 done = None
                 if side is not None:
                     done = torch.cuda.Event()
                     done.record(side)
-                self.pending[sample_id] = (features, cls, done)
+                self.pending[sample_id] = (features, cls, extras, done)
 
     @staticmethod
     def collect(entry: Entry | None, num_frames: int, frames_per_patch: int, device: torch.device) -> Encoded | None:
@@ -106,14 +107,14 @@ class EncodeAhead:
         stream; None when there is no entry or it was made from another number of frames."""
         if entry is None or entry[0].shape[0] * frames_per_patch != num_frames:
             return None
-        features, cls, done = entry
+        features, cls, extras, done = entry
         if done is not None:
             stream = torch.cuda.current_stream(device)
             stream.wait_event(done)
-            for t in (features, cls):
+            for t in (features, cls, *extras):
                 if t is not None:
                     t.record_stream(stream)  # side-stream memory: not reused before this stream is done with it
-        return features, cls
+        return features, cls, extras
 
 
 def encode_pool(lookahead: EncodeAhead, encode_many: Callable[[list[Tensor]], list[Encoded]], batch: dict,

@@ -25,7 +25,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 
 from dyto.errors import ConfigError, check
-from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, build_backbone
+from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, build_backbone, check_reducer_fits
 from dyto.models.batching import BATCH_ORDERS, generate_in_groups, plan_groups
 from dyto.models.cost import LayerCounts, record_cost, text_shape
 from dyto.models.encode_ahead import EncodeAhead, encode_pool
@@ -147,6 +147,7 @@ class VideoQA(LightningModule):
         if self.num_frames % per_patch:
             raise ConfigError("reducer.init_args.num_frames", self.num_frames, f"a multiple of {per_patch}",
                               f"{backbone.name} folds {per_patch} frames into one temporal patch")
+        check_reducer_fits(self.reducer, backbone)
         self.hparams["model"] = backbone.run_label
         self.hparams["backbone"] = backbone.name
         self.text_shape = text_shape(backbone.model.config)
@@ -215,24 +216,26 @@ class VideoQA(LightningModule):
         """``[T,3,H,W]`` -> the backbone's per-frame tokens (see :meth:`Backbone.encode`)."""
         return self.backbone.encode(pixel_values, with_cls=with_cls)
 
-    def encode_frames(self, pixel_values: Tensor, with_cls: bool = False) -> tuple[Tensor, Tensor | None]:
-        """``(features [T',N,D], cls [T',D] | None)``: :meth:`encode` as the pre-backbone tuple."""
+    def encode_frames(self, pixel_values: Tensor, with_cls: bool = False, with_extras: bool = False):
+        """``(features [T',N,D], cls [T',D] | None)``: :meth:`encode` as the pre-backbone tuple;
+        ``with_extras`` adds the backbone's extra per-token tensors (a tuple, each [T',N,E])."""
         out = self.encode(pixel_values, with_cls=with_cls)
-        return out.features, out.cls
+        return (out.features, out.cls, tuple(out.extras)) if with_extras else (out.features, out.cls)
 
     @property
     def encodes_ahead(self) -> bool:
         return self.device.type == "cuda" if self.encode_ahead is None else self.encode_ahead
 
-    def use_features(self, encoded: dict[str, tuple[Tensor, Tensor | None]]) -> None:
-        """Features already computed, ``id -> (features [T',N,D], cls [T',D] | None)``, for the next
+    def use_features(self, encoded: dict[str, tuple]) -> None:
+        """Features already computed, ``id -> (features [T',N,D], cls [T',D] | None[, extras])``, for the next
         ``predict_step`` only: its entries with these ids skip the encoder (``dyto sweep`` encodes a
         video once for a whole reducer grid). The encode-ahead hand-over, without a stream."""
         self.lookahead.hand_over(encoded)
 
-    def _encode_many(self, pixels: list[Tensor]) -> list[tuple[Tensor, Tensor | None]]:
+    def _encode_many(self, pixels: list[Tensor]) -> list[tuple[Tensor, Tensor | None, tuple[Tensor, ...]]]:
         try:
-            return [(f.features, f.cls) for f in self.backbone.encode_many(pixels, with_cls=self.reducer.needs_cls)]
+            return [(f.features, f.cls, tuple(f.extras))
+                    for f in self.backbone.encode_many(pixels, with_cls=self.reducer.needs_cls)]
         except Exception as e:
             if "encode_batch" not in self._loop_reported:  # said once; each question then reports its own error
                 self._loop_reported.add("encode_batch")
@@ -240,20 +243,23 @@ class VideoQA(LightningModule):
                       "encoding them one by one", flush=True)
             raise
 
-    def _encode_for_reducer(self, pixel_values: Tensor) -> tuple[Tensor, Tensor | None]:
-        return self.encode_frames(pixel_values, with_cls=self.reducer.needs_cls)
+    def _encode_for_reducer(self, pixel_values: Tensor) -> tuple[Tensor, Tensor | None, tuple[Tensor, ...]]:
+        """(features, cls, extras): what the reducer reads and what follows its assignment."""
+        return self.encode_frames(pixel_values, with_cls=self.reducer.needs_cls, with_extras=True)
 
-    def _prepare(self, qa: dict, pixel_values: Tensor, timings: dict, ahead=None) -> tuple[dict, list[LLMInput]]:
+    def _prepare(self, qa: dict, pixel_values: Tensor, timings: dict, ahead=None,
+                 frame_times: list[float] | None = None) -> tuple[dict, list[LLMInput]]:
         """Encode (or collect ``ahead``), reduce and build the LLM input of each question of ``qa``."""
         t0 = self._now()
         # taken over from the previous step (encode-ahead or use_features), else encoded now
-        features, cls = (EncodeAhead.collect(ahead, pixel_values.shape[0], self.preprocessing.frames_per_patch, self.device)
-                         or self._encode_for_reducer(pixel_values))
+        features, cls, extras = (EncodeAhead.collect(ahead, pixel_values.shape[0], self.preprocessing.frames_per_patch,
+                                                     self.device) or self._encode_for_reducer(pixel_values))
         t1 = self._now()
         grid = self.backbone.grid_for(pixel_values)  # the video's own under lmms_eval (Qwen2.5-VL, InternVL)
-        reduction = self.reducer(features, grid, cls)
+        reduction = self.reducer(features, grid, cls).reduce_extras(extras)  # extras: the same keep/merge
         if reduction.grid is None:
             reduction.grid = grid
+        reduction.frame_times = frame_times
         t2 = self._now()
         timings.update(encode=(t1 - t0) * 1e3, reduce=(t2 - t1) * 1e3)
         questions = [qa["question"]]
@@ -394,7 +400,7 @@ class VideoQA(LightningModule):
             if v["status"] == "ok":
                 try:
                     prepared, sequences = self._prepare(qa, batch["pixel_values"][i], timings,
-                                                        taken.pop(batch["ids"][i], None))
+                                                        taken.pop(batch["ids"][i], None), frame_times(batch, i))
                     v.update(prepared)
                     timings["encode"] += pooled_ms.get(batch["ids"][i], 0.0)
                     jobs += [(i, field, s) for field, s in zip(("prediction", "prediction2"), sequences)]
@@ -428,3 +434,14 @@ def _visual_count(seq: LLMInput) -> int:
     if seq.visual_span is not None:
         return seq.visual_span[1] - seq.visual_span[0]
     return seq.visual_tokens
+
+
+def frame_times(batch: dict, i: int) -> list[float] | None:
+    """Seconds of entry ``i``'s sampled frames (index / fps, as Qwen3-VL's processor computes them);
+    None without indices; a batch without a usable fps gets the processor's fallback of 24."""
+    indices = (batch.get("frame_indices") or [None] * (i + 1))[i]
+    if not indices:
+        return None
+    fps = (batch.get("fps") or [None] * (i + 1))[i]
+    fps = fps if fps else 24.0
+    return [index / fps for index in indices]

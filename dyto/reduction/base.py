@@ -17,7 +17,9 @@ from torch import Tensor
 
 from dyto.errors import ConfigError, check
 
-__all__ = ["Reduction", "TokenReducer", "REDUCERS", "register_reducer", "build_reducer",
+from .assignment import Assignment
+
+__all__ = ["Reduction", "Assignment", "TokenReducer", "REDUCERS", "register_reducer", "build_reducer",
            "list_reducers", "check_features", "check_budget", "cell_positions"]
 
 
@@ -47,6 +49,19 @@ class Reduction:
     grid: tuple[int, int] | None = None  # (h, w) of the input grid; VideoQA sets it (frames of varying size)
     input_frames: int | None = None  # T of the input grid the positions refer to
     keep_input_positions: bool = False  # True: positions as in the unreduced sequence (needs positions)
+    assignment: Assignment | None = None  # how each output token was made from the [T, N] inputs
+    extras: tuple[Tensor, ...] = ()  # extra per-token tensors reduced the same way, each [L, E]
+    frame_times: list[float] | None = None  # seconds of each sampled frame (set by VideoQA)
+
+    def reduce_extras(self, extras) -> "Reduction":
+        """Reduce each extra ``[T, N, E]`` tensor by this reduction's assignment into ``extras``
+        (each ``[L, E]``, the same keep/merge as ``tokens``); returns self."""
+        extras = tuple(extras or ())
+        if extras and self.assignment is None:
+            raise ValueError("this reduction reports no assignment, so extra per-token tensors (DeepStack "
+                             "features) cannot follow its tokens; use a reducer that sets Reduction.assignment")
+        self.extras = tuple(self.assignment.apply(e) for e in extras)
+        return self
 
 
 def cell_positions(frames: Tensor, cells: Tensor, width: int) -> Tensor:
@@ -77,6 +92,7 @@ class TokenReducer:
     target_tokens: int | None = None  # matched-budget knob: a visual-token count
     retention: float | None = None    # matched-budget knob: a fraction of the T*N input tokens
     exact_budget: bool = False   # True: meets a target exactly (in its documented range); else <=
+    assigns: bool = False        # True: every Reduction it returns carries its ``assignment``
 
     def target_for(self, num_frames: int, num_cells: int) -> int | None:
         """The token target for ``num_frames`` frames of ``num_cells`` cells, None if no knob is set."""

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from dyto.errors import check
 
+from .assignment import Assignment
 from .base import (Reduction, TokenReducer, cell_positions, check_budget, check_features,
                    register_reducer)
 from .selection import linspace_int
@@ -46,6 +47,37 @@ def pooled_positions(frames: list[int], grid: tuple[int, int], out_grid: tuple[i
     cells = (window_starts(h, a)[:, None] * w + window_starts(w, b)[None, :]).reshape(-1)
     return cell_positions(torch.tensor(frames)[:, None], cells[None, :].expand(len(frames), -1),
                           w).to(device)
+
+
+def adaptive_windows(size: int, out: int, kernel: int | None = None) -> list[range]:
+    """Input indices of each of ``out`` pooling windows over ``size``: PyTorch's adaptive pooling
+    (``floor(i*size/out)`` to ``ceil((i+1)*size/out)``), or ``kernel`` = stride windows."""
+    if kernel is not None:
+        return [range(i * kernel, (i + 1) * kernel) for i in range(out)]
+    return [range(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+
+def pool_assignment(frames: list[int], grid: tuple[int, int], out_grid: tuple[int, int], num_cells: int,
+                    amax: bool = False, kernel: int | None = None, device=None) -> Assignment:
+    """The windows of a 2-D pooling of ``frames`` on ``grid`` to ``out_grid``, frame-major, raster
+    order: each output token the mean (or ``amax``) of its window's cells."""
+    (h, w), (a, b) = grid, out_grid
+    cells = [[r * w + c for r in rows for c in cols]
+             for rows in adaptive_windows(h, a, kernel) for cols in adaptive_windows(w, b, kernel)]
+    return _window_assignment(frames, cells, num_cells, amax, device)
+
+
+def run_assignment(frames: list[int], windows: list[range], num_cells: int, amax: bool, device=None) -> Assignment:
+    """Windows over each frame's raster token sequence (SlowFast's slow pathway)."""
+    return _window_assignment(frames, [list(r) for r in windows], num_cells, amax, device)
+
+
+def _window_assignment(frames, cells: list[list[int]], num_cells: int, amax: bool, device) -> Assignment:
+    width = max(len(c) for c in cells)
+    table = torch.tensor([c + [-1] * (width - len(c)) for c in cells])                 # [k, width]
+    offsets = torch.tensor(frames)[:, None, None] * num_cells                          # [F, 1, 1]
+    members = torch.where(table[None] >= 0, table[None] + offsets, -1).reshape(-1, width)
+    return Assignment.groups(members.to(device), amax=amax)
 
 
 def slow_frame_indices(num_frames: int, slow_frames: int) -> list[int]:
@@ -93,6 +125,7 @@ class SlowFastReducer(TokenReducer):
     """
 
     exact_budget = True
+    assigns = True
 
     def __init__(self, num_frames: int = 50, slow_frames: int = 10, slow_pool: int = 2,
                  fast_grid: int = 4, target_tokens: int | None = None,
@@ -127,18 +160,19 @@ class SlowFastReducer(TokenReducer):
         return slow * (n // self.slow_pool) + num_frames * self.fast_grid ** 2
 
     def _budget_slow(self, features: Tensor, slow_idx: list[int],
-                     width: int) -> tuple[Tensor, Tensor, list[int]]:
-        """Slow pathway in budget mode -> (tokens [sum k, D], positions [sum k, 3], k per frame)."""
+                     width: int) -> tuple[Tensor, Tensor, list[int], Assignment]:
+        """Slow pathway in budget mode -> (tokens [sum k, D], positions [sum k, 3], k per frame, assignment)."""
         t, n, d = features.shape
         shares = self._slow_shares(t, n)
-        tokens, positions = [], []
+        tokens, positions, parts = [], [], []
         for share in sorted(set(shares), reverse=True):          # earliest frames have the larger share
             frames = [f for f, k in zip(slow_idx, shares) if k == share]
             pooled = F.adaptive_max_pool1d(features[frames].transpose(1, 2), share)  # [s, D, k]
             tokens.append(pooled.transpose(1, 2).reshape(-1, d))
             cells = window_starts(n, share)[None].expand(len(frames), -1)
             positions.append(cell_positions(torch.tensor(frames)[:, None], cells, width))
-        return torch.cat(tokens), torch.cat(positions).to(features.device), shares
+            parts.append(run_assignment(frames, adaptive_windows(n, share), n, True, features.device))
+        return torch.cat(tokens), torch.cat(positions).to(features.device), shares, Assignment.cat(parts)
 
     def __call__(self, features: Tensor, grid: tuple[int, int],
                  cls: Tensor | None = None) -> Reduction:
@@ -160,6 +194,9 @@ class SlowFastReducer(TokenReducer):
         positions = torch.cat([
             cell_positions(torch.tensor(slow_idx)[:, None], slow_cells, grid[1]).to(tokens.device),
             pooled_positions(list(range(t)), grid, (self.fast_grid,) * 2, tokens.device)])
+        assignment = Assignment.cat([
+            run_assignment(slow_idx, adaptive_windows(n, pairs, self.slow_pool), n, True, tokens.device),
+            pool_assignment(list(range(t)), grid, (self.fast_grid,) * 2, n, device=tokens.device)])
         return Reduction(
             tokens=tokens,
             frames_kept=list(range(t)),
@@ -167,11 +204,12 @@ class SlowFastReducer(TokenReducer):
             info={"slow_frames": slow_idx},
             positions=positions,
             input_frames=t,
+            assignment=assignment,
         )
 
     def _budget_call(self, features: Tensor, grid: tuple[int, int], slow_idx: list[int]) -> Reduction:
         t, n, d = features.shape
-        slow, slow_positions, shares = self._budget_slow(features, slow_idx, grid[1])
+        slow, slow_positions, shares, slow_assignment = self._budget_slow(features, slow_idx, grid[1])
         fast = _tokens(F.adaptive_avg_pool2d(_grid_view(features, grid), self.fast_grid))
         return Reduction(
             tokens=torch.cat([slow, fast.reshape(-1, d)]),
@@ -181,6 +219,8 @@ class SlowFastReducer(TokenReducer):
             positions=torch.cat([slow_positions, pooled_positions(
                 list(range(t)), grid, (self.fast_grid,) * 2, features.device)]),
             input_frames=t,
+            assignment=Assignment.cat([slow_assignment, pool_assignment(
+                list(range(t)), grid, (self.fast_grid,) * 2, n, device=features.device)]),
         )
 
 
@@ -197,6 +237,8 @@ class UniformReducer(TokenReducer):
     A target below T (one token per frame) cannot be met: ValueError, as for every reducer
     whose floor a target falls under.
     """
+
+    assigns = True
 
     def __init__(self, num_frames: int = 8, pool: int = 1, target_tokens: int | None = None,
                  retention: float | None = None):
@@ -229,7 +271,8 @@ class UniformReducer(TokenReducer):
             return Reduction(pooled.reshape(-1, d), list(range(t)), [pooled.shape[1]] * t,
                              info={"grid": out_grid},
                              positions=pooled_positions(list(range(t)), grid, out_grid, features.device),
-                             input_frames=t)
+                             input_frames=t,
+                             assignment=pool_assignment(list(range(t)), grid, out_grid, n, device=features.device))
         if self.pool > min(grid):
             raise ValueError(f"pool={self.pool} is larger than the grid {tuple(grid)}")
         pooled = features
@@ -241,8 +284,10 @@ class UniformReducer(TokenReducer):
                                                 indexing="ij"), -1).reshape(-1, 2) * self.pool)
         positions = torch.cat([torch.arange(t).repeat_interleave(len(positions))[:, None],
                                positions.repeat(t, 1)], 1).to(features.device)
+        assignment = (Assignment.select(torch.arange(t * n, device=features.device)) if self.pool == 1 else
+                      pool_assignment(list(range(t)), grid, out_grid, n, kernel=self.pool, device=features.device))
         return Reduction(pooled.reshape(-1, d), list(range(t)), [pooled.shape[1]] * t,
-                         positions=positions, input_frames=t)
+                         positions=positions, input_frames=t, assignment=assignment)
 
 
 @register_reducer("concat")
@@ -254,6 +299,8 @@ class ConcatReducer(TokenReducer):
     at full resolution), so L = f*N <= target: at most, in steps of N. A target below one frame
     (N tokens) cannot be met: ValueError.
     """
+
+    assigns = True
 
     def __init__(self, num_frames: int = 100, target_tokens: int | None = None,
                  retention: float | None = None):
@@ -282,5 +329,6 @@ class ConcatReducer(TokenReducer):
         cells = torch.arange(n, device=features.device)[None].expand(len(frames), -1)
         positions = cell_positions(torch.tensor(frames, device=features.device)[:, None], cells,
                                    grid[1])
+        sources = (torch.tensor(frames, device=features.device)[:, None] * n + cells).reshape(-1)
         return Reduction(kept.reshape(-1, d), frames, [n] * len(frames), positions=positions,
-                         input_frames=t)
+                         input_frames=t, assignment=Assignment.select(sources))

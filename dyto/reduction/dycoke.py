@@ -33,6 +33,7 @@ from torch import Tensor
 
 from dyto.errors import check
 
+from .assignment import Assignment
 from .base import (Reduction, TokenReducer, cell_positions, check_budget, check_features,
                    register_reducer)
 
@@ -72,6 +73,7 @@ class DyCokeReducer(TokenReducer):
     """
 
     exact_budget = True
+    assigns = True
 
     def __init__(self, num_frames: int = 32, prune_ratio: float = 0.7,
                  target_tokens: int | None = None, retention: float | None = None):
@@ -132,4 +134,5 @@ class DyCokeReducer(TokenReducer):
             info={"references": refs},
             positions=torch.cat(positions),
             input_frames=t,
+            assignment=Assignment.select(torch.cat(rows)),
         )

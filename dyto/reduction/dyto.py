@@ -12,6 +12,7 @@ from torch import Tensor
 
 from dyto.errors import check
 
+from .assignment import Assignment
 from .base import (Reduction, TokenReducer, cell_positions, check_budget, check_features,
                    register_reducer)
 from .merge import HEADS, REDUCE_MODES, effective_r, merge_frames_tracked
@@ -93,6 +94,7 @@ class DyToReducer(TokenReducer):
     """
 
     exact_budget = True
+    assigns = True
 
     def __init__(self, variant: str = "release", budget: int = 3680, max_frames: int = 25,
                  descriptor: str = "patch0", num_frames: int = 100, reduce: str = "amax",
@@ -156,10 +158,13 @@ class DyToReducer(TokenReducer):
             groups = [(frames, exact_schedule(n - 1, keep))
                       for frames, keep in target_groups(selection.frames, n - 1, target)]
             r_list = groups[0][1]
-        tokens, positions, per_frame, kept = [], [], [], []
+        tokens, positions, per_frame, kept, parts = [], [], [], [], []
         for frames, steps in groups:
             # all frames of a group at once, token 0 dropped (skip=1): [T', p', D]
-            merged, cells = merge_frames_tracked(features, frames, steps, self.reduce, skip=1)
+            merged, cells, (row, weight) = merge_frames_tracked(features, frames, steps, self.reduce, skip=1,
+                                                                with_map=True)
+            inputs = torch.tensor(frames, device=cells.device)[:, None] * n + torch.arange(1, n, device=cells.device)
+            parts.append(Assignment.mapped(row, weight, inputs, merged.shape[1], amax=self.reduce == "amax"))
             # one reduction pass instead of isfinite's several full-size temporaries (~6x faster
             # on CPU): any NaN or inf makes the sum non-finite; fp16/bf16 are summed in fp32 so
             # that finite values cannot overflow into a false alarm.
@@ -180,4 +185,5 @@ class DyToReducer(TokenReducer):
                   "groups": [(frames, steps) for frames, steps in groups]},
             positions=torch.cat(positions),
             input_frames=t,
+            assignment=Assignment.cat(parts),
         )

@@ -44,6 +44,7 @@ from torch import Tensor
 
 from dyto.errors import check
 
+from .assignment import Assignment
 from .base import (Reduction, TokenReducer, cell_positions, check_budget, check_features,
                    register_reducer)
 from .density import allocate, density_scores, pairwise_distances, saliency_proxy
@@ -96,6 +97,7 @@ class FastVIDReducer(TokenReducer):
     """
 
     exact_budget = True
+    assigns = True
 
     def __init__(self, num_frames: int = 32, c: int = 8, tau: float = 0.9, d: float = 0.4,
                  p: int = 4, alpha: float = 0.6, k: int = 4, positions: str = "input",
@@ -131,12 +133,13 @@ class FastVIDReducer(TokenReducer):
         return None                      # the segments depend on the content
 
     def _dtm(self, non_salient: Tensor, rest: Tensor, frames: list[int], members: list[Tensor],
-             shares: list[int]) -> list[tuple[int, Tensor, Tensor]]:
-        """DTM for one segment -> per anchor frame (frame, merged anchors [m, D], their cells [m]).
+             shares: list[int], member_ids: list[Tensor], n: int) -> list[tuple[int, Tensor, Tensor, Assignment]]:
+        """DTM for one segment -> per anchor frame (frame, merged anchors [m, D], their cells [m],
+        how each was made from the inputs).
 
         non_salient: [T, N-s, D] the tokens at ``rest`` [T, N-s] (each frame's non-salient
         cells, ascending); frames: the anchor frames; members[i]: the tokens [M_i, D] that
-        frame i's anchors gather.
+        frame i's anchors gather, member_ids[i] their flat input indices [M_i] (N = n cells a frame).
         """
         pool = non_salient[frames]                                                      # [A, N-s, D]
         scores = density_scores(pairwise_distances(pool), self.k)                       # [A, N-s]
@@ -152,7 +155,11 @@ class FastVIDReducer(TokenReducer):
             counts = torch.bincount(label, minlength=m)[:, None].float()
             weight = (1.0 / (counts + 1)).clamp(min=self.alpha)
             merged = weight * anchors + (1 - weight) * sums / counts.clamp(min=1)
-            out.append((f, merged.to(non_salient.dtype), rest[f, pick]))
+            rows = torch.cat([torch.arange(m, device=label.device), label])   # anchor, then its cluster
+            sources = torch.cat([f * n + rest[f, pick], member_ids[i]])
+            weights = torch.cat([weight[:, 0], ((1 - weight[:, 0]) / counts[:, 0].clamp(min=1))[label]])
+            made = Assignment(rows, sources, weights, torch.zeros(m, dtype=torch.bool, device=label.device))
+            out.append((f, merged.to(non_salient.dtype), rest[f, pick], made))
         return out
 
     def __call__(self, features: Tensor, grid: tuple[int, int],
@@ -168,6 +175,9 @@ class FastVIDReducer(TokenReducer):
         kept.scatter_(1, order[:, :salient], True)
         non_salient = features.gather(1, rest[:, :, None].expand(-1, -1, d))            # [T, N-s, D]
         values = features.clone()                           # a kept anchor's cell gets its merged value
+        rest_ids = torch.arange(t, device=device)[:, None] * n + rest                   # [T, N-s] flat
+        slots = [kept.reshape(-1).nonzero().flatten()]                                  # salient: copies
+        parts = [Assignment.select(slots[0])]
         start = 0
         for length, shares in zip(segments, plan):
             frames = anchor_frames(start, length, self.p)
@@ -175,13 +185,18 @@ class FastVIDReducer(TokenReducer):
                 own = len(frames) == length                  # every frame an anchor: its own tokens
                 members = [non_salient[f] if own else non_salient[start:start + length].reshape(-1, d)
                            for f in frames]
-                for f, merged, cells in self._dtm(non_salient, rest, frames, members, shares):
+                ids = [rest_ids[f] if own else rest_ids[start:start + length].reshape(-1) for f in frames]
+                for f, merged, cells, made in self._dtm(non_salient, rest, frames, members, shares, ids, n):
                     values[f, cells] = merged
                     kept[f, cells] = True
+                    slots.append(f * n + cells)
+                    parts.append(made)
             start += length
         frame_ids, cells = kept.nonzero(as_tuple=True)      # row-major: frame, then raster cell
         counts = torch.bincount(frame_ids, minlength=t)
         frames_kept = [f for f in range(t) if counts[f] > 0]
+        # the assignment in output order: every kept slot once, salient copies and merged anchors
+        assignment = Assignment.select(torch.cat(slots).argsort()).compose(Assignment.cat(parts))
         return Reduction(
             tokens=values[frame_ids, cells],
             frames_kept=frames_kept,
@@ -190,4 +205,5 @@ class FastVIDReducer(TokenReducer):
             positions=cell_positions(frame_ids, cells, grid[1]),
             input_frames=t,
             keep_input_positions=self.positions == "input",
+            assignment=assignment,
         )

@@ -38,6 +38,7 @@ from torch import Tensor
 
 from dyto.errors import check
 
+from .assignment import Assignment
 from .base import (Reduction, TokenReducer, cell_positions, check_budget, check_features,
                    register_reducer)
 from .density import (allocate, assign_to_centres, cell_cosine, dpc_centres,
@@ -94,6 +95,20 @@ def _beta_merge(x: Tensor, dist: Tensor, centres: Tensor, beta: float) -> Tensor
     return merged.to(x.dtype)
 
 
+def beta_assignment(num: int, dist: Tensor, centres: Tensor, beta: float) -> Assignment:
+    """``_beta_merge`` as a table over its ``num`` inputs: centre c is ``beta`` of itself plus
+    ``(1 - beta) / m`` of each of its m other members (itself alone when it has none)."""
+    labels = assign_to_centres(dist[None], centres[None])[0]                    # [n]
+    others = torch.ones(num, dtype=torch.bool, device=dist.device)
+    others[centres] = False
+    counts = torch.bincount(labels[others], minlength=len(centres)).float()
+    own = torch.where(counts > 0, torch.full_like(counts, beta), torch.ones_like(counts))
+    rows = torch.cat([torch.arange(len(centres), device=dist.device), labels[others]])
+    sources = torch.cat([centres, others.nonzero().flatten()])
+    weights = torch.cat([own, ((1 - beta) / counts.clamp(min=1))[labels[others]]])
+    return Assignment(rows, sources, weights, torch.zeros(len(centres), dtype=torch.bool, device=dist.device))
+
+
 @register_reducer("holitom")
 class HoliTomReducer(TokenReducer):
     """HoliTom's outer-LLM segmentation, temporal and spatial merging.
@@ -116,6 +131,7 @@ class HoliTomReducer(TokenReducer):
     """
 
     exact_budget = True
+    assigns = True
 
     def __init__(self, num_frames: int = 32, tau: float = 0.8, beta: float = 0.6,
                  contextual: float = 0.0, k: int = 7, max_window: int = 1024,
@@ -129,19 +145,22 @@ class HoliTomReducer(TokenReducer):
         self.k, self.max_window = k, max_window
         self.target_tokens, self.retention = target_tokens, retention
 
-    def _dynamic(self, x: Tensor, saliency: Tensor, keep: int) -> tuple[Tensor, Tensor]:
-        """One frame's dynamic tokens x [n, D] -> (tokens [keep, D], their cells' indices into x)."""
+    def _dynamic(self, x: Tensor, saliency: Tensor, keep: int) -> tuple[Tensor, Tensor, Assignment]:
+        """One frame's dynamic tokens x [n, D] -> (tokens [keep, D], their cells' indices into x,
+        how each was made from x)."""
         dominant = round(keep * (1 - self.contextual))
         order = saliency.argsort(descending=True, stable=True)
         top = order[:dominant].sort().values
         rest = order[dominant:].sort().values
-        parts = [(x[top], top)]
+        parts = [(x[top], top, Assignment.select(top))]
         context = keep - dominant
         if context > 0 and len(rest):
             dist = pairwise_distances(x[rest][None])[0]
             centres = dpc_centres(dist[None], min(context, len(rest)), min(self.k, context))[0]
-            parts.append((_beta_merge(x[rest], dist, centres, self.beta), rest[centres]))
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+            merged = beta_assignment(len(rest), dist, centres, self.beta).compose(Assignment.select(rest))
+            parts.append((_beta_merge(x[rest], dist, centres, self.beta), rest[centres], merged))
+        return (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
+                Assignment.cat([p[2] for p in parts]))
 
     def __call__(self, features: Tensor, grid: tuple[int, int],
                  cls: Tensor | None = None) -> Reduction:
@@ -150,16 +169,18 @@ class HoliTomReducer(TokenReducer):
         sim = cell_cosine(features, list(range(t - 1)), list(range(1, t)))    # [T-1, N]
         windows, redundant = static_windows(sim, self.tau, self.max_window)
         cells = torch.arange(n, device=device)
-        groups = []                          # (kind, frame, cells [n_g], tokens [n_g, D])
+        groups = []                          # (kind, frame, cells [n_g], tokens [n_g, D], their inputs)
         for s, e in windows:
             static = torch.zeros(n, dtype=torch.bool, device=device)
             if e > s:
                 static = (sim[s:e] > self.tau).all(dim=0)
             if bool(static.any()):
-                groups.append(("static", s, cells[static], features[s:e + 1, static].mean(0)))
+                members = torch.arange(s, e + 1, device=device)[None] * n + cells[static][:, None]  # [n_g, frames]
+                groups.append(("static", s, cells[static], features[s:e + 1, static].mean(0),
+                               Assignment.groups(members)))
             if bool((~static).any()):
-                groups += [("dynamic", f, cells[~static], features[f, ~static])
-                           for f in range(s, e + 1)]
+                groups += [("dynamic", f, cells[~static], features[f, ~static],
+                            Assignment.select(f * n + cells[~static])) for f in range(s, e + 1)]
         sizes = [len(g[2]) for g in groups]
         target = self.target_for(t, n)
         if target is None:                   # the public expression, float for float
@@ -169,17 +190,19 @@ class HoliTomReducer(TokenReducer):
         else:
             shares = allocate(target, sizes, caps=sizes, minimum=1, budget_of="holitom")
         saliency = saliency_proxy(features)                  # [T, N], over each whole frame
-        tokens, positions, per_block = [], [], []
-        for (kind, frame, group_cells, x), share in zip(groups, shares):
+        tokens, positions, per_block, parts = [], [], [], []
+        for (kind, frame, group_cells, x, inputs), share in zip(groups, shares):
             if share == 0:
                 continue
             if kind == "static":
                 dist = pairwise_distances(x[None])[0]
                 centres = dpc_centres(dist[None], share, min(self.k, share))[0]
                 out, idx = _beta_merge(x, dist, centres, self.beta), centres
+                made = beta_assignment(len(x), dist, centres, self.beta)
             else:
-                out, idx = self._dynamic(x, saliency[frame, group_cells], share)
+                out, idx, made = self._dynamic(x, saliency[frame, group_cells], share)
             tokens.append(out)
+            parts.append(made.compose(inputs))
             positions.append(cell_positions(torch.tensor(frame, device=device), group_cells[idx],
                                             grid[1]))
             per_block.append(len(idx))
@@ -191,4 +214,5 @@ class HoliTomReducer(TokenReducer):
             info={"windows": windows, "redundant": redundant, "group_sizes": sizes},
             positions=positions,
             input_frames=t,
+            assignment=Assignment.cat(parts),
         )

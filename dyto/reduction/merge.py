@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["REDUCE_MODES", "HEADS", "bipartite_merge", "merge_frames", "merge_frames_tracked",
-           "merge_with_assignment", "effective_r"]
+           "merge_with_assignment", "effective_r", "token_map"]
 
 REDUCE_MODES = ("amax", "mean", "sum")
 HEADS = 16  # channel chunks averaged into the similarity metric (DyTo's ``head``)
@@ -157,13 +157,44 @@ def merge_frames(features: Tensor, frames: Sequence[int], r: int | Sequence[int]
     return merge_frames_tracked(features, frames, r, reduce, skip)[0]
 
 
+def token_map(steps: list, num_tokens: int, reduce: str, batch: int, device=None) -> tuple[Tensor, Tensor]:
+    """Where every input token ended and with what weight, from ``_merge``'s steps.
+
+    Each step sends every token to exactly one output (kept there or merged into it), so the
+    whole merge is a map: returns (row [B, t] long: the output token that holds input token j,
+    weight [B, t] float64). With ``amax`` an output is the element-wise max of the inputs mapped
+    to it (weights 1); with ``mean`` and ``sum`` it is their weighted sum: a merge gives
+    ``sum(x_j * size_j) / sum(size_j)`` over what meets, and the sizes then become the mean
+    (``mean``) or the sum (``sum``) of the sizes met, as ``_step`` computes them.
+    """
+    rows = torch.arange(batch, device=device)[:, None]
+    where = torch.arange(num_tokens, device=device).expand(batch, -1).clone()      # current row of each input
+    weight = torch.ones(batch, num_tokens, dtype=torch.float64, device=device)
+    size = torch.ones(batch, num_tokens, dtype=torch.float64, device=device)       # sizes of the current rows
+    for t, unm, src, dst in steps:
+        na, kept_a, out = t // 2, unm.shape[1], t - src.shape[1]
+        position = torch.empty(batch, t, dtype=torch.long, device=device)         # step input -> step output
+        position[rows, unm] = torch.arange(kept_a, device=device).expand(batch, -1)
+        position[:, na:] = torch.arange(kept_a, kept_a + t - na, device=device)
+        position[rows, src] = kept_a + dst
+        if reduce != "amax":
+            mass = torch.zeros(batch, out, dtype=torch.float64, device=device).scatter_add_(1, position, size)
+            count = torch.zeros(batch, out, dtype=torch.float64, device=device).scatter_add_(
+                1, position, torch.ones_like(size))
+            weight = weight * (size / mass.gather(1, position)).gather(1, where)
+            size = mass if reduce == "sum" else mass / count
+        where = position.gather(1, where)
+    return where, weight
+
+
 def merge_frames_tracked(features: Tensor, frames: Sequence[int], r: int | Sequence[int],
-                         reduce: str = "amax", skip: int = 1) -> tuple[Tensor, Tensor]:
+                         reduce: str = "amax", skip: int = 1, with_map: bool = False):
     """``merge_frames`` that also says where each output token sits on the input grid.
 
     Returns (tokens [T', t', C], cells LongTensor [T', t']): the raster cell (0..N-1) of every
     output token. A surviving A token keeps its cell; a B token keeps its own cell whatever was
     merged into it (B is the destination side), so the cells follow ``_step``'s output order.
+    ``with_map`` adds :func:`token_map` of the frames' N - skip tokens (row, weight), each [T', N - skip].
     """
     if features.ndim != 3:
         raise ValueError(f"merge_frames expects [T, N, C], got {tuple(features.shape)}")
@@ -178,6 +209,8 @@ def merge_frames_tracked(features: Tensor, frames: Sequence[int], r: int | Seque
         cells = torch.cat([cells[:, : t // 2].gather(1, unm), cells[:, t // 2:]], dim=1)
     if out is None:
         out = rows.index_select(0, index.view(-1)).view(*index.shape, c)
+    if with_map:
+        return out, cells, token_map(steps, n - skip, reduce, len(frame_ids), device)
     return out, cells
 
 

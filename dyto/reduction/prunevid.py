@@ -35,6 +35,7 @@ from torch import Tensor
 
 from dyto.errors import check
 
+from .assignment import Assignment
 from .base import (Reduction, TokenReducer, cell_positions, check_budget, check_features,
                    register_reducer)
 from .density import (allocate, assign_to_centres, density_scores, dpc_centres, merge_clusters,
@@ -89,24 +90,24 @@ def contiguous_segments(labels: list[int]) -> list[int]:
     return [e - s for _, s, e in _runs(refined)]
 
 
-def cluster_merge(x: Tensor, counts: list[int], k: int) -> list[tuple[Tensor, Tensor]]:
+def cluster_merge(x: Tensor, counts: list[int], k: int) -> list[tuple[Tensor, Tensor, Tensor]]:
     """DPC-kNN merge of each row of x [B, n, D] into counts[b] cluster means.
 
-    Returns per row (tokens [counts[b], D], centre indices [counts[b]]), clusters in the order
-    of their centres' DPC scores, highest first, as ``cluster_dpc_knn`` numbers them (a token
-    equally near two centres joins the higher-scored one); a row whose count is n is returned
-    as it is.
+    Returns per row (tokens [counts[b], D], centre indices [counts[b]], cluster of every token
+    [n]), clusters in the order of their centres' DPC scores, highest first, as
+    ``cluster_dpc_knn`` numbers them (a token equally near two centres joins the higher-scored
+    one); a row whose count is n is returned as it is (every token its own cluster).
     """
     b, n, _ = x.shape
     out = []
     dist = pairwise_distances(x) if any(c < n for c in counts) else None
     for row, count in enumerate(counts):
         if count >= n:
-            out.append((x[row], torch.arange(n, device=x.device)))
+            out.append((x[row], torch.arange(n, device=x.device), torch.arange(n, device=x.device)))
             continue
         centres = density_scores(dist[row:row + 1], k).topk(count, dim=-1).indices  # [1, c]
         labels = assign_to_centres(dist[row:row + 1], centres)                # [1, n]
-        out.append((merge_clusters(x[row:row + 1], labels, count)[0], centres[0]))
+        out.append((merge_clusters(x[row:row + 1], labels, count)[0], centres[0], labels[0]))
     return out
 
 
@@ -128,6 +129,7 @@ class PruneVidReducer(TokenReducer):
     """
 
     exact_budget = True
+    assigns = True
 
     def __init__(self, num_frames: int = 16, tau: float = 0.8, cluster_ratio: float = 0.5,
                  temporal_segment_ratio: float = 0.25, k: int = 7, min_tokens_to_merge: int = 14,
@@ -157,8 +159,9 @@ class PruneVidReducer(TokenReducer):
                  cls: Tensor | None = None) -> Reduction:
         t, n, d = check_features(features, grid)
         device = features.device
-        # groups: (frame the tokens sit on, cells [n_g], tokens [n_g, D]); static first per segment
-        groups: list[tuple[int, Tensor, Tensor]] = []
+        # groups: (frame the tokens sit on, cells [n_g], tokens [n_g, D], how they are made from the
+        # inputs); static first per segment
+        groups: list[tuple[int, Tensor, Tensor, Assignment]] = []
         start = 0
         segments = self.segments(features)
         for length in segments:
@@ -171,23 +174,26 @@ class PruneVidReducer(TokenReducer):
             else:
                 static = torch.zeros(n, dtype=torch.bool, device=device)
             cells = torch.arange(n, device=device)
-            if bool(static.any()):
-                groups.append((start, cells[static], x[:, static].mean(0)))
+            if bool(static.any()):                 # (the group's inputs: a static token is a mean over frames)
+                members = torch.arange(start, start + length, device=device)[None] * n + cells[static][:, None]
+                groups.append((start, cells[static], x[:, static].mean(0), Assignment.groups(members)))
             for w in range(length):
                 if bool((~static).any()):
-                    groups.append((start + w, cells[~static], x[w, ~static]))
+                    groups.append((start + w, cells[~static], x[w, ~static],
+                                   Assignment.select((start + w) * n + cells[~static])))
             start += length
-        sizes = [len(cells) for _, cells, _ in groups]
+        sizes = [len(cells) for _, cells, _, _ in groups]
         target = self.target_for(t, n)
         if target is None:
             shares = [int(s * self.cluster_ratio) if s > self.min_tokens_to_merge else s
                       for s in sizes]
         else:
             shares = allocate(target, sizes, caps=sizes, minimum=1, budget_of="prunevid")
-        tokens, positions, per_block = [], [], []
-        for (frame, cells, x), share in zip(groups, shares):
-            merged, centres = cluster_merge(x[None], [share], self.k)[0]
+        tokens, positions, per_block, parts = [], [], [], []
+        for (frame, cells, x, inputs), share in zip(groups, shares):
+            merged, centres, labels = cluster_merge(x[None], [share], self.k)[0]
             tokens.append(merged)
+            parts.append(Assignment.groups(_members(labels, share)).compose(inputs))
             positions.append(cell_positions(torch.tensor(frame, device=device), cells[centres],
                                             grid[1]))
             per_block.append(share)
@@ -199,4 +205,16 @@ class PruneVidReducer(TokenReducer):
             info={"segments": segments, "group_sizes": sizes},
             positions=positions,
             input_frames=t,
+            assignment=Assignment.cat(parts),
         )
+
+
+def _members(labels: Tensor, count: int) -> Tensor:
+    """[count, K] token indices of each cluster (-1 pads), from every token's cluster [n]."""
+    order = labels.argsort(stable=True)
+    sizes = torch.bincount(labels, minlength=count)
+    width = int(sizes.max()) if len(sizes) else 0
+    slot = torch.arange(len(labels), device=labels.device) - (torch.cumsum(sizes, 0) - sizes)[labels[order]]
+    members = torch.full((count, max(width, 1)), -1, dtype=torch.long, device=labels.device)
+    members[labels[order], slot] = order
+    return members

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from dyto.errors import check
 
+from .assignment import Assignment
 from .base import (Reduction, TokenReducer, cell_positions, check_budget, check_features,
                    register_reducer)
 from .density import allocate
@@ -94,6 +95,7 @@ class VidCom2Reducer(TokenReducer):
     """
 
     exact_budget = True
+    assigns = True
 
     def __init__(self, num_frames: int = 32, temperature: float = 0.01, channel_ratio: float = 0.5,
                  target_tokens: int | None = None, retention: float | None = None):
@@ -129,4 +131,5 @@ class VidCom2Reducer(TokenReducer):
             info={"frame_weights": weights.tolist()},
             positions=torch.cat(positions),
             input_frames=t,
+            assignment=Assignment.select(torch.cat(rows)),
         )
