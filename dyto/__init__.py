@@ -5,4 +5,4 @@ decoding, Lightning DataModules), ``models`` (the LLaVA-NeXT LightningModule, pr
 random-weight model), ``evaluation`` (prediction writer, GPT judge, scoring, reports).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
