@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The throughput work's GPU check, one script for one lent GPU (H200: ~6 minutes, each step capped so
-# the whole stays under 8). docs/throughput.md, "The GPU check", says how to carry the wheels.
+# The throughput work's GPU check, one script for one lent GPU (H200: each step capped so the
+# whole stays under 9 minutes 30). docs/throughput.md, "The GPU check", says how to carry the wheels.
 #   0. installs the wheels in .whl/ (transformers 5.24.0, decord 0.6.0) into a target folder
 #   1. check_vision_tower.py: Qwen2.5-VL-7B's vision tower, batched vs the model's own: bitwise?
 #      ms a question, one video a call and the pool in one call
@@ -13,6 +13,7 @@
 #
 #   bash benchmarks/gpu_check.sh                                  # on the GPU machine, carry: [".whl"]
 #   PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh --dry-run # CPU: every step at tiny sizes, logs in /tmp
+#   STEPS="throughput_qwen2_5_vl" bash benchmarks/gpu_check.sh     # only the named steps (a rerun of one)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -20,14 +21,16 @@ DRY=0
 [[ "${1:-}" == "--dry-run" ]] && DRY=1
 if (( DRY )); then DIR=${TMPDIR:-/tmp}/gpu_check_dryrun; else DIR=benchmarks/results/gpu_check_$(date +%Y-%m-%d); fi
 mkdir -p "$DIR"
+OUTDIR=  # on the lent machine, every log is written under $OUT as it grows, so a cut-off run still returns it
+if [[ -n "${OUT:-}" ]]; then OUTDIR=$OUT/$(basename "$DIR"); mkdir -p "$OUTDIR"; fi
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1 WANDB_MODE=disabled
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 if compgen -G ".whl/*.whl" > /dev/null; then
   SITE=${DYTO_SITE:-${TMPDIR:-/tmp}/dyto-site}
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .whl/*.whl || exit 1
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$SITE" .whl/*.whl || exit 1
   export PYTHONPATH=$SITE:$PYTHONPATH
 fi
-"$PY" - <<'PYEOF' 2>&1 | tee "$DIR/environment.log"
+"$PY" - <<'PYEOF' 2>&1 | tee "$DIR/environment.log" ${OUTDIR:+"$OUTDIR/environment.log"}
 import importlib, platform, torch
 versions = {m: getattr(importlib.import_module(m), "__version__", "?") for m in ("torch", "transformers", "lightning")}
 for m in ("decord", "av"):
@@ -42,9 +45,10 @@ PYEOF
 SUMMARY=()
 step() {  # step NAME SECONDS COMMAND...: run with a time cap, log, note the exit status
   local name=$1 cap=$2; shift 2
+  if [[ -n "${STEPS:-}" && " $STEPS " != *" $name "* ]]; then return; fi
   local t0=$SECONDS
-  echo "== $name: $*" | tee "$DIR/$name.log"
-  timeout "$cap" "$@" 2>&1 | tee -a "$DIR/$name.log"
+  echo "== $name: $*" | tee "$DIR/$name.log" ${OUTDIR:+"$OUTDIR/$name.log"}
+  timeout "$cap" "$@" 2>&1 | tee -a "$DIR/$name.log" ${OUTDIR:+"$OUTDIR/$name.log"}
   local rc=${PIPESTATUS[0]}
   SUMMARY+=("$name: exit $rc in $((SECONDS - t0)) s (cap $cap s)")
 }
@@ -58,13 +62,13 @@ if (( DRY )); then
   done
   step encode_ahead 1500 "$PY" benchmarks/check_encode_ahead_cuda.py --num-layers 1 --new-tokens 4
 else
-  step vision_tower 70 "$PY" benchmarks/check_vision_tower.py --repeats 2
+  step vision_tower 60 "$PY" benchmarks/check_vision_tower.py --repeats 2
   for b in llava_next qwen2_5_vl; do
-    step "throughput_$b" 170 "$PY" benchmarks/bench_throughput.py --full-size-random --size 7b --backbone "$b" \
-         --questions 16 --pool 16 --max-new-tokens 128 --today-questions 4 --token-questions 3 --profile \
+    step "throughput_$b" 215 "$PY" benchmarks/bench_throughput.py --full-size-random --size 7b --backbone "$b" \
+         --questions 16 --pool 16 --max-new-tokens 128 --today-questions 3 --token-questions 2 --profile \
          --json "$DIR/throughput.jsonl"
   done
-  step encode_ahead 55 "$PY" benchmarks/check_encode_ahead_cuda.py --new-tokens 64
+  step encode_ahead 50 "$PY" benchmarks/check_encode_ahead_cuda.py --new-tokens 64
 fi
-printf '%s\n' "${SUMMARY[@]}" | tee "$DIR/summary.log"
-if [[ -n "${OUT:-}" ]]; then mkdir -p "$OUT" && cp -r "$DIR" "$OUT/"; fi
+printf '%s\n' "${SUMMARY[@]}" | tee "$DIR/summary.log" ${OUTDIR:+"$OUTDIR/summary.log"}
+if [[ -n "$OUTDIR" ]]; then cp "$DIR"/*.jsonl "$OUTDIR/" 2>/dev/null; fi
