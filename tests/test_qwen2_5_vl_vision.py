@@ -103,7 +103,13 @@ def test_encode_many_in_chunks_and_the_transformers_option(tiny):
         tiny.vision_chunk_size = None
     assert all(torch.equal(a, b.features) for a, b in zip(one_by_one, chunked))
     own = Qwen2_5_VL.from_parts(tiny.model, tiny.tokenizer, tiny.model_name, image_size=84, vision_tower="transformers")
-    assert own.fingerprint()["vision_tower"] == "transformers" and tiny.fingerprint()["vision_tower"] == "batched"
+    batched = Qwen2_5_VL.from_parts(tiny.model, tiny.tokenizer, tiny.model_name, image_size=84, vision_tower="batched")
+    assert own.fingerprint()["vision_tower"] == "transformers" and batched.fingerprint()["vision_tower"] == "batched"
+    # auto: the model's own one question at a time (bitwise the reference on a GPU too), batched for pools
+    assert tiny.fingerprint()["vision_tower"] == "transformers"
+    assert VideoQA(backbone=tiny, encode_batch="pool").backbone.fingerprint()["vision_tower"] == "batched"
+    assert VideoQA(backbone=tiny).backbone.fingerprint()["vision_tower"] == "transformers"
+    assert all(torch.equal(a, batched.encode(p).features) for a, p in zip(one_by_one, pixels))
     assert all(torch.equal(a, own.encode(p).features) for a, p in zip(one_by_one, pixels))
     with pytest.raises(ConfigError, match="vision_tower"):
         Qwen2_5_VL.from_parts(tiny.model, tiny.tokenizer, "x", image_size=84, vision_tower="fast")

@@ -205,6 +205,7 @@ class Backbone(torch.nn.Module):
     name: ClassVar[str] = "?"
     rope_state: str = "per_question"  # see dyto.models.rope; LLaVA-NeXT makes it an option
     has_cls: ClassVar[bool] = True    # False: the tower has no CLS (a reducer needing one is refused up front)
+    pooled_encoding: bool = False     # set by VideoQA: True under encode_batch "pool" (Qwen2.5-VL's tower "auto")
     model: torch.nn.Module
     tokenizer: object
     model_name: str

@@ -63,7 +63,7 @@ __all__ = ["Qwen2_5_VL", "reduction_positions", "VISION_TOWERS"]
 
 # "batched": the vision tower with its window attention batched (dyto/models/qwen2_5_vl_vision.py);
 # "transformers": the model's own forward (one attention call per window and per temporal patch)
-VISION_TOWERS = ("batched", "transformers")
+VISION_TOWERS = ("auto", "batched", "transformers")
 
 TINY_SIZE = 84  # the tiny model's frames: 6x6 patches of 14 px, a 3x3 merged grid
 # lmms-eval qwen2_5_vl.py defaults; the tiny model's budget is scaled to its 84 px frames (9 to 36 cells)
@@ -115,10 +115,14 @@ class Qwen2_5_VL(Backbone):
             chunks change nothing but rounding). With several videos encoded together
             (``VideoQA(encode_batch="pool")``) a call holds at most this many of the pool's
             temporal patches; None = the whole pool in one call.
-        vision_tower: "batched" (default: window attention batched per layer, bitwise the model's
-            own features on the CPU, see :mod:`dyto.models.qwen2_5_vl_vision`) or "transformers"
-            (the model's own forward). "batched" runs with ``attn_implementation: sdpa`` only;
-            with another attention the model's own forward runs (the fingerprint records which).
+        vision_tower: "batched" (window attention batched per layer, see
+            :mod:`dyto.models.qwen2_5_vl_vision`: bitwise the model's own features on the CPU, not
+            on a GPU, where an H200 in bf16 measured differences up to 0.21), "transformers" (the
+            model's own forward) or "auto" (default): "batched" when the module encodes pools
+            (``VideoQA(encode_batch="pool")``, the fast path that already rounds differently),
+            else the model's own, so one question at a time stays the reference's on any device.
+            "batched" runs with ``attn_implementation: sdpa`` only; with another attention the
+            model's own forward runs. The fingerprint records what runs.
         chat_template: a Jinja chat template to use instead of the checkpoint's.
         system_prompt: send the reference's system sentence (default) or leave it to the template
             (Qwen's adds "You are a helpful assistant.").
@@ -129,7 +133,7 @@ class Qwen2_5_VL(Backbone):
                  attn_implementation: str = "sdpa", second_per_grid_t: float = 1.0,
                  text_after_video: str = "max_plus_one", vision_chunk_size: int | None = None,
                  chat_template: str | None = None, system_prompt: bool = True, seed: int = 0,
-                 text_positions: str = "full", vision_tower: str = "batched"):
+                 text_positions: str = "full", vision_tower: str = "auto"):
         super().__init__()
         self._options(checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, system_prompt, seed,
                       text_positions, vision_tower)
@@ -156,7 +160,7 @@ class Qwen2_5_VL(Backbone):
                    second_per_grid_t: float = 1.0, text_after_video: str = "max_plus_one",
                    vision_chunk_size: int | None = None, chat_template: str | None = None,
                    system_prompt: bool = True, text_positions: str = "full",
-                   vision_tower: str = "batched") -> "Qwen2_5_VL":
+                   vision_tower: str = "auto") -> "Qwen2_5_VL":
         """An already built model and tokenizer (benchmarks: full-size random weights)."""
         self = cls.__new__(cls)
         Backbone.__init__(self)
@@ -167,7 +171,7 @@ class Qwen2_5_VL(Backbone):
         return self
 
     def _options(self, checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, system_prompt, seed,
-                 text_positions="full", vision_tower="batched"):
+                 text_positions="full", vision_tower="auto"):
         check("text_after_video", text_after_video, TEXT_AFTER_VIDEO)
         check("vision_chunk_size", vision_chunk_size, ">=1", optional=True)
         check("second_per_grid_t", second_per_grid_t, ">0")
@@ -228,9 +232,11 @@ class Qwen2_5_VL(Backbone):
 
     @property
     def resolved_vision_tower(self) -> str:
-        """What runs: "batched" needs SDPA (the model's own attention for anything else)."""
+        """What runs: "auto" is "batched" for pooled encoding only; "batched" needs SDPA (the model's
+        own attention for anything else)."""
         sdpa = self.model.config.vision_config._attn_implementation == "sdpa"
-        return "batched" if self.vision_tower == "batched" and sdpa else "transformers"
+        wanted = ("batched" if self.pooled_encoding else "transformers") if self.vision_tower == "auto" else self.vision_tower
+        return "batched" if wanted == "batched" and sdpa else "transformers"
 
     def _tower(self, flat: Tensor, grids: list[tuple[int, int, int]]) -> Tensor:
         """The merged tokens ``[sum n*gh*gw/4, D]`` of ``flat`` (patchified rows of ``grids``)."""

@@ -139,6 +139,7 @@ class VideoQA(LightningModule):
     def set_backbone(self, backbone: Backbone) -> None:
         """Use ``backbone`` (``__init__`` calls this; benchmarks swap in full-size random weights)."""
         self.backbone = backbone
+        backbone.pooled_encoding = self.encode_batch == "pool"
         # under lmms_eval the backbone's lmms-eval model file decides frames, sampling and resolution
         self.lmms_model = backbone.lmms_eval_model() if self.protocol == "lmms_eval" else None
         if self.lmms_model is not None:
