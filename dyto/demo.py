@@ -1,14 +1,18 @@
 """Single-video demos: `dyto demo` (one question through a model) and `dyto reduce-demo`.
 
-    dyto demo --video dyto/assets/demo/bikes.mp4 --question "what are the people riding?"
+    dyto demo                                  # a held-out synthetic clip, the tiny trained model
+    dyto demo --video dyto/assets/synthetic_demo/videos/test_00004.mp4 --question "What shape is shown after the cut?"
+    dyto demo --video dyto/assets/demo/bikes.mp4 --question "what are the people riding?" --model tiny
     dyto demo --video clip.mp4 --question "..." --model llava-hf/llava-v1.6-vicuna-7b-hf
     dyto demo --video clip.mp4 --question "..." --backbone internvl --model OpenGVLab/InternVL3-8B-hf
     dyto reduce-demo --video dyto/assets/demo/bigbuckbunny.mp4
 
 `demo` is the reference's `run_demo.py`, working: it prints the answer, which frames DyTo kept
-and how many visual tokens reached the LLM. The default model is the tiny LLaVA-NeXT with
-RANDOM WEIGHTS (no download), whose answers are meaningless; pass a real checkpoint for real
-answers. `reduce-demo` needs no model at all: it runs DyTo on deterministic stand-in features
+and how many visual tokens reached the LLM. The default model is the tiny TRAINED LLaVA-NeXT
+shipped in the package (``tiny-trained``: it knows only the synthetic clips' five questions,
+docs/testbed.md), and the default question the first clip of the shipped synthetic demo with
+its open-ended question; ``--model tiny`` is the random-weight model (meaningless answers), a
+real checkpoint gives real answers. `reduce-demo` needs no model at all: it runs DyTo on deterministic stand-in features
 (pooled pixel patches projected to 256 dims, because no CLIP weights exist offline) at the real
 24x24 patch grid and the real 3680-token budget.
 """
@@ -21,6 +25,14 @@ import time
 from pathlib import Path
 
 DEMO_DIR = Path(__file__).resolve().parent / "assets" / "demo"
+SYNTHETIC_DEMO = Path(__file__).resolve().parent / "assets" / "synthetic_demo"
+
+
+def _default_question() -> tuple[str, str, str]:
+    """(video, question, expected answer) of the first shipped synthetic demo record."""
+    with open(SYNTHETIC_DEMO / "records.jsonl", encoding="utf-8") as f:
+        first = json.loads(f.readline())
+    return str(SYNTHETIC_DEMO / "videos" / first["video"]), first["question"], first["answer"]
 
 
 def _parse_reducer_args(pairs: list[str]) -> dict:
@@ -38,10 +50,11 @@ def _parse_reducer_args(pairs: list[str]) -> dict:
 
 def demo_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="dyto demo", description="Answer one question about one video.")
-    p.add_argument("--video", required=True, help="video file, GIF or folder of frames")
-    p.add_argument("--question", required=True)
+    p.add_argument("--video", help="video file, GIF or folder of frames (default: a shipped synthetic clip)")
+    p.add_argument("--question", help="the question (default: that clip's open-ended question)")
     p.add_argument("--options", nargs="+", help="answer options: makes it a multiple-choice question")
-    p.add_argument("--model", default="tiny", help="'tiny' (random weights), a hub id or a local path")
+    p.add_argument("--model", default="tiny-trained",
+                   help="'tiny-trained' (the shipped tiny trained model), 'tiny' (random weights), a hub id or a local path")
     p.add_argument("--backbone", default="llava_next",
                    help="registered backbone family: llava_next, llava_onevision, internvl, ... (see docs/backbones.md)")
     p.add_argument("--reducer", default="dyto", help="registered reducer name (dyto, slowfast, uniform, concat)")
@@ -49,6 +62,11 @@ def demo_main(argv: list[str]) -> int:
                    help="reducer parameter, e.g. budget=96 (repeatable)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="run_demo.py uses 256")
     args = p.parse_args(argv)
+    expected = None
+    if args.video is None and args.question is None:
+        args.video, args.question, expected = _default_question()
+    elif args.video is None or args.question is None:
+        p.error("--video and --question go together (neither: the shipped synthetic demo clip)")
 
     from dyto import api
 
@@ -65,7 +83,8 @@ def demo_main(argv: list[str]) -> int:
     print(f"tokens:   {out['visual_tokens_in']} visual in -> {out['visual_tokens_out']} out; "
           f"{out['prompt_tokens']} in the prompt")
     print("timings:  " + ", ".join(f"{k} {v:.0f} ms" for k, v in out["timings"].items()))
-    print(f"answer:   {out['prediction']}")
+    print(f"question: {args.question}")
+    print(f"answer:   {out['prediction']}" + (f"   (expected: {expected})" if expected is not None else ""))
     return 0
 
 

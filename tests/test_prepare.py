@@ -12,14 +12,15 @@ import pytest
 from dyto.datamodules.benchmarks import BENCHMARKS
 from dyto.datamodules.prepare import main, prepare
 from dyto.records import SPLITS, TASKS, read_qa_records
-from qa_sheets import QA, SHEETS, unpack_full_sheet
+from qa_sheets import QA, SHEETS, SYNTHETIC_SAMPLE, unpack_full_sheet
 
 # qa/SOURCES.md; VCGBench = 1996 generic + 499 temporal + 499 consistency pairs.
 FULL_COUNTS = {"msvd_qa": 6415, "msrvtt_qa": 12278, "tgif_qa": 13691, "activitynet_qa": 8000, "nextqa": 4996,
                "egoschema": 500, "intentqa": 2044, "star": 7098, "vcgbench": 2994}
 SPLIT = {"msvd_qa": "val", "msrvtt_qa": "val", "tgif_qa": "test", "activitynet_qa": "test", "nextqa": "val",
          "egoschema": "subset", "intentqa": "val", "star": "val", "videomme": "test", "vcgbench": "test"}
-SAMPLE_COUNTS = {**{b: 30 for b in SHEETS}, "vcgbench": 90, "videomme": 4}
+SAMPLE_COUNTS = {**{b: 30 for b in SHEETS}, "vcgbench": 90, "videomme": 4, "synthetic": 20}
+SPLIT["synthetic"] = "test"
 
 
 def videomme_rows() -> list[dict]:
@@ -40,11 +41,11 @@ def videomme_rows() -> list[dict]:
 def sources(tmp_path_factory) -> dict:
     d = tmp_path_factory.mktemp("videomme")
     (d / "videomme.json").write_text(json.dumps(videomme_rows()))
-    return {**{b: QA / s for b, s in SHEETS.items()}, "videomme": d / "videomme.json"}
+    return {**{b: QA / s for b, s in SHEETS.items()}, "videomme": d / "videomme.json", "synthetic": SYNTHETIC_SAMPLE}
 
 
 def test_registry_covers_every_benchmark():
-    assert set(BENCHMARKS) == set(SHEETS) | {"videomme"}
+    assert set(BENCHMARKS) == set(SHEETS) | {"videomme", "synthetic"}
 
 
 @pytest.mark.parametrize("benchmark", sorted(BENCHMARKS))
