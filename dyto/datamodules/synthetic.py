@@ -14,7 +14,7 @@ order      two squares, one after the other             Which came first, the re
                                                         blue square? (red)
 count      a circle blinks on 1-4 times, 6 frames each  How many times did the circle
                                                         appear? (3)
-direction  a square crosses the frame                   Which way did the square move? (left)
+direction  a square moves from the centre to an edge     Which way did the square move? (left)
 cut        one shape, then a cut to another shape on    What shape is shown after the cut?
            another background                           (triangle)
 ========== ============================================ ====================================
@@ -99,9 +99,9 @@ def scene(seed: int, split: str, index: int, frames: int = FRAMES) -> dict[str, 
         s.update(colour=_pick(rng, COLOURS)[0], times=times, blink=blink,
                  blinks=[{"start": int(a) + int(rng.integers(0, slot - blink)), "x": float(rng.uniform(0.25, 0.75)),
                           "y": float(rng.uniform(0.25, 0.75))} for a in slots])
-    elif kind == "direction":
+    elif kind == "direction":  # from near the centre to near an edge
         s.update(colour=_pick(rng, COLOURS)[0], direction=_pick(rng, DIRECTIONS)[0],
-                 across=float(rng.uniform(0.25, 0.75)))
+                 start=float(rng.uniform(0.4, 0.6)), across=float(rng.uniform(0.25, 0.75)))
     else:  # cut
         before, after = _pick(rng, SHAPES, 2)
         c1, c2 = (_pick(rng, COLOURS)[0] for _ in range(2))
@@ -148,9 +148,9 @@ def render(s: dict[str, Any], size: int = 112) -> np.ndarray:
         for b in s["blinks"]:
             video[b["start"]:b["start"] + s["blink"], _mask("circle", size, b["x"], b["y"], 0.2)] = COLOURS[s["colour"]]
     elif kind == "direction":
+        end = 0.85 if s["direction"] in ("right", "down") else 0.15
         for i in range(t):
-            along = 0.15 + 0.7 * i / (t - 1)
-            along = along if s["direction"] in ("right", "down") else 1 - along
+            along = s["start"] + (end - s["start"]) * i / (t - 1)
             x, y = (along, s["across"]) if s["direction"] in ("left", "right") else (s["across"], along)
             video[i, _mask("square", size, x, y, 0.15)] = COLOURS[s["colour"]]
     else:
@@ -210,17 +210,16 @@ def generate(out: str | Path, split: str = "test", seed: int = 0, clips: int = 1
              start: int = 0, frames: int = FRAMES) -> Path:
     """Write clips ``start .. start+clips-1`` of ``split`` to ``out/videos/`` and their questions to
     ``out/questions.jsonl`` (the sheet of ``dyto prepare synthetic``); returns the sheet's path.
-    A clip already on disk is kept (a rerun only adds what is missing)."""
+    Every clip is written anew (atomically), so a folder never mixes generator versions."""
     out = Path(out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     rows = []
     for index in range(start, start + clips):
         s, name = scene(seed, split, index, frames), clip_name(split, index, frames)
         video = out / "videos" / f"{name}.mp4"
-        if not video.exists():
-            tmp = video.with_suffix(".tmp.mp4")
-            write_mp4(tmp, render(s, size))
-            tmp.replace(video)
+        tmp = video.with_suffix(".tmp.mp4")
+        write_mp4(tmp, render(s, size))
+        tmp.replace(video)
         for q in questions(s):
             rows.append({"qid": f"{name}_{'mc' if q['options'] else 'oe'}", "video": f"{name}.mp4", "split": split, "seed": seed,
                          "index": index, "kind": s["kind"], **q, "scene": s})
