@@ -1,15 +1,16 @@
 r"""The `dyto` command line.
 
-    dyto predict --config configs/demo.yaml                     # LightningCLI: run a benchmark
+    dyto predict --config configs/demo.yaml                     # LightningCLI: run a benchmark (here the demo)
     dyto predict --config configs/trainer/gpu.yaml --config configs/models/llava_next_7b.yaml \
                  --config configs/reducers/dyto.yaml --config configs/benchmarks/nextqa.yaml
     (configs/models/: llava_next_7b|34b, llava_onevision_7b, internvl3_8b, tiny_<family>)
     dyto prepare nextqa --qa-file NExT_QA.csv --out data/prepared/nextqa.jsonl --video-root DIR
+    dyto synthetic [--out data/synthetic/test]    # generate the synthetic benchmark (clips, sheet, records)
     dyto judge --predictions outputs/<run> [--base-url URL] [--model NAME] [--temperature T] [--max-cost USD]
     dyto compare outputs/<run_a> outputs/<run_b> [--out DIR] [--baseline RUN]   # + paired tests
     dyto sweep --config configs/demo.yaml --reducers dyto slowfast:fast_grid=1 uniform fastvid holitom concat \
                --retention 0.1 0.25 0.5 --num-frames 16 --out outputs/sweep_demo   # reducer x budget grid
-    dyto demo --video clip.mp4 --question "what is happening?" [--model PATH]
+    dyto demo [--video clip.mp4 --question "what is happening?"] [--model PATH]   # default: tiny-trained
     dyto reduce-demo [--video clip.mp4]
 
 `predict` goes to LightningCLI; `python cli.py ...` in the repository root is the same entry
@@ -222,6 +223,10 @@ def run_command(cmd: str, rest: list[str]) -> None:
         from dyto.datamodules.prepare import main as prepare_main
 
         sys.exit(prepare_main(rest))
+    elif cmd == "synthetic":
+        from dyto.datamodules.synthetic import main as synthetic_main
+
+        sys.exit(synthetic_main(rest))
     elif cmd == "judge":
         from dyto.evaluation.judge_cli import judge_main
 

@@ -1,14 +1,18 @@
 """Single-video demos: `dyto demo` (one question through a model) and `dyto reduce-demo`.
 
-    dyto demo --video dyto/assets/demo/bikes.mp4 --question "what are the people riding?"
+    dyto demo                                  # a held-out synthetic clip, the tiny trained model
+    dyto demo --video dyto/assets/synthetic_demo/videos/test_00004.mp4 --question "What shape is shown after the cut?"
+    dyto demo --video dyto/assets/demo/bikes.mp4 --question "what are the people riding?" --model tiny
     dyto demo --video clip.mp4 --question "..." --model llava-hf/llava-v1.6-vicuna-7b-hf
     dyto demo --video clip.mp4 --question "..." --backbone internvl --model OpenGVLab/InternVL3-8B-hf
     dyto reduce-demo --video dyto/assets/demo/bigbuckbunny.mp4
 
 `demo` is the reference's `run_demo.py`, working: it prints the answer, which frames DyTo kept
-and how many visual tokens reached the LLM. The default model is the tiny LLaVA-NeXT with
-RANDOM WEIGHTS (no download), whose answers are meaningless; pass a real checkpoint for real
-answers. `reduce-demo` needs no model at all: it runs DyTo on deterministic stand-in features
+and how many visual tokens reached the LLM. The default model is the tiny TRAINED LLaVA-NeXT
+shipped in the package (``tiny-trained``: it knows only the synthetic clips' five questions,
+docs/testbed.md), and the default question the first clip of the shipped synthetic demo with
+its open-ended question; ``--model tiny`` is the random-weight model (meaningless answers), a
+real checkpoint gives real answers. `reduce-demo` needs no model at all: it runs DyTo on deterministic stand-in features
 (pooled pixel patches projected to 256 dims, because no CLIP weights exist offline) at the real
 24x24 patch grid and the real 3680-token budget.
 """
@@ -23,6 +27,14 @@ from pathlib import Path
 from dyto.errors import ConfigError, check
 
 DEMO_DIR = Path(__file__).resolve().parent / "assets" / "demo"
+SYNTHETIC_DEMO = Path(__file__).resolve().parent / "assets" / "synthetic_demo"
+
+
+def _default_question() -> tuple[str, str, str]:
+    """(video, question, expected answer) of the first shipped synthetic demo record."""
+    with open(SYNTHETIC_DEMO / "records.jsonl", encoding="utf-8") as f:
+        first = json.loads(f.readline())
+    return str(SYNTHETIC_DEMO / "videos" / first["video"]), first["question"], first["answer"]
 
 
 class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -49,13 +61,15 @@ def demo_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="dyto demo", formatter_class=_Defaults,
                                 description="Answer one question about one video; print the answer, the frames "
                                             "kept and the visual tokens that reached the LLM.",
-                                epilog="e.g. dyto demo --video dyto/assets/demo/bikes.mp4 --question "
-                                       "'what are the people riding?'")
-    p.add_argument("--video", required=True, help="video file, GIF or folder of frames")
-    p.add_argument("--question", required=True, help="the question, as plain text")
+                                epilog="e.g. dyto demo (a shipped synthetic clip and its question), or dyto demo "
+                                       "--video dyto/assets/demo/bikes.mp4 --question 'what are the people riding?' "
+                                       "--model tiny")
+    p.add_argument("--video", help="video file, GIF or folder of frames (default: a shipped synthetic clip)")
+    p.add_argument("--question", help="the question, as plain text (default: that clip's open-ended question)")
     p.add_argument("--options", nargs="+", help="answer options: makes it a multiple-choice question")
-    p.add_argument("--model", default="tiny", help="'tiny' (random weights: the answer is noise), a hub id or a "
-                   "local path")
+    p.add_argument("--model", default="tiny-trained",
+                   help="'tiny-trained' (the shipped tiny model trained on the synthetic benchmark), 'tiny' "
+                        "(random weights: the answer is noise), a hub id or a local path")
     p.add_argument("--backbone", default="llava_next",
                    help="registered backbone family: llava_next, llava_onevision, internvl, ... (see docs/backbones.md)")
     p.add_argument("--reducer", default="dyto", help="registered reducer name (dyto, slowfast, uniform, concat, "
@@ -66,6 +80,11 @@ def demo_main(argv: list[str]) -> int:
     p.add_argument("--max-new-tokens", type=int, default=256, help="answer length bound (the reference's "
                    "run_demo.py uses 256)")
     args = p.parse_args(argv)
+    expected = None
+    if args.video is None and args.question is None:
+        args.video, args.question, expected = _default_question()
+    elif args.video is None or args.question is None:
+        p.error("--video and --question go together (neither: the shipped synthetic demo clip)")
 
     from dyto import api
 
@@ -86,7 +105,8 @@ def demo_main(argv: list[str]) -> int:
     print(f"tokens:   {out['visual_tokens_in']} visual in -> {out['visual_tokens_out']} out; "
           f"{out['prompt_tokens']} in the prompt")
     print("timings:  " + ", ".join(f"{k} {v:.0f} ms" for k, v in out["timings"].items()))
-    print(f"answer:   {out['prediction']}")
+    print(f"question: {args.question}")
+    print(f"answer:   {out['prediction']}" + (f"   (expected: {expected})" if expected is not None else ""))
     return 0
 
 

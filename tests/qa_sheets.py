@@ -11,6 +11,9 @@ from pathlib import Path
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 QA, QA_FULL = FIXTURES / "qa", FIXTURES / "qa-full"  # samples as shipped; full sheets gzipped
 
+# the synthetic benchmark's sheet is generated (dyto synthetic); the package ships the demo's
+SYNTHETIC_SAMPLE = Path(__file__).resolve().parents[1] / "dyto" / "assets" / "synthetic_demo" / "questions.jsonl"
+
 SHEETS = {"msvd_qa": "MSVD_QA.csv", "msrvtt_qa": "MSRVTT_QA.csv", "tgif_qa": "TGIF_FrameQA.csv",
           "activitynet_qa": "ActivityNet_QA.csv", "nextqa": "NExT_QA.csv", "egoschema": "EgoSchema.csv",
           "intentqa": "IntentQA.csv", "star": "STAR.csv", "vcgbench": "VCGBench"}

@@ -31,7 +31,7 @@ def parser():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # pytest's own argv
         cli = _ParseOnlyCLI(VideoQA, VideoQADataModule, subclass_mode_data=True, run=False, save_config_callback=None,
-                            auto_configure_optimizers=False, args=["--config", str(CONFIGS / "demo.yaml")])
+                            auto_configure_optimizers=False, args=["--config", str(CONFIGS / "demo_random.yaml")])
     return cli.parser
 
 
@@ -83,7 +83,7 @@ def test_every_backbone_x_reducer_x_benchmark(parser):
 
 
 def test_a_registry_name_selects_a_backbone(parser):
-    cfg = parser.parse_args(["--config", str(CONFIGS / "demo.yaml"), "--model.backbone", "internvl"])
+    cfg = parser.parse_args(["--config", str(CONFIGS / "demo_random.yaml"), "--model.backbone", "internvl"])
     assert cfg.model.backbone == "internvl"
 
 

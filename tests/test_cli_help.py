@@ -20,7 +20,7 @@ def test_top_level_help_keeps_its_line_breaks(capsys):
     main(["--help"])
     out = capsys.readouterr().out
     assert "configs/models/llava_next_7b.yaml \\\n                 --config configs/reducers/dyto.yaml" in out
-    assert "\n    dyto sweep --config configs/demo.yaml" in out and "\n    dyto demo --video" in out
+    assert "\n    dyto sweep --config configs/demo.yaml" in out and "\n    dyto demo [--video" in out
 
 
 def test_predict_help_lists_the_datamodule_options_with_descriptions(capsys):
@@ -35,7 +35,7 @@ def test_predict_help_lists_the_datamodule_options_with_descriptions(capsys):
 
 
 @pytest.mark.parametrize("command,expected", [
-    ("demo", ["--question QUESTION   the question", "(default: tiny)", "(default: dyto)", "(default: 256)"]),
+    ("demo", ["--question QUESTION   the question", "(default: tiny-trained)", "(default: dyto)", "(default: 256)"]),
     ("reduce-demo", ["(default: release)", "token budget Z", "(default: 3680)", "(default: 100)",
                      "bigbuckbunny.mp4)"])])
 def test_demo_helps_give_defaults_and_descriptions(capsys, command, expected):

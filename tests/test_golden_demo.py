@@ -1,4 +1,4 @@
-"""Golden demo: the offline demo (configs/demo.yaml, tiny RANDOM-WEIGHT LLaVA-NeXT, DyTo) must
+"""Golden demo: the offline demo (configs/demo_random.yaml, tiny RANDOM-WEIGHT LLaVA-NeXT, DyTo) must
 keep answering exactly as the code before the backbone refactor did.
 
 The fixture ``tests/fixtures/golden/demo_llava_next.json`` was written by the pre-refactor
@@ -28,7 +28,7 @@ FIELDS = ("status", "prediction", "prediction2", "conv_mode", "prompt_tokens", "
 def run_demo(tmp_path: Path, *extra: str) -> dict[str, dict]:
     from dyto.cli import main
 
-    main(["predict", "--config", str(REPO / "configs" / "demo.yaml"), "--data.init_args.num_workers", "0",
+    main(["predict", "--config", str(REPO / "configs" / "demo_random.yaml"), "--data.init_args.num_workers", "0",
           "--data.init_args.records", str(REPO / "dyto" / "assets" / "demo" / "questions.jsonl"),
           "--data.init_args.video_root", str(REPO / "dyto" / "assets" / "demo"),
           "--output.output_dir", str(tmp_path), "--output.run_name", "golden", *extra])

@@ -12,7 +12,7 @@ import pytest
 from dyto.datamodules.benchmarks import BENCHMARKS
 from dyto.datamodules.prepare import main, prepare
 from dyto.records import SPLITS, TASKS, read_qa_records
-from qa_sheets import FORMAT_SAMPLES, QA, SHEETS, unpack_full_sheet
+from qa_sheets import FORMAT_SAMPLES, QA, SHEETS, SYNTHETIC_SAMPLE, unpack_full_sheet
 
 # qa/SOURCES.md; VCGBench = 1996 generic + 499 temporal + 499 consistency pairs.
 FULL_COUNTS = {"msvd_qa": 6415, "msrvtt_qa": 12278, "tgif_qa": 13691, "activitynet_qa": 8000, "nextqa": 4996,
@@ -21,7 +21,8 @@ SPLIT = {"msvd_qa": "val", "msrvtt_qa": "val", "tgif_qa": "test", "activitynet_q
          "egoschema": "subset", "intentqa": "val", "star": "val", "videomme": "test", "vcgbench": "test",
          "mvbench": "test", "mlvu": "val", "longvideobench": "val"}
 SAMPLE_COUNTS = {**{b: 30 for b in SHEETS}, "vcgbench": 90, "videomme": 4, "mvbench": 40, "mlvu": 14,
-                 "longvideobench": 5}
+                 "longvideobench": 5, "synthetic": 20}
+SPLIT["synthetic"] = "test"
 
 
 def videomme_rows() -> list[dict]:
@@ -42,11 +43,12 @@ def videomme_rows() -> list[dict]:
 def sources(tmp_path_factory) -> dict:
     d = tmp_path_factory.mktemp("videomme")
     (d / "videomme.json").write_text(json.dumps(videomme_rows()))
-    return {**{b: QA / s for b, s in {**SHEETS, **FORMAT_SAMPLES}.items()}, "videomme": d / "videomme.json"}
+    return {**{b: QA / s for b, s in {**SHEETS, **FORMAT_SAMPLES}.items()}, "videomme": d / "videomme.json",
+            "synthetic": SYNTHETIC_SAMPLE}
 
 
 def test_registry_covers_every_benchmark():
-    assert set(BENCHMARKS) == set(SHEETS) | set(FORMAT_SAMPLES) | {"videomme"}
+    assert set(BENCHMARKS) == set(SHEETS) | set(FORMAT_SAMPLES) | {"videomme", "synthetic"}
 
 
 @pytest.mark.parametrize("benchmark", sorted(BENCHMARKS))

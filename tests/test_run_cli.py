@@ -43,7 +43,7 @@ def make_records(path: Path, n: int, missing: int = 0) -> list[str]:
 
 
 def cli_args(records: Path, out: Path, run: str, *extra: str) -> list[str]:
-    return [sys.executable, str(REPO / "cli.py"), "predict", "--config", str(REPO / "configs" / "demo.yaml"),
+    return [sys.executable, str(REPO / "cli.py"), "predict", "--config", str(REPO / "configs" / "demo_random.yaml"),
             "--data.init_args.records", str(records), "--data.init_args.video_root", str(DEMO),
             "--output.output_dir", str(out), "--output.run_name", run, *extra]
 
@@ -159,7 +159,7 @@ def test_demo_config_runs_in_process_and_reports(tmp_path, monkeypatch, capsys):
 
     monkeypatch.chdir(REPO)
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    main(["predict", "--config", "configs/demo.yaml", "--output.output_dir", str(tmp_path)])
+    main(["predict", "--config", "configs/demo_random.yaml", "--output.output_dir", str(tmp_path)])
     run_dir = tmp_path / "demo"
     ids = [r["id"] for r in read_jsonl(DEMO / "questions.jsonl")]
     merged = assert_complete(run_dir, ids)
@@ -175,7 +175,7 @@ def test_demo_config_runs_in_process_and_reports(tmp_path, monkeypatch, capsys):
     # a rerun of the finished run predicts nothing (Lightning then skips its predict hooks) but
     # still merges and evaluates
     (run_dir / "logs" / "results.json").unlink()
-    main(["predict", "--config", "configs/demo.yaml", "--output.output_dir", str(tmp_path)])
+    main(["predict", "--config", "configs/demo_random.yaml", "--output.output_dir", str(tmp_path)])
     assert "5 already done, 0 to predict" in capsys.readouterr().out
     assert json.loads((run_dir / "logs" / "results.json").read_text())["metrics"]["benchmarks"]["demo"]["items"] == 5
     assert_complete(run_dir, ids)
@@ -192,7 +192,7 @@ def test_a_failing_picture_does_not_stop_the_run(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     monkeypatch.setattr(viz, "keyframe_strip", broken)  # fault injection into the pictures step
     with pytest.warns(UserWarning, match="could not draw the run's pictures"):
-        main(["predict", "--config", "configs/demo.yaml", "--output.output_dir", str(tmp_path),
+        main(["predict", "--config", "configs/demo_random.yaml", "--output.output_dir", str(tmp_path),
               "--trainer.enable_progress_bar", "false"])
     ids = [r["id"] for r in read_jsonl(DEMO / "questions.jsonl")]
     assert_complete(tmp_path / "demo", ids)
@@ -241,7 +241,7 @@ def test_rerun_retries_failures_and_resume_false_redoes_everything(tmp_path, mon
                      split="test") for i, v in enumerate(["bikes.mp4", "late.mp4", "bikes.mp4"])]
     write_jsonl(tmp_path / "q.jsonl", [r.to_dict() for r in recs])
     monkeypatch.chdir(REPO)
-    args = ["predict", "--config", "configs/demo.yaml", "--data.records", str(tmp_path / "q.jsonl"),
+    args = ["predict", "--config", "configs/demo_random.yaml", "--data.records", str(tmp_path / "q.jsonl"),
             "--data.video_root", str(videos), "--data.num_workers", "0", "--output.output_dir", str(tmp_path / "out"),
             "--output.run_name", "rerun", "--trainer.enable_progress_bar", "false"]
     run_dir = tmp_path / "out" / "rerun"

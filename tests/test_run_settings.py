@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def predict(out: Path, *extra: str) -> None:
-    main(["predict", "--config", "configs/demo.yaml", "--data.limit", "2", "--data.num_workers", "0",
+    main(["predict", "--config", "configs/demo_random.yaml", "--data.limit", "2", "--data.num_workers", "0",
           "--model.max_new_tokens", "3", "--output.output_dir", str(out), "--trainer.enable_progress_bar", "false",
           *extra])
 
@@ -56,7 +56,7 @@ def test_rerun_with_another_budget_into_the_same_folder_stops_and_keeps_the_reco
                    ["--model.backbone.init_args.dtype", "bfloat16"],
                    ["--model.backbone.init_args.conv_mode", "multiple_choice_allvideo_v4"]):
         with pytest.raises(SystemExit):
-            main(["predict", "--config", "configs/demo.yaml", "--data.limit", "2", "--data.num_workers", "0",
+            main(["predict", "--config", "configs/demo_random.yaml", "--data.limit", "2", "--data.num_workers", "0",
                   "--model.max_new_tokens", "3", "--output.output_dir", str(tmp_path),
                   "--trainer.enable_progress_bar", "false", *change])
         assert "predicted with other settings" in capsys.readouterr().err

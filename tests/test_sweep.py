@@ -18,7 +18,7 @@ from dyto.runs import RunFolder, fingerprint_digest
 ROOT = Path(__file__).resolve().parents[1]
 REDUCERS = ["dyto", "slowfast:fast_grid=1", "fastvid", "holitom", "concat"]  # slowfast: 4x4 grid = its fast 4x4
 RETENTION = ["0.1", "0.25", "0.5"]  # of 16 frames x 16 tokens: 26, 64, 128 tokens
-COMMON = ["--config", str(ROOT / "configs" / "demo.yaml"), "--model.max_new_tokens", "3",
+COMMON = ["--config", str(ROOT / "configs" / "demo_random.yaml"), "--model.max_new_tokens", "3",
           "--data.init_args.num_workers", "0"]  # in-process decoding, so the counter sees every call
 
 

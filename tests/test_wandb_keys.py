@@ -22,7 +22,7 @@ def test_runs_with_different_reducers_share_their_metric_keys(tmp_path, monkeypa
     for var in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
         monkeypatch.setenv(var, str(tmp_path / var.lower()))
     for name, reducer in (("dyto", []), ("slowfast", ["--config", "configs/reducers/slowfast.yaml"])):
-        main(["predict", "--config", "configs/demo.yaml", *reducer, "--config", "configs/logging/wandb.yaml",
+        main(["predict", "--config", "configs/demo_random.yaml", *reducer, "--config", "configs/logging/wandb.yaml",
               "--data.limit", "3", "--data.num_workers", "0", "--model.max_new_tokens", "3",
               "--output.output_dir", str(tmp_path / "out"), "--output.run_name", name,
               "--trainer.enable_progress_bar", "false"])

@@ -12,6 +12,7 @@ from transformers.utils import cached_file, is_flash_attn_2_available
 from dyto.errors import ConfigError
 from dyto.models.rope import apply_rope_scaling
 from dyto.models.tiny import RANDOM_WEIGHTS_FLAG, TINY_MODEL_NAME, build_tiny_llava_next
+from dyto.models.tiny_trained import TRAINED_DIR, TRAINED_NAME, trained_label
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -62,8 +63,9 @@ def load_llava_next(
 ) -> tuple[LlavaNextForConditionalGeneration, object, str]:
     """(model in eval mode, tokenizer, model name for prediction records).
 
-    ``name="tiny"`` builds the tiny RANDOM-WEIGHT model in memory from ``seed``; anything else is
-    a hub id or local directory read with ``from_pretrained``. A checkpoint written by
+    ``name="tiny"`` builds the tiny RANDOM-WEIGHT model in memory from ``seed``;
+    ``name="tiny-trained"`` reads the shipped tiny TRAINED model (:mod:`dyto.models.tiny_trained`)
+    with ``from_pretrained``; anything else is a hub id or local directory read the same way. A checkpoint written by
     :func:`dyto.models.tiny.save_tiny` carries a flag in its config, and its record name says
     "(random weights)" as well.
     """
@@ -75,6 +77,11 @@ def load_llava_next(
         if rope_scaling_factor is not None:
             apply_rope_scaling(config.text_config, rope_scaling_factor)
 
+    if name == TRAINED_NAME:
+        label = trained_label()
+        model, tokenizer, _ = load_checkpoint(LlavaNextForConditionalGeneration, str(TRAINED_DIR), dtype,
+                                              attn_implementation, dynamic_rope)
+        return model, tokenizer, label
     return load_checkpoint(LlavaNextForConditionalGeneration, name, dtype, attn_implementation, dynamic_rope)
 
 

@@ -58,11 +58,11 @@ def random_weight_model(model_class, config, device: str | torch.device = "cpu",
             torch.set_default_dtype(previous)
 
 
-def build_tiny_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
+def build_tiny_tokenizer(vocab_size: int = 400, corpus: list[str] | None = None) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer trained in memory on a fixed corpus (deterministic).
 
     Like the Llama tokenizers, every ``encode`` starts with BOS (a template post-processor) and
-    nothing is added at the end. ``<image>`` is a special token so that a prompt tokenised whole
+    nothing is added at the end. ``corpus`` replaces the fixed training text. ``<image>`` is a special token so that a prompt tokenised whole
     keeps it as one id, as the llava-hf tokenizers do.
     """
     tok = Tokenizer(models.BPE())
@@ -74,7 +74,7 @@ def build_tiny_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS, trainer)
+    tok.train_from_iterator(_CORPUS if corpus is None else corpus, trainer)
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", tok.token_to_id("<s>"))]
     )
@@ -98,6 +98,9 @@ def build_tiny_llava_next(
     max_position_embeddings: int = 4096,
     rope_scaling_factor: float | None = None,
     initializer_range: float = 0.2,
+    vision_layers: int | None = None,
+    text_heads: int = 4,
+    tokenizer: PreTrainedTokenizerFast | None = None,
 ) -> tuple[LlavaNextForConditionalGeneration, PreTrainedTokenizerFast]:
     """(model, tokenizer): a RANDOM-WEIGHT LlavaNextForConditionalGeneration, in eval mode, fp32.
 
@@ -105,13 +108,14 @@ def build_tiny_llava_next(
     RNG. ``initializer_range`` is larger than HF's 0.02 so that greedy decoding of random weights
     rarely meets near-ties between logits and produces varied tokens. ``rope_scaling_factor``
     turns on dynamic NTK RoPE as :func:`dyto.models.rope.apply_rope_scaling` does for
-    real checkpoints.
+    real checkpoints. ``vision_layers`` (default: ``num_layers``), ``text_heads`` and ``tokenizer`` (default:
+    :func:`build_tiny_tokenizer`) let ``scripts/train_tiny.py`` build its own sizes.
     """
-    tokenizer = build_tiny_tokenizer()
+    tokenizer = tokenizer if tokenizer is not None else build_tiny_tokenizer()
     vision = CLIPVisionConfig(
         hidden_size=vision_hidden_size,
         intermediate_size=2 * vision_hidden_size,
-        num_hidden_layers=num_layers,
+        num_hidden_layers=num_layers if vision_layers is None else vision_layers,
         num_attention_heads=2,
         image_size=image_size,
         patch_size=patch_size,
@@ -122,8 +126,8 @@ def build_tiny_llava_next(
         hidden_size=text_hidden_size,
         intermediate_size=2 * text_hidden_size,
         num_hidden_layers=num_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=text_heads,
+        num_key_value_heads=text_heads // 2,
         max_position_embeddings=max_position_embeddings,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
