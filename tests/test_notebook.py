@@ -1,5 +1,5 @@
-"""The quickstart notebook executes top to bottom (offline, tiny random-weight model) and is
-committed with its outputs stripped."""
+"""The quickstart notebook executes top to bottom (offline: stand-in features for DyTo on a real clip,
+then the tiny trained model on the shipped synthetic demo) and is committed with its outputs stripped."""
 
 from __future__ import annotations
 

@@ -196,6 +196,9 @@ def test_percent_of_the_unreduced_cell(tmp_path):
     reduced, unreduced = sweep_rows(grid, tmp_path, "concat-unreduced", resamples=500)
     assert reduced["accuracy"]["estimate"] == 25.0 and unreduced["accuracy"]["estimate"] == 50.0
     assert reduced["percent_of_baseline"] == 50.0 and unreduced["percent_of_baseline"] == 100.0
+    # paired on the 4 questions: q0 right in both, q1 right in the unreduced cell only, q2 q3 in neither
+    assert reduced["mcnemar"] == {"items": 4, "both": 1, "only_baseline": 1, "only_run": 0, "neither": 2,
+                                  "p_value": 1.0} and unreduced["mcnemar"] is None
     assert reduced["visual_tokens"] == {"mean": 32, "min": 32, "max": 32}
     assert 0.0 <= reduced["accuracy"]["low"] <= 25.0 <= reduced["accuracy"]["high"] <= 100.0
 

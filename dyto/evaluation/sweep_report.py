@@ -6,7 +6,10 @@ One row per cell (see docs/reducers.md, "Comparing reducers"): reducer, budget k
 visual tokens per question (mean [min, max] over the ok items), items ok / failed, the headline
 accuracy with its 95% percentile-bootstrap interval (questions resampled; ``stats.bootstrap_mean``
 over the per-question outcomes of ``outcomes.run_outcomes``, which reproduce the run's own
-headline accuracy) and the accuracy as a percentage of the baseline cell's.
+headline accuracy), the accuracy as a percentage of the baseline cell's, and the exact McNemar
+test of each cell against the baseline on the multiple-choice questions both answered
+(``paired.paired_comparison``, the test of ``dyto compare``): b = right in the baseline only,
+c = right in the cell only, two-sided p.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 from dyto import viz
 from dyto.evaluation.outcomes import headline_outcomes, run_outcomes
+from dyto.evaluation.paired import paired_comparison
 from dyto.evaluation.published import run_published
 from dyto.evaluation.report import efficiency_summary
 from dyto.evaluation.stats import bootstrap_mean, percent_of_baseline
@@ -61,11 +65,19 @@ def cell_summary(cell, run_dir: Path, resamples: int = 10_000, seed: int = 0) ->
 def sweep_rows(cells, out: Path, baseline: str | None, resamples: int = 10_000) -> list[dict[str, Any]]:
     rows = [cell_summary(c, out / c.name, resamples) for c in cells]
     base = next((r for r in rows if r["cell"] == baseline), None)
+    base_run = RunFolder(out / base["cell"]).load() if base else None
     for r in rows:
-        r["percent_of_baseline"] = None
+        r["percent_of_baseline"], r["mcnemar"] = None, None
         if base and base["accuracy"] and r["accuracy"] and base["accuracy"]["estimate"] > 0:
             r["percent_of_baseline"] = percent_of_baseline(r["accuracy"]["estimate"], base["accuracy"]["estimate"])
+        if base_run is not None and r is not base:
+            r["mcnemar"] = paired_comparison(base_run, RunFolder(out / r["cell"]).load(), resamples)["mcnemar"]
     return rows
+
+
+def _mcnemar(r: dict[str, Any]) -> str:
+    m = r.get("mcnemar")
+    return f"{m['only_baseline']} / {m['only_run']}, p = {m['p_value']:.2g}" if m else "–"
 
 
 def _budget(r: dict[str, Any]) -> str:
@@ -99,8 +111,10 @@ def render_sweep(rows: list[dict[str, Any]], num_frames: int, baseline: str | No
              f"(this invocation: {counts.get('decoded', 0)} decoded, {counts.get('encoded', 0)} encoded).",
              "Accuracy: the run's headline accuracy (multiple choice: correct / ok items; judged: yes / "
              "(yes + no)), with a 95% percentile-bootstrap interval over questions. "
-             + (f"% of unreduced: accuracy / accuracy of `{baseline}`." if baseline else
-                "% of unreduced: no baseline cell (add `concat` or `--baseline CELL`)."), "",
+             + (f"% of unreduced: accuracy / accuracy of `{baseline}`. McNemar: exact paired test against "
+                f"`{baseline}` on the multiple-choice questions (b / c = right only in `{baseline}` / only in "
+                "the cell; two-sided p)." if baseline else
+                "% of unreduced and McNemar: no baseline cell (add `concat` or `--baseline CELL`)."), "",
              *_floor_notes(rows, num_frames),
              "Prefill TFLOPs per question from the per-layer token counts (docs/reducers.md, \"Cost\"); "
              + ("budgets matched at equal prefill FLOPs: each whole method's outer target was raised until its "
@@ -109,14 +123,15 @@ def render_sweep(rows: list[dict[str, Any]], num_frames: int, baseline: str | No
              "Published: the numbers papers report for the same (method, backbone, benchmark, retention), "
              "with who measured them, their frames and protocol (docs/paper-results.md).", "",
              "| cell | reducer | budget | visual tokens mean [min, max] | ok / failed | accuracy (%) [95% CI] "
-             "| % of unreduced | prefill TFLOPs mean [min, max] | published |", "|---|---|---|---|---|---|---|---|---|"]
+             "| % of unreduced | McNemar b / c, p | prefill TFLOPs mean [min, max] | published |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         t, a = r["visual_tokens"], r["accuracy"]
         tokens = f"{t['mean']:.1f} [{t['min']}, {t['max']}]" if t else "–"
         acc = f"{a['estimate']:.1f} [{a['low']:.1f}, {a['high']:.1f}]" if a else "–"
         pct = f"{r['percent_of_baseline']:.1f}" if r["percent_of_baseline"] is not None else "–"
         lines.append(f"| {r['cell']} | {r['label']} | {_budget(r)} | {tokens} | {r['ok']} / {r['failed']} | "
-                     f"{acc} | {pct} | {_tflops(r)} | {r.get('published', '–')} |")
+                     f"{acc} | {pct} | {_mcnemar(r)} | {_tflops(r)} | {r.get('published', '–')} |")
     return "\n".join(lines + ["", "![accuracy vs visual tokens and vs prefill TFLOPs](sweep.png)", ""])
 
 
