@@ -70,7 +70,7 @@ def test_the_unreduced_model_is_well_above_chance_on_held_out_clips(sweep):
     # multiple choice: chance is 1/2 on order questions and 1/4 on the others: 30% overall
     assert unreduced["ok"] == 2 * CLIPS and unreduced["accuracy"]["estimate"] >= 60.0
     open_ended = [right(r) for r in answers["concat-unreduced"].values() if r["task"] == "open_ended"]
-    assert sum(open_ended) / len(open_ended) >= 0.5
+    assert sum(open_ended) / len(open_ended) >= 0.6
 
 
 def test_uniform_frame_sampling_loses_the_flashes_dyto_keeps(sweep):
@@ -84,7 +84,7 @@ def test_uniform_frame_sampling_loses_the_flashes_dyto_keeps(sweep):
     assert sum(caught) <= 0.4 * len(flash)
     unreduced, sampled, dyto = (flash_right(answers, c) for c in ("concat-unreduced", "concat-retention0.1",
                                                                    "dyto-retention0.1"))
-    assert unreduced >= 0.8 * len(flash)
+    assert unreduced >= 0.7 * len(flash)
     assert sampled <= unreduced - 0.3 * len(flash)
     assert dyto >= sampled + 0.15 * len(flash)
     m = cells["concat-retention0.1"]["mcnemar"]
