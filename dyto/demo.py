@@ -67,9 +67,10 @@ def demo_main(argv: list[str]) -> int:
     p.add_argument("--video", help="video file, GIF or folder of frames (default: a shipped synthetic clip)")
     p.add_argument("--question", help="the question, as plain text (default: that clip's open-ended question)")
     p.add_argument("--options", nargs="+", help="answer options: makes it a multiple-choice question")
-    p.add_argument("--model", default="tiny-trained",
-                   help="'tiny-trained' (the shipped tiny model trained on the synthetic benchmark), 'tiny' "
-                        "(random weights: the answer is noise), a hub id or a local path")
+    p.add_argument("--model", default="auto",
+                   help="'tiny-trained' (the shipped tiny LLaVA-NeXT trained on the synthetic benchmark), 'tiny' "
+                        "(random weights: the answer is noise), a hub id or a local path; 'auto': tiny-trained for "
+                        "llava_next, the only family it exists for, tiny for the others")
     p.add_argument("--backbone", default="llava_next",
                    help="registered backbone family: llava_next, llava_onevision, internvl, ... (see docs/backbones.md)")
     p.add_argument("--reducer", default="dyto", help="registered reducer name (dyto, slowfast, uniform, concat, "
@@ -80,6 +81,8 @@ def demo_main(argv: list[str]) -> int:
     p.add_argument("--max-new-tokens", type=int, default=256, help="answer length bound (the reference's "
                    "run_demo.py uses 256)")
     args = p.parse_args(argv)
+    if args.model == "auto":
+        args.model = "tiny-trained" if args.backbone == "llava_next" else "tiny"
     expected = None
     if args.video is None and args.question is None:
         args.video, args.question, expected = _default_question()

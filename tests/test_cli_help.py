@@ -35,7 +35,7 @@ def test_predict_help_lists_the_datamodule_options_with_descriptions(capsys):
 
 
 @pytest.mark.parametrize("command,expected", [
-    ("demo", ["--question QUESTION   the question", "(default: tiny-trained)", "(default: dyto)", "(default: 256)"]),
+    ("demo", ["--question QUESTION   the question", "(default: auto)", "(default: dyto)", "(default: 256)"]),
     ("reduce-demo", ["(default: release)", "token budget Z", "(default: 3680)", "(default: 100)",
                      "bigbuckbunny.mp4)"])])
 def test_demo_helps_give_defaults_and_descriptions(capsys, command, expected):
