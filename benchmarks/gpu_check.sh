@@ -9,6 +9,7 @@
 #      static_compiled, against the weight-bandwidth bound) with a profile of one decoding step
 #   3. the same for Qwen2.5-VL-7B (bf16)
 #   4. check_encode_ahead_cuda.py --new-tokens 64
+#   5. profile_reduce.py: DyTo's reduce stage alone at the 7B shapes, per dtype, with its top kernels
 # Logs: benchmarks/results/gpu_check_<date>/<step>.log, .jsonl (copied to $OUT when it is set).
 #
 #   bash benchmarks/gpu_check.sh                                  # on the GPU machine, carry: [".whl"]
@@ -61,14 +62,17 @@ if (( DRY )); then
          --pool 2 --max-new-tokens 4 --today-questions 1 --token-questions 1 --profile --json "$DIR/throughput.jsonl"
   done
   step encode_ahead 1500 "$PY" benchmarks/check_encode_ahead_cuda.py --num-layers 1 --new-tokens 4
+  step profile_reduce 300 "$PY" benchmarks/profile_reduce.py --shapes qwen2_5_vl_7b --dtypes bfloat16 --repeats 1 --top 3
 else
   step vision_tower 60 "$PY" benchmarks/check_vision_tower.py --repeats 2
-  for b in llava_next qwen2_5_vl; do
-    step "throughput_$b" 215 "$PY" benchmarks/bench_throughput.py --full-size-random --size 7b --backbone "$b" \
+  for b in llava_next qwen2_5_vl; do  # 152 s and 166 s on an H200
+    cap=$([[ $b == llava_next ]] && echo 195 || echo 205)
+    step "throughput_$b" "$cap" "$PY" benchmarks/bench_throughput.py --full-size-random --size 7b --backbone "$b" \
          --questions 16 --pool 16 --max-new-tokens 128 --today-questions 3 --token-questions 2 --profile \
          --json "$DIR/throughput.jsonl"
   done
   step encode_ahead 50 "$PY" benchmarks/check_encode_ahead_cuda.py --new-tokens 64
+  step profile_reduce 40 "$PY" benchmarks/profile_reduce.py --repeats 5
 fi
 printf '%s\n' "${SUMMARY[@]}" | tee "$DIR/summary.log" ${OUTDIR:+"$OUTDIR/summary.log"}
 if [[ -n "$OUTDIR" ]]; then cp "$DIR"/*.jsonl "$OUTDIR/" 2>/dev/null; fi
