@@ -46,6 +46,21 @@ def kill_9(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def refused_while_held(argv: list[str], held: Path, purpose: str, capsys) -> tuple[str, int]:
+    """``dyto argv`` while a real process holds ``held``'s lock as ``purpose``: it must stop with
+    exit status 2. Returns its last stderr line (without ``dyto: ``) and the holder's pid."""
+    from dyto.cli import main
+
+    child = hold_in_child(held, purpose)
+    try:
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+    finally:
+        kill_9(child)
+    assert stop.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1].removeprefix("dyto: "), child.pid
+
+
 def assert_names_holder(message: str, folder: Path, purpose: str, pid: int, way_out: str) -> None:
     assert "\n" not in message.strip()
     assert message.startswith(f"{folder} is in use by {purpose} on host {HOST} (pid {pid}, started 20")
@@ -224,32 +239,16 @@ def test_the_mechanism_can_be_chosen(tmp_path, monkeypatch):
 
 def test_a_second_sweep_on_one_out_stops_before_the_model_loads_and_a_held_cell_stops_a_sweep(tmp_path, monkeypatch,
                                                                                              capsys):
-    from dyto.cli import main
-
     monkeypatch.chdir(REPO)
     out = tmp_path / "sweep"
     argv = ["sweep", "--config", "configs/demo.yaml", "--reducers", "uniform", "--num-frames", "8", "--out", str(out)]
-    child = hold_in_child(out, "dyto sweep")
-    try:
-        with pytest.raises(SystemExit) as stop:
-            main(argv)
-    finally:
-        kill_9(child)
-    assert stop.value.code == 2
-    line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert_names_holder(line.removeprefix("dyto: "), out, "dyto sweep", child.pid, "sweep into another --out")
+    line, pid = refused_while_held(argv, out, "dyto sweep", capsys)
+    assert_names_holder(line, out, "dyto sweep", pid, "sweep into another --out")
     assert sorted(p.name for p in out.iterdir()) == ["run.lock"]  # no cell folder was touched
 
-    child = hold_in_child(out / "uniform-default", "dyto predict")  # a cell someone predicts into
-    try:
-        with pytest.raises(SystemExit) as stop:
-            main(argv)
-    finally:
-        kill_9(child)
-    assert stop.value.code == 2
-    line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert_names_holder(line.removeprefix("dyto: "), out / "uniform-default", "dyto predict", child.pid,
-                        "sweep into another --out")
+    # a cell someone predicts into
+    line, pid = refused_while_held(argv, out / "uniform-default", "dyto predict", capsys)
+    assert_names_holder(line, out / "uniform-default", "dyto predict", pid, "sweep into another --out")
     assert sorted(p.name for p in (out / "uniform-default").iterdir()) == ["run.lock"]
 
 
@@ -257,21 +256,13 @@ def test_a_run_a_launcher_started_locks_in_setup_and_a_refused_one_writes_nothin
     """Under torchrun or srun every rank runs the CLI, so the lock is taken by rank 0 in the
     writer's setup and the outcome broadcast to all ranks; RANK in the environment (as torchrun
     sets it) sends a one-process run down that path."""
-    from dyto.cli import main
-
     monkeypatch.chdir(REPO)
     monkeypatch.setenv("RANK", "0")
     run_dir = tmp_path / "late"
-    child = hold_in_child(run_dir, "dyto predict")
-    try:
-        with pytest.raises(SystemExit) as stop:
-            main(["predict", "--config", "configs/demo.yaml", "--output.output_dir", str(tmp_path),
-                  "--output.run_name", "late", "--trainer.enable_progress_bar", "false"])
-    finally:
-        kill_9(child)
-    assert stop.value.code == 2
-    line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert_names_holder(line.removeprefix("dyto: "), run_dir, "dyto predict", child.pid, "pick another --output.run_name")
+    line, pid = refused_while_held(["predict", "--config", "configs/demo.yaml", "--output.output_dir", str(tmp_path),
+                                    "--output.run_name", "late", "--trainer.enable_progress_bar", "false"],
+                                   run_dir, "dyto predict", capsys)
+    assert_names_holder(line, run_dir, "dyto predict", pid, "pick another --output.run_name")
     assert sorted(p.name for p in run_dir.iterdir()) == ["run.lock"]  # no config.yaml, no fingerprint, no log
 
 

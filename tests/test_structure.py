@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dyto"
 
 # lower floors never import higher ones (docs/internals.md "Floors")
 FLOORS = [
-    {"dyto", "dyto.errors", "dyto.records", "dyto.runlock", "dyto.runs"},
+    {"dyto", "dyto.errors", "dyto.records", "dyto.registry", "dyto.runlock", "dyto.runs"},
     {"dyto.reduction"},
     {"dyto.viz"},  # figures from arrays
     {"dyto.datamodules"},

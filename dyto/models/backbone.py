@@ -45,6 +45,7 @@ from dyto.datamodules.preprocess import Preprocessing
 from dyto.errors import ConfigError
 from dyto.models.inputs import left_pad
 from dyto.models.rope import reset_dynamic_rope
+from dyto.registry import registering
 
 __all__ = ["Backbone", "VisualFeatures", "LLMInput", "Prompt", "BACKBONES", "register_backbone",
            "build_backbone", "list_backbones", "left_pad", "input_cells", "visual_layout", "check_reducer_fits"]
@@ -138,17 +139,7 @@ def input_cells(reduction, grid: tuple[int, int]) -> tuple[Tensor, Tensor, int]:
 BACKBONES: dict[str, type["Backbone"]] = {}
 
 
-def register_backbone(name: str):
-    """Class decorator: make a Backbone subclass buildable by ``name``."""
-
-    def wrap(cls):
-        if name in BACKBONES and BACKBONES[name] is not cls:
-            raise ValueError(f"backbone {name!r} is already registered to {BACKBONES[name].__name__}")
-        cls.name = name
-        BACKBONES[name] = cls
-        return cls
-
-    return wrap
+register_backbone = registering(BACKBONES, "backbone")  # @register_backbone("llava_next")
 
 
 # Modules whose backbones register themselves on import; a backbone elsewhere is usable by

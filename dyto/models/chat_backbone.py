@@ -27,8 +27,7 @@ from dyto.errors import check
 from dyto.models.backbone import Backbone, LLMInput, Prompt, visual_layout
 from dyto.models.loading import (
     checkpoint_chat_template,
-    checkpoint_preprocessing,
-    load_checkpoint,
+    load_family,
     resolve_attn_implementation,
     resolve_dtype,
 )
@@ -61,16 +60,11 @@ class ChatBackbone(Backbone):
         super().__init__()
         check("vision_chunk_size", vision_chunk_size, ">=1")
         self.checkpoint, self.vision_chunk_size, self.system_prompt = checkpoint, vision_chunk_size, system_prompt
-        torch_dtype, attn = resolve_dtype(dtype), resolve_attn_implementation(attn_implementation)
-        if checkpoint == "tiny":
-            model, tokenizer = type(self).tiny_builder(seed=seed)
-            model.set_attn_implementation(attn)
-            model, name, stated = model.to(torch_dtype).eval(), self.tiny_name, {}
-            self.run_label = f"tiny-{self.name}"
-        else:
-            model, tokenizer, name = load_checkpoint(self.model_class, checkpoint, torch_dtype, attn)
-            stated = checkpoint_preprocessing(checkpoint)
-            self.run_label = checkpoint
+        model, tokenizer, name, stated = load_family(self.model_class, type(self).tiny_builder, self.tiny_name,
+                                                     checkpoint, resolve_dtype(dtype),
+                                                     resolve_attn_implementation(attn_implementation), seed)
+        model = model.eval()
+        self.run_label = f"tiny-{self.name}" if checkpoint == "tiny" else checkpoint
         self.chat_template = chat_template or checkpoint_chat_template(checkpoint, tokenizer)
         self.attach(model, tokenizer, name, stated)
 

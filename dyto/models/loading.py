@@ -17,10 +17,11 @@ from dyto.models.tiny_trained import TRAINED_DIR, TRAINED_NAME, trained_label
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
-def resolve_dtype(dtype: str) -> torch.dtype:
-    """"auto" is fp16 when CUDA is available (the reference's precision) and fp32 on CPU."""
+def resolve_dtype(dtype: str, cuda_auto: torch.dtype = torch.float16) -> torch.dtype:
+    """"auto" is ``cuda_auto`` when CUDA is available (fp16: the reference's precision; the Qwen
+    families pass bfloat16, their checkpoints' dtype) and fp32 on CPU."""
     if dtype == "auto":
-        return torch.float16 if torch.cuda.is_available() else torch.float32
+        return cuda_auto if torch.cuda.is_available() else torch.float32
     if dtype not in DTYPES:
         raise ConfigError("dtype", dtype, "'auto' or one of " + ", ".join(sorted(DTYPES)))
     return DTYPES[dtype]
@@ -97,6 +98,20 @@ def load_checkpoint(model_class, name: str, dtype: torch.dtype, attn_implementat
     tokenizer = AutoTokenizer.from_pretrained(name)
     label = f"{name} (random weights)" if getattr(config, RANDOM_WEIGHTS_FLAG, False) else name
     return model, tokenizer, label
+
+
+def load_family(model_class, tiny_builder, tiny_name: str, checkpoint: str, dtype: torch.dtype,
+                attn_implementation: str, seed: int = 0):
+    """(model, tokenizer, record name, what the checkpoint's processor states) of a backbone family:
+    ``checkpoint="tiny"`` builds its in-memory random-weight model with ``tiny_builder(seed=seed)``
+    (no processor: ``{}``); anything else goes through :func:`load_checkpoint` and
+    :func:`checkpoint_preprocessing` (mean/std; a Qwen "size" is a pixel budget and goes unused)."""
+    if checkpoint == "tiny":
+        model, tokenizer = tiny_builder(seed=seed)
+        model.set_attn_implementation(attn_implementation)
+        return model.to(dtype), tokenizer, tiny_name, {}
+    model, tokenizer, name = load_checkpoint(model_class, checkpoint, dtype, attn_implementation)
+    return model, tokenizer, name, checkpoint_preprocessing(checkpoint)
 
 
 def _checkpoint_file(name: str, filename: str) -> str | None:

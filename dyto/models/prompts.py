@@ -155,3 +155,20 @@ def render_chat(tokenizer, layout: ChatLayout, visual_marker: str, chat_template
         raise ValueError(f"the chat template does not place exactly one {visual_marker!r}: {text!r}")
     before, after = text.split(visual_marker)
     return before, after + layout.answer_prefix
+
+
+# lmms-eval's Qwen model files (qwen2_5_vl.py, qwen3_vl.py) send this system turn before the video
+LMMS_SYSTEM = "You are a helpful assistant."
+
+
+def render_lmms_eval_chat(tokenizer, text: str, visual_marker: str, chat_template: str | None = None) -> tuple[str, str]:
+    """(before, after) ``visual_marker`` of lmms-eval's Qwen messages through the chat template: a
+    system turn ``LMMS_SYSTEM``, then a user turn holding the video item and the task's ``text``."""
+    messages = [{"role": "system", "content": LMMS_SYSTEM},
+                {"role": "user", "content": [{"type": "video", "video": "video"}, {"type": "text", "text": text}]}]
+    rendered = tokenizer.apply_chat_template(messages, chat_template=chat_template, tokenize=False,
+                                             add_generation_prompt=True)
+    if rendered.count(visual_marker) != 1:
+        raise ValueError(f"the chat template does not place exactly one {visual_marker}: {rendered!r}")
+    before, after = rendered.split(visual_marker)
+    return before, after

@@ -49,11 +49,9 @@ from dyto.datamodules.video import CLIP_MEAN, CLIP_STD
 from dyto.errors import ConfigError, check
 from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, register_backbone, visual_layout
 from dyto.models.inputs import left_pad
-from dyto.models.loading import (
-    DTYPES, checkpoint_chat_template, checkpoint_preprocessing, load_checkpoint, resolve_attn_implementation,
-)
+from dyto.models.loading import checkpoint_chat_template, load_family, resolve_attn_implementation, resolve_dtype
 from dyto.models.lmms_eval import LMMS_EVAL, LmmsEvalModel
-from dyto.models.prompts import chat_layout, render_chat
+from dyto.models.prompts import chat_layout, render_chat, render_lmms_eval_chat
 from dyto.models.qwen2_5_vl_inputs import (TEXT_AFTER_VIDEO, TEXT_POSITIONS, VIDEO_PAD, grid_positions,
                                            mrope_positions, patchify)
 from dyto.models.qwen2_5_vl_vision import batched_tower, tower_calls
@@ -68,7 +66,6 @@ VISION_TOWERS = ("auto", "batched", "transformers")
 TINY_SIZE = 84  # the tiny model's frames: 6x6 patches of 14 px, a 3x3 merged grid
 # lmms-eval qwen2_5_vl.py defaults; the tiny model's budget is scaled to its 84 px frames (9 to 36 cells)
 LMMS_PIXELS = {"checkpoint": (256 * 28 * 28, 1605632), "tiny": (9 * 28 * 28, 36 * 28 * 28)}
-LMMS_SYSTEM = "You are a helpful assistant."
 
 
 def reduction_positions(reduction, grid: tuple[int, int]) -> Tensor:
@@ -137,20 +134,9 @@ class Qwen2_5_VL(Backbone):
         super().__init__()
         self._options(checkpoint, second_per_grid_t, text_after_video, vision_chunk_size, system_prompt, seed,
                       text_positions, vision_tower)
-        if dtype == "auto":
-            torch_dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-        elif dtype in DTYPES:
-            torch_dtype = DTYPES[dtype]
-        else:
-            raise ConfigError("dtype", dtype, "'auto' or one of " + ", ".join(sorted(DTYPES)))
-        attn = resolve_attn_implementation(attn_implementation)
-        if checkpoint == "tiny":
-            model, tokenizer = build_tiny_qwen2_5_vl(seed=seed)
-            model.set_attn_implementation(attn)
-            model, name, stated = model.to(torch_dtype), TINY_QWEN_NAME, {}
-        else:
-            model, tokenizer, name = load_checkpoint(Qwen2_5_VLForConditionalGeneration, checkpoint, torch_dtype, attn)
-            stated = checkpoint_preprocessing(checkpoint)  # mean/std only: Qwen's "size" is a pixel budget
+        model, tokenizer, name, stated = load_family(
+            Qwen2_5_VLForConditionalGeneration, build_tiny_qwen2_5_vl, TINY_QWEN_NAME, checkpoint,
+            resolve_dtype(dtype, cuda_auto=torch.bfloat16), resolve_attn_implementation(attn_implementation), seed)
         self.chat_template = chat_template or checkpoint_chat_template(checkpoint, tokenizer)
         self.attach(model.eval(), tokenizer, name, image_size or (TINY_SIZE if checkpoint == "tiny" else 448),
                     stated.get("image_mean", CLIP_MEAN), stated.get("image_std", CLIP_STD))
@@ -260,15 +246,9 @@ class Qwen2_5_VL(Backbone):
                              32, "qwen_fps", resize, 32768, "chat_template")
 
     def lmms_eval_prompt(self, text: str) -> Prompt:
-        """lmms-eval's messages through the checkpoint's template: a system turn ``LMMS_SYSTEM``, then a
+        """lmms-eval's messages through the checkpoint's template: a system turn (``prompts.LMMS_SYSTEM``), then a
         user turn with the video item and the task's text, split at ``<|video_pad|>``."""
-        messages = [{"role": "system", "content": LMMS_SYSTEM},
-                    {"role": "user", "content": [{"type": "video", "video": "video"}, {"type": "text", "text": text}]}]
-        rendered = self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
-                                                      add_generation_prompt=True)
-        if rendered.count(VIDEO_PAD) != 1:
-            raise ValueError(f"the chat template does not place exactly one {VIDEO_PAD}: {rendered!r}")
-        before, after = rendered.split(VIDEO_PAD)
+        before, after = render_lmms_eval_chat(self.tokenizer, text, VIDEO_PAD, self.chat_template)
         return Prompt(before, after, "lmms_eval:chat_template")
 
     def prompt(self, task: str, question: str, options: list[str] | None = None) -> Prompt:

@@ -42,9 +42,8 @@ from dyto.errors import ConfigError
 from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, register_backbone
 from dyto.models.inputs import left_pad
 from dyto.models.lmms_eval import LMMS_EVAL, LmmsEvalModel
-from dyto.models.loading import (checkpoint_chat_template, checkpoint_preprocessing, load_checkpoint,
-                                 resolve_attn_implementation, resolve_dtype)
-from dyto.models.prompts import chat_layout, render_chat
+from dyto.models.loading import checkpoint_chat_template, load_family, resolve_attn_implementation, resolve_dtype
+from dyto.models.prompts import chat_layout, render_chat, render_lmms_eval_chat
 from dyto.models.qwen2_5_vl import reduction_positions
 from dyto.models.qwen2_5_vl_inputs import patchify
 from dyto.models.qwen3_vl_inputs import (CLIP_PIXELS, DEFAULT_FPS, VIDEO_PAD, Qwen3Input, VideoLayout, clip_pixels,
@@ -57,7 +56,6 @@ TINY_SIZE = 96            # the tiny model's frames: 6x6 patches of 16 px, a 3x3
 CHECKPOINT_SIZE = 480     # smart_resize of a square video at 100 frames, 8B budget: 15x15 per patch
 # lmms-eval qwen3_vl.py's min_pixels / max_pixels (lines 85-86); the tiny model's at its scale
 LMMS_PIXELS = {"checkpoint": (256 * 28 * 28, 1605632), "tiny": (9 * 32 * 32, 36 * 32 * 32)}
-LMMS_SYSTEM = "You are a helpful assistant."
 QWEN3_MEAN = QWEN3_STD = (0.5, 0.5, 0.5)   # Qwen3VLVideoProcessor's image_mean / image_std
 
 
@@ -93,17 +91,10 @@ class Qwen3_VL(Backbone):
                  video_pixels: tuple[int, int] | None = None):
         super().__init__()
         self._options(checkpoint, vision_chunk_size, system_prompt, seed)
-        # auto: bfloat16 with CUDA, the checkpoints' dtype (resolve_dtype's fp16 is LLaVA's)
-        torch_dtype = (torch.bfloat16 if torch.cuda.is_available() else torch.float32) if dtype == "auto" \
-            else resolve_dtype(dtype)
-        attn = resolve_attn_implementation(attn_implementation)
-        if checkpoint == "tiny":
-            model, tokenizer = build_tiny_qwen3_vl(seed=seed)
-            model.set_attn_implementation(attn)
-            model, name, stated = model.to(torch_dtype), TINY_QWEN3_NAME, {}
-        else:
-            model, tokenizer, name = load_checkpoint(Qwen3VLForConditionalGeneration, checkpoint, torch_dtype, attn)
-            stated = checkpoint_preprocessing(checkpoint)  # mean/std only: Qwen's "size" is a pixel budget
+        # auto: bfloat16 with CUDA, the checkpoints' dtype
+        model, tokenizer, name, stated = load_family(
+            Qwen3VLForConditionalGeneration, build_tiny_qwen3_vl, TINY_QWEN3_NAME, checkpoint,
+            resolve_dtype(dtype, cuda_auto=torch.bfloat16), resolve_attn_implementation(attn_implementation), seed)
         self.chat_template = chat_template or checkpoint_chat_template(checkpoint, tokenizer)
         if image_size is None and checkpoint == "tiny" and video_pixels is None:
             image_size = TINY_SIZE
@@ -205,13 +196,7 @@ class Qwen3_VL(Backbone):
     def lmms_eval_prompt(self, text: str) -> Prompt:
         """lmms-eval's messages (``qwen3_vl.py`` 304-337): a system turn "You are a helpful assistant.",
         then the video and the task's text, through the checkpoint's template, split at ``<|video_pad|>``."""
-        messages = [{"role": "system", "content": LMMS_SYSTEM},
-                    {"role": "user", "content": [{"type": "video", "video": "video"}, {"type": "text", "text": text}]}]
-        rendered = self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
-                                                      add_generation_prompt=True)
-        if rendered.count(VIDEO_PAD) != 1:
-            raise ValueError(f"the chat template does not place exactly one {VIDEO_PAD}: {rendered!r}")
-        before, after = rendered.split(VIDEO_PAD)
+        before, after = render_lmms_eval_chat(self.tokenizer, text, VIDEO_PAD, self.chat_template)
         return Prompt(before, after, "lmms_eval:chat_template")
 
     def prompt(self, task: str, question: str, options: list[str] | None = None) -> Prompt:

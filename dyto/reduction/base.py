@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from dyto.errors import ConfigError, check
+from dyto.registry import registering
 
 from .assignment import Assignment
 
@@ -148,15 +149,7 @@ def check_features(features: Tensor, grid: tuple[int, int]) -> tuple[int, int, i
 REDUCERS: dict[str, type[TokenReducer]] = {}
 
 
-def register_reducer(name: str) -> Callable[[type[TokenReducer]], type[TokenReducer]]:
-    """Class decorator: register a ``TokenReducer`` subclass under ``name``."""
-    def decorate(cls: type[TokenReducer]) -> type[TokenReducer]:
-        if name in REDUCERS and REDUCERS[name] is not cls:
-            raise ValueError(f"reducer name {name!r} is already registered to {REDUCERS[name]}")
-        cls.name = name
-        REDUCERS[name] = cls
-        return cls
-    return decorate
+register_reducer = registering(REDUCERS, "reducer")  # @register_reducer("dyto")
 
 
 def build_reducer(name: str, **params: Any) -> TokenReducer:

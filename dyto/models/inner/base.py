@@ -31,6 +31,7 @@ from typing import ClassVar
 from torch import Tensor
 
 from dyto.errors import ConfigError
+from dyto.registry import registering
 
 __all__ = ["InnerStage", "RowView", "Keep", "INNER_STAGES", "PHASES", "QUERIES", "register_inner_stage",
            "build_inner_stage", "list_inner_stages"]
@@ -60,17 +61,7 @@ class Keep:
 INNER_STAGES: dict[str, type["InnerStage"]] = {}
 
 
-def register_inner_stage(name: str):
-    """Class decorator: make an InnerStage subclass buildable by ``name``."""
-
-    def wrap(cls):
-        if name in INNER_STAGES and INNER_STAGES[name] is not cls:
-            raise ValueError(f"inner stage {name!r} is already registered to {INNER_STAGES[name].__name__}")
-        cls.name = name
-        INNER_STAGES[name] = cls
-        return cls
-
-    return wrap
+register_inner_stage = registering(INNER_STAGES, "inner stage")  # @register_inner_stage("fastv")
 
 
 # modules whose stages register on import (a stage elsewhere works by class_path at once)
