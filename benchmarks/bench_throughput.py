@@ -1,8 +1,10 @@
 """Questions per second: today's path (one question at a time, eager decoding, the model's own vision
 tower) against the new one (a pool of questions in length-aware generation groups, encoded together,
-``generation_loop: static_compiled`` where it can run), in the same process, on a slice of the demo
+``--generation-loop``, by default ``graphed``), in the same process, on a slice of the demo
 questions; a per-stage account of the new path against the hardware's bounds; and ms per token at
-batch 1 against the weight-bandwidth bound (weight bytes / HBM bandwidth).
+batch 1 against the weight-bandwidth bound (weight bytes / HBM bandwidth) for eager decoding and for
+each of ``--token-loops`` (by default ``static_compiled`` and ``graphed``: Hugging Face's loop with a
+compiled forward against dyto's loop with the whole step one CUDA graph).
 
 What is timed: ``predict_step`` wall time (encode + reduce + prefill + generate, CUDA synchronised
 after every step), one untimed warm-up step per path first (on a GPU this is where
@@ -60,6 +62,7 @@ from dyto.datamodules.base import BATCH_KEYS, auto_num_workers, available_cpus  
 from dyto.datamodules.video import decode_video  # noqa: E402
 from dyto.models.backbone import BACKBONES, build_backbone, list_backbones  # noqa: E402
 from dyto.models.batching import length_groups, padding_tokens  # noqa: E402
+from dyto.models.generation_loop import GENERATION_LOOPS  # noqa: E402
 from dyto.models.videoqa import VideoQA  # noqa: E402
 from dyto.records import QARecord, read_jsonl  # noqa: E402
 
@@ -209,7 +212,9 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=16, help="questions per DataModule batch on the new path")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--natural-length", action="store_true", help="let EOS end answers early")
-    parser.add_argument("--generation-loop", choices=("eager", "static_compiled"), default="static_compiled")
+    parser.add_argument("--generation-loop", choices=GENERATION_LOOPS, default="graphed", help="the new path's loop")
+    parser.add_argument("--token-loops", nargs="+", choices=GENERATION_LOOPS, default=["static_compiled", "graphed"],
+                        help="loops timed at batch 1 beside today's eager one (the last is profiled)")
     parser.add_argument("--encode-batch", choices=("question", "pool"), default="pool")
     parser.add_argument("--vision-tower", choices=("batched", "transformers"), default="batched",
                         help="Qwen2.5-VL's tower on the new path (today's path runs the model's own)")
@@ -279,12 +284,15 @@ def main() -> None:
     eager_ms = per_token_ms(base, args.max_new_tokens)
     token_rows = {"eager": eager_ms}
     single = None
-    if loop != "eager":
-        single = module_for(backbone, args, generation_batch_size=1, generation_loop=loop)
+    for name in dict.fromkeys(args.token_loops):  # the last one is profiled
+        single = module_for(backbone, args, generation_batch_size=1, generation_loop=name)
+        ran = single.resolved_generation_loop()[0]
+        if ran in token_rows:
+            continue
         with tower(backbone, args.vision_tower):
             timed(single, pools(warm[:1], 1))  # compiles batch 1
-            token_rows[loop] = per_token_ms(timed(single, pools(measured[: args.token_questions], 1))[0],
-                                            args.max_new_tokens)
+            token_rows[ran] = per_token_ms(timed(single, pools(measured[: args.token_questions], 1))[0],
+                                           args.max_new_tokens)
     weights = decode_weight_bytes(backbone.model)
     bound = weights / (args.hbm_gbps * 1e9) * 1e3
     for name, ms in token_rows.items():

@@ -253,8 +253,8 @@ def test_gpu_configs_pool_16_questions_on_the_fast_path_and_cpu_keeps_1(capsys):
 
 def test_bench_throughput_runs_and_reports_identical_answers(tmp_path):
     """The benchmark's CPU path end to end on the tiny Qwen2.5-VL (2 questions; today's path with the
-    model's own vision tower, the new one batched and pooled): ratio, identical answers, padding,
-    the per-stage account, the bound and the step profile."""
+    model's own vision tower, the new one batched, pooled and decoded in the graphed loop): ratio,
+    identical answers, padding, the per-stage account, the bound and the step profile."""
     import json
     import os
     import subprocess
@@ -271,7 +271,8 @@ def test_bench_throughput_runs_and_reports_identical_answers(tmp_path):
     assert "generation_loop: static_compiled unavailable" in out.stdout
     assert "against the stage bounds' sum" in out.stdout and "profile of one decoding step" in out.stdout
     row = json.loads((tmp_path / "t.jsonl").read_text())
-    assert row["identical"] == 2 and row["generation_loop"] == "eager" and row["ratio"] > 0
+    assert row["identical"] == 2 and row["generation_loop"] == "graphed" and row["ratio"] > 0
+    assert sorted(row["ms_per_token"]) == ["eager", "graphed"]  # static_compiled ran eagerly: one row
     assert row["bound_ms"] > 0 and row["worker_qps"] > 0 and row["weight_bytes"] > 0
     assert all(row["stages"][k]["work"] > 0 for k in ("vision encoder", "reducer", "prefill", "decoding"))
 

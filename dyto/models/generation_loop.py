@@ -1,4 +1,4 @@
-"""How the LLM's token-by-token loop runs: ``eager`` (Hugging Face's default) or ``static_compiled``.
+"""How the LLM's token-by-token loop runs: ``eager`` (Hugging Face's default), ``static_compiled`` or ``graphed``.
 
 New in the throughput work. Eager greedy decoding launches every kernel of every layer from
 Python for each new token; on an H100 at 7B that took 28-40 ms a token where reading the weights
@@ -21,6 +21,9 @@ round differently from eager ones in fp16/bf16, so a greedy answer can differ af
 ``generation_loop: eager`` restores the eager answers. On the CPU the static cache (also traced by
 TorchDynamo) gives the eager answers exactly (tests/test_throughput.py).
 
+``graphed`` (:mod:`dyto.models.graphed_loop`) is dyto's own greedy loop over the same static cache,
+with the whole step (not only the forward) in one CUDA graph and no host synchronisation per token.
+
     from dyto.models.generation_loop import resolve_generation_loop, static_compiled_config
 """
 
@@ -35,7 +38,7 @@ from transformers import CompileConfig, GenerationConfig
 __all__ = ["GENERATION_LOOPS", "STATIC_CACHE_BUCKET", "resolve_generation_loop", "static_cache_length",
            "static_compiled_config", "CompileLog"]
 
-GENERATION_LOOPS = ("eager", "static_compiled")
+GENERATION_LOOPS = ("eager", "static_compiled", "graphed")  # graphed: dyto.models.graphed_loop
 STATIC_CACHE_BUCKET = 1024  # tokens: static cache lengths are multiples of this (fewer recompilations)
 MIN_TORCH = (2, 5)
 
@@ -51,6 +54,8 @@ def resolve_generation_loop(requested: str, model: torch.nn.Module, device: torc
         raise ValueError(f"unknown generation_loop {requested!r}; expected one of {GENERATION_LOOPS}")
     if requested == "eager":
         return "eager", None
+    if requested == "graphed":  # dyto's own loop: on the CPU it runs without graph and compiler
+        return "graphed", None
     if device.type != "cuda":
         return "eager", f"no CUDA device ({device.type}): compiled decoding needs CUDA graphs"
     if _torch_version() < MIN_TORCH:
@@ -82,12 +87,13 @@ class CompileLog:
             model.__dict__["_dyto_compile_log"] = CompileLog()
         return model.__dict__["_dyto_compile_log"]
 
-    def note(self, size: int, cache_length: int, seconds: float, tokens: int) -> str | None:
+    def note(self, size: int, cache_length: int, seconds: float, tokens: int,
+             loop: str = "static_compiled") -> str | None:
         """The line to print for a group of ``size`` rows, or None when that shape ran before."""
         if (size, cache_length) in self.first_s:
             return None
         self.first_s[size, cache_length] = seconds
-        return (f"generation_loop static_compiled: compiled the decoding step for groups of {size} with a "
+        return (f"generation_loop {loop}: compiled the decoding step for groups of {size} with a "
                 f"{cache_length}-token static cache; its first group took {seconds:.1f} s for {tokens} tokens "
                 f"(compilation included; {len(self.first_s)} shape(s) in this process, "
                 f"{sum(self.first_s.values()):.1f} s of first groups); later groups of this shape reuse it")

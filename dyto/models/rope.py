@@ -35,7 +35,8 @@ from typing import Iterator
 
 import torch
 
-__all__ = ["ROPE_STATES", "apply_rope_scaling", "dynamic_rope_limit", "reset_dynamic_rope", "rope_fixed_under_limit"]
+__all__ = ["ROPE_STATES", "apply_rope_scaling", "dynamic_rope_limit", "reset_dynamic_rope", "rope_fixed_under_limit",
+           "rope_is_fixed"]
 
 # per_question: reset before every generate call; carried: Hugging Face's state across calls
 ROPE_STATES = ("per_question", "carried")
@@ -67,6 +68,12 @@ def dynamic_rope_limit(model: torch.nn.Module) -> int | None:
     ``max_position_embeddings``); None without dynamic RoPE (then any batch is safe)."""
     limits = [int(m.original_max_seq_len) for m in _dynamic_rotary_modules(model)]
     return min(limits) if limits else None
+
+
+def rope_is_fixed(model: torch.nn.Module) -> bool:
+    """Whether no rotary module of ``model`` runs transformers' dynamic update (none has dynamic RoPE,
+    or the caller is inside :func:`rope_fixed_under_limit`): a decoding step without data-dependent branches."""
+    return all("forward" in vars(m) for m in _dynamic_rotary_modules(model))
 
 
 def reset_dynamic_rope(model: torch.nn.Module) -> None:

@@ -32,6 +32,8 @@ from dyto.models.encode_ahead import EncodeAhead, encode_pool
 from dyto.models.generation_loop import (GENERATION_LOOPS, STATIC_CACHE_BUCKET, CompileLog, resolve_generation_loop,
                                         static_cache_length, static_compiled_config)
 from dyto.models.lmms_eval import task_prompt
+from dyto.models.graphed_loop import GraphedLoop
+from dyto.models.graphed_loop import unsupported as graphed_unsupported
 from dyto.models.inner import InnerLoop, InnerStage
 from dyto.models.rope import dynamic_rope_limit
 from dyto.records import prediction_record
@@ -61,9 +63,11 @@ class VideoQA(LightningModule):
         batch_order: ``"length"`` (default) cuts groups from the pool sorted by prompt length
             (little left padding); ``"input"`` cuts them in batch order. No effect when one group
             holds the whole pool. Answers return to their questions either way.
-        generation_loop: ``"eager"`` (default: HF's decoding loop) or ``"static_compiled"``
+        generation_loop: ``"eager"`` (default: HF's decoding loop), ``"static_compiled"``
             (static KV cache + ``torch.compile``d decoding step; falls back to eager, with one line
-            saying why, where it cannot run). See :mod:`dyto.models.generation_loop`.
+            saying why, where it cannot run) or ``"graphed"`` (dyto's greedy loop on the same static
+            cache, the whole step one CUDA graph, :mod:`dyto.models.graphed_loop`). See
+            :mod:`dyto.models.generation_loop`.
         encode_ahead: encode the next batch's frames (``batch["upcoming"]``) on a second CUDA
             stream while this batch's answers are generated, on a higher-priority stream. Off by
             default (repeatability: cuBLAS promises bitwise-equal results only while one stream
@@ -115,6 +119,7 @@ class VideoQA(LightningModule):
         self.check_settings(max_new_tokens, max_length, overflow, generation_batch_size, batch_order, generation_loop)
         self.batch_order, self.generation_loop = batch_order, generation_loop
         self._loop_reported: set[str] = set()  # fallback reasons already printed (once each)
+        self._graphed: GraphedLoop | None = None  # generation_loop graphed: dyto's loop, made at first use
         self.save_hyperparameters(ignore=["reducer", "backbone", "inner_stage"])
         self.reducer = reducer if reducer is not None else DyToReducer()
         self.inner_stage = inner_stage
@@ -308,7 +313,7 @@ class VideoQA(LightningModule):
         trainer = self._trainer
         device = trainer.strategy.root_device if trainer is not None else self.backbone.device
         loop, reason = resolve_generation_loop(self.generation_loop, self.backbone.model, device)
-        if loop == "static_compiled" and self.inner_stage is not None:
+        if loop != "eager" and self.inner_stage is not None:
             return "eager", f"the inner stage {self.inner_stage.name} decodes in dyto's own loop (no static cache)"
         return loop, reason
 
@@ -316,7 +321,7 @@ class VideoQA(LightningModule):
         """Indices of ``sequences`` per ``generate`` call (see ``generation_batch_size``, ``batch_order``);
         a sequence that can pass the backbone's dynamic-RoPE limit gets a call of its own (:mod:`dyto.models.rope`)."""
         # a static cache is rounded up to its bucket: count a whole bucket more, to be safe
-        extra = STATIC_CACHE_BUCKET if self.resolved_generation_loop()[0] == "static_compiled" else 0
+        extra = STATIC_CACHE_BUCKET if self.resolved_generation_loop()[0] != "eager" else 0
         return plan_groups([s.span for s in sequences], self.generation_batch_size, self.batch_order, self.backbone,
                            self.max_new_tokens, cache_extra=extra, rope_limit=dynamic_rope_limit(self.backbone.model))
 
@@ -332,7 +337,7 @@ class VideoQA(LightningModule):
             config.max_new_tokens = max_new
         if loop == "static_compiled":
             return static_compiled_config(config, max(s.length for s in group))
-        return config
+        return config  # graphed: dyto's loop sizes its own static cache
 
     @torch.no_grad()
     def generate(self, sequences: list[LLMInput]) -> list[tuple[str, float, float]]:
@@ -348,12 +353,34 @@ class VideoQA(LightningModule):
             loop = InnerLoop(self.backbone, self.inner_stage)
             generate = lambda group, config, processors: self.backbone.tokenizer.batch_decode(  # noqa: E731
                 loop.generate_ids(group, config, processors), skip_special_tokens=True)
+        elif self.resolved_generation_loop()[0] == "graphed":
+            generate = self._graphed_generate
         self.last_group_lengths = [[sequences[i].length for i in g] for g in groups]
         out = generate_in_groups(self.backbone, sequences, groups, self._generation_config_for, self._sync,
                                  generate=generate)
-        if self.resolved_generation_loop()[0] == "static_compiled":
+        loop = self.resolved_generation_loop()[0]
+        if loop == "static_compiled" or (loop == "graphed" and self._graphed is not None and self._graphed.compile):
             self._log_compilations(sequences, groups, out)
         return out
+
+    def _graphed_generate(self, group: list[LLMInput], config, processors) -> list[str]:
+        """``generation_loop: graphed`` for one group; a setting it does not implement decodes with
+        Hugging Face's ``generate`` instead (one line says so, once)."""
+        reason = graphed_unsupported(self.backbone.model, config)
+        if reason is not None:
+            self._say_once(f"generation_loop: graphed unavailable, decoding with generate: {reason}")
+            return self.backbone.generate(group, config, processors)
+        if self._graphed is None:
+            self._graphed = GraphedLoop(self.backbone)
+        ids = self._graphed.generate_ids(group, config, processors)
+        for note in self._graphed.notes:
+            self._say_once(f"generation_loop: graphed: {note}")
+        return self.backbone.tokenizer.batch_decode(ids, skip_special_tokens=True)
+
+    def _say_once(self, line: str) -> None:
+        if line not in self._loop_reported:
+            self._loop_reported.add(line)
+            print(line, flush=True)
 
 
     def _log_compilations(self, sequences: list[LLMInput], groups: list[list[int]], out: list) -> None:
@@ -363,7 +390,7 @@ class VideoQA(LightningModule):
             max_new = min(self._max_new.get(id(sequences[i]), self.max_new_tokens) for i in group)
             length = static_cache_length(max(sequences[i].length for i in group), max_new)
             seconds = sum(out[i][1] + out[i][2] for i in group) / 1e3
-            line = log.note(len(group), length, seconds, max_new)
+            line = log.note(len(group), length, seconds, max_new, self.resolved_generation_loop()[0])
             if line:
                 print(line, flush=True)
 

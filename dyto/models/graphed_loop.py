@@ -1,0 +1,302 @@
+"""Greedy decoding in dyto's own loop, a whole step per CUDA graph: ``generation_loop: graphed``.
+
+Why. Under ``static_compiled`` the decoding step's *forward* is a compiled CUDA graph, but Hugging
+Face's ``generate`` still does, per token and on the host, the rest: its input bookkeeping, the
+mask builder, the logits processors, the greedy choice and the stopping criteria, whose
+``unfinished.max() == 0`` waits for the device every step. On an H200 at 7B and batch 1 that was
+~3 ms of host time beside 5.3 ms of kernels (benchmarks/results/gpu_check_h200_2026-12-04). Here
+one function does the whole step on device tensors only (embedding of the last token, positions,
+mask, rotary embedding, decoder layers, norm, LM head, the ``min_new_tokens`` and EOS rules, the
+greedy choice, and the writes the next step reads); on CUDA it is compiled by inductor (kernels
+only, no CUDA graphs of its own) and then captured whole, once per group, as one CUDA graph. The
+host replays the graph and looks at the device only every ``sync_every`` steps.
+
+What it does as ``generate`` does (the loop of :mod:`dyto.models.inner.loop`, without a stage):
+the inputs of ``Backbone.llm_batch``; a static KV cache of ``static_cache_length`` positions, as
+``static_compiled``; the model's own mask builder, rotary embedding (M-RoPE on the Qwen families),
+decoder layers, norm and head; decoding positions after each row's last prompt position; greedy
+choice; EOS logits at -inf before ``min_new_tokens``; a finished row gets pad tokens. On the CPU
+(no graph, no compilation) the token ids are bitwise ``generate``'s on every tiny backbone, alone
+and left-padded in a batch (tests/test_graphed_loop.py); the step also traces with ``fullgraph=True``
+(no graph break, so nothing in it needs the host) and has no host synchronisation.
+
+What differs, and where: rows are computed up to ``sync_every - 1`` steps past the point where the
+last of them finished (their tokens are pad and are cut off before decoding, so the answers do not
+change); on a GPU the inductor kernels and the attention over the whole static cache round
+differently from eager ones in fp16/bf16, exactly as under ``static_compiled``. Greedy only (the
+settings ``inner.loop`` refuses are refused here too, and ``VideoQA`` falls back to
+``static_compiled`` for them, saying so once); no sliding-window layers.
+
+    from dyto.models.graphed_loop import GraphedLoop
+    ids = GraphedLoop(backbone).generate_ids(inputs, generation_config)   # [B, n] new token ids
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from transformers import GenerationConfig, StaticCache
+from transformers.masking_utils import create_causal_mask
+
+from dyto.models.generation_loop import static_cache_length
+from dyto.models.inner.loop import _OFF, _split, language_model
+from dyto.models.rope import rope_fixed_under_limit, rope_is_fixed
+
+__all__ = ["GraphedLoop", "SYNC_EVERY", "unsupported"]
+
+SYNC_EVERY = 8           # steps between the host's looks at whether every row finished
+RECOMPILE_LIMIT = 64     # torch.compile shapes kept per process (group size x cache length)
+
+
+def unsupported(model: torch.nn.Module, config: GenerationConfig) -> str | None:
+    """Why ``graphed`` cannot decode with ``config`` on ``model``; None when it can."""
+    if config.do_sample or (config.num_beams or 1) != 1:
+        return "it decodes greedily only (do_sample=False, num_beams=1)"
+    on = [k for k, off in _OFF.items() if getattr(config, k, None) not in off]
+    if on:
+        return f"it does not implement the generation settings {on}"
+    try:
+        lm = language_model(model)
+    except ValueError as e:
+        return str(e)
+    if any(t != "full_attention" for t in getattr(lm.config, "layer_types", None) or []):
+        return "the model has sliding-window layers"
+    return None
+
+
+@dataclass
+class _Buffers:
+    """The device tensors a step reads and writes; fixed addresses for the whole group (a CUDA graph
+    replays on exactly these)."""
+
+    token: Tensor        # [B] long, the last chosen token
+    positions: Tensor    # [B, 1] or [3|4, B, 1] long, the last token's position ids
+    mask: Tensor         # [B, L] long, 1 = attend: the prompt's padding mask, then ones to the cache's end
+    step: Tensor         # [] long, index of the token the next step chooses
+    min_new: Tensor      # [] long, EOS is forbidden while step < min_new
+    ids: Tensor          # [B, max_new] long, the chosen tokens
+    unfinished: Tensor   # [B] long, 1 until the row chose EOS
+
+
+class GraphedLoop:
+    """Greedy generation of one batch of ``LLMInput`` (see the module docstring).
+
+    ``compile`` / ``graph``: None = on CUDA only (what runs use); the CPU tests pass ``compile``
+    as a ``torch.compile`` backend (``"eager"`` traces with TorchDynamo and runs the traced graph).
+    """
+
+    _compiled: dict = {}   # id(model) -> the compiled step, kept for the process (torch.compile caches by shape)
+
+    def __init__(self, backbone, *, sync_every: int = SYNC_EVERY, compile: str | bool | None = None,
+                 graph: bool | None = None, fullgraph: bool = True):
+        if sync_every < 1:
+            raise ValueError(f"sync_every must be >= 1, got {sync_every}")
+        self.backbone, self.sync_every = backbone, sync_every
+        self.model = backbone.model
+        self.lm = language_model(self.model)
+        self.layers = list(self.lm.layers)
+        self.embed = self.model.get_input_embeddings()
+        self.head = self.model.get_output_embeddings()
+        cuda = backbone.device.type == "cuda"
+        self.compile = ("inductor" if cuda else False) if compile is None else compile
+        self.graph = cuda if graph is None else graph
+        self.fullgraph = fullgraph
+        self.notes: list[str] = []  # what fell back and why (VideoQA prints each once)
+        self.steps_run = 0          # decoding steps of the last call (benchmarks, tests)
+
+    # -- the greedy loop ---------------------------------------------------------------------
+    @torch.no_grad()
+    def generate_ids(self, inputs: list, config: GenerationConfig, logits_processor=None) -> Tensor:
+        """New token ids ``[B, n]``, ``n`` as ``generate`` would stop (all rows finished, or ``max_new_tokens``).
+
+        ``logits_processor`` runs on the prefill's logits only (``FirstTokenTimer``: it must return them
+        unchanged); every later step's choice happens on the device."""
+        reason = unsupported(self.model, config)
+        if reason:
+            raise ValueError(f"generation_loop graphed: {reason}")
+        if rope_is_fixed(self.model):
+            return self._generate(inputs, config, logits_processor, fast=True)
+        # dynamic RoPE: under its limit the frequencies cannot change (dyto.models.rope), so the step has
+        # no data-dependent branch; past it the update must run, and the steps run uncompiled, ungraphed
+        with rope_fixed_under_limit(self.model, max(i.span for i in inputs) + config.max_new_tokens) as fixed:
+            if not fixed and (self.compile or self.graph):
+                self._note("a sequence can pass the dynamic-RoPE limit; its steps run without compiler and graph")
+            return self._generate(inputs, config, logits_processor, fast=fixed)
+
+    def _note(self, line: str) -> None:
+        if line not in self.notes:
+            self.notes.append(line)
+
+    def _generate(self, inputs: list, config: GenerationConfig, logits_processor, fast: bool) -> Tensor:
+        embeds, mask, positions = self.backbone.llm_batch(inputs)
+        b, s, _ = embeds.shape
+        device = embeds.device
+        if positions is None:  # what generate derives from the mask
+            positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        max_new = config.max_new_tokens
+        length = static_cache_length(s, max_new)
+        eos = config.eos_token_id
+        self.eos = torch.tensor([eos] if isinstance(eos, int) else list(eos or []), dtype=torch.long, device=device)
+        self.pad = config.pad_token_id if config.pad_token_id is not None else (int(self.eos[0]) if len(self.eos) else 0)
+        full = torch.ones(b, length, dtype=torch.long, device=device)
+        full[:, :s] = mask
+        buf = _Buffers(token=torch.zeros(b, dtype=torch.long, device=device),
+                       positions=positions[..., -1:].clone(), mask=full,
+                       step=torch.zeros((), dtype=torch.long, device=device),
+                       min_new=torch.tensor(config.min_new_tokens or 0, device=device),
+                       ids=torch.full((b, max_new), self.pad, dtype=torch.long, device=device),
+                       unfinished=torch.ones(b, dtype=torch.long, device=device))
+        self.cache = StaticCache(config=self.lm.config, max_cache_len=length)
+        self.backbone.before_generation()
+        logits = self._prefill(inputs, embeds, full, positions)
+        if logits_processor is not None:
+            ids_so_far = torch.empty(b, 0, dtype=torch.long, device=device)
+            if not torch.equal(logits_processor(ids_so_far, logits), logits):
+                raise ValueError("generation_loop graphed: logits processors must leave the scores unchanged")
+        self._choose(buf, logits)
+        done = 1
+        step = (self._stepper(buf) if fast else lambda: self._step(buf)) if max_new > 1 else None
+        while done < max_new:
+            if done % self.sync_every == 0 and len(self.eos) and not bool(buf.unfinished.any()):
+                break
+            step()
+            done += 1
+        self.steps_run = done - 1
+        return buf.ids[:, : self._length(buf.ids[:, :done])]
+
+    def _length(self, ids: Tensor) -> int:
+        """How many columns ``generate`` would have returned: up to the step where the last row chose EOS."""
+        if not len(self.eos):
+            return ids.shape[1]
+        hit = torch.isin(ids, self.eos)                                 # [B, n]
+        ends = torch.where(hit.any(1), hit.int().argmax(1) + 1, ids.shape[1])
+        return int(ends.max())
+
+    # -- prefill (eager, as generate's) ------------------------------------------------------
+    def _prefill(self, inputs: list, embeds: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
+        hook = self.backbone.inner_hook(inputs)
+        b, s, _ = embeds.shape
+        cols = torch.arange(s, device=embeds.device).expand(b, s).clone()
+        for i, inp in enumerate(inputs):
+            cols[i, : s - inp.length] = -1
+        h, text_pos, rope_pos = embeds, *_split(positions)
+        mask4d = create_causal_mask(config=self.lm.config, inputs_embeds=h, attention_mask=mask[:, :s],
+                                    cache=self.cache, position_ids=text_pos)
+        rope = self.lm.rotary_emb(h, rope_pos)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, attention_mask=mask4d, position_embeddings=rope, position_ids=text_pos, cache=self.cache,
+                      use_cache=True)
+            if hook is not None:
+                h = hook(i, h, cols)
+        return self._logits(h)
+
+    def _logits(self, h: Tensor) -> Tensor:
+        """``[B, vocab]`` float32 logits of the last position, as generate takes them."""
+        return self.head(self.lm.norm(h)[:, -1:, :])[:, -1].to(copy=True, dtype=torch.float32)
+
+    # -- one decoding step: device tensors in, device tensors out ----------------------------
+    def _choose(self, buf: _Buffers, logits: Tensor) -> None:
+        """Greedy choice of token ``buf.step`` from ``logits [B, vocab]`` with generate's EOS rules."""
+        if len(self.eos):   # as MinNewTokensLengthLogitsProcessor, with the step on the device
+            logits[:, self.eos] = torch.where(buf.step < buf.min_new, float("-inf"), logits[:, self.eos])
+        token = logits.argmax(dim=-1)
+        if len(self.eos):
+            token = token * buf.unfinished + self.pad * (1 - buf.unfinished)
+            buf.unfinished.mul_((~torch.isin(token, self.eos)).long())
+        buf.ids.index_copy_(1, buf.step.view(1), token[:, None])
+        buf.token.copy_(token)
+        buf.step.add_(1)
+
+    def _step(self, buf: _Buffers) -> None:
+        h = self.embed(buf.token[:, None])                        # [B, 1, D]
+        buf.positions.add_(1)
+        text_pos, rope_pos = _split(buf.positions)
+        mask4d = create_causal_mask(config=self.lm.config, inputs_embeds=h, attention_mask=buf.mask,
+                                    cache=self.cache, position_ids=text_pos)
+        rope = self.lm.rotary_emb(h, rope_pos)
+        for layer in self.layers:
+            h = layer(h, attention_mask=mask4d, position_embeddings=rope, position_ids=text_pos, cache=self.cache,
+                      use_cache=True)
+        self._choose(buf, self._logits(h))
+
+    def _stepper(self, buf: _Buffers):
+        """A callable doing one step: compiled and captured as a CUDA graph where asked, with one
+        note per fallback (compilation or capture failing decodes with what worked)."""
+        fn = self._step
+        if self.compile:
+            key = (id(self.model), self.compile, self.fullgraph)
+            if key not in GraphedLoop._compiled:
+                limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+                setattr(torch._dynamo.config, limit, max(getattr(torch._dynamo.config, limit), RECOMPILE_LIMIT))
+                GraphedLoop._compiled[key] = torch.compile(GraphedLoop._step, backend=self.compile,
+                                                           fullgraph=self.fullgraph, dynamic=False)
+            fn = self._compiled_or_eager(GraphedLoop._compiled[key])
+        if not self.graph:
+            return lambda: fn(buf)
+        return _Graph(fn, buf, self._note).replay
+
+
+    def _compiled_or_eager(self, compiled):
+        """The compiled step; if its first call fails (compilation happens there, before any tensor is
+        written), a note and the eager step for this call's remaining steps."""
+        state = {"calls": 0, "eager": False}
+
+        def fn(buf: _Buffers) -> None:
+            state["calls"] += 1
+            if state["eager"]:
+                return self._step(buf)
+            try:
+                return compiled(self, buf)
+            except Exception as e:  # noqa: BLE001 - a model the compiler cannot take still decodes
+                if state["calls"] > 1:
+                    raise
+                state["eager"] = True
+                self._note(f"torch.compile of the step failed ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
+                           "its steps run uncompiled")
+                return self._step(buf)
+        return fn
+
+
+class _Graph:
+    """One step as a CUDA graph: the first steps run as they are (compilation, cuBLAS and allocator
+    warm-up, on a side stream as torch's docs ask; they are real steps), the next call captures
+    (capturing runs nothing), and every call from then on replays. A failed capture is noted and
+    the steps run without the graph."""
+
+    WARM = 2
+
+    def __init__(self, fn, buf: _Buffers, note):
+        self.fn, self.buf, self.note = fn, buf, note
+        self.calls, self.graph, self.failed = 0, None, False
+
+    def replay(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+        elif self.failed or self.calls < self.WARM:
+            self._warm()
+        else:
+            self._capture()
+        self.calls += 1
+
+    def _warm(self) -> None:
+        side, main = torch.cuda.Stream(), torch.cuda.current_stream()
+        side.wait_stream(main)
+        with torch.cuda.stream(side):
+            self.fn(self.buf)
+        main.wait_stream(side)
+
+    def _capture(self) -> None:
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self.fn(self.buf)
+        except Exception as e:  # noqa: BLE001 - any capture failure: decode without the graph
+            self.failed = True
+            self.note(f"CUDA graph capture failed ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
+                              "decoding steps run without it")
+            self._warm()
+            return
+        self.graph = graph
+        graph.replay()  # capturing ran nothing: this is the step
