@@ -286,8 +286,9 @@ def main() -> None:
     single = None
     for name in dict.fromkeys(args.token_loops):  # the last one is profiled
         single = module_for(backbone, args, generation_batch_size=1, generation_loop=name)
-        ran = single.resolved_generation_loop()[0]
+        ran, why = single.resolved_generation_loop()
         if ran in token_rows:
+            print(f"ms per token at batch 1, {name}: runs as {ran} here ({why}), measured once")
             continue
         with tower(backbone, args.vision_tower):
             timed(single, pools(warm[:1], 1))  # compiles batch 1
