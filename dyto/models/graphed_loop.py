@@ -290,7 +290,7 @@ class _Graph:
     def _capture(self) -> None:
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # DataLoader threads may allocate
                 self.fn(self.buf)
         except Exception as e:  # noqa: BLE001 - any capture failure: decode without the graph
             self.failed = True
