@@ -19,8 +19,18 @@ The per-stage account (stage_account.py): for the new path's questions, each sta
 records' own timings, summed), its work from the model's config (vision and prefill FLOPs, the
 reducer's and the decoding steps' bytes) and its bound at ``--peak-tflops`` / ``--hbm-gbps``
 (defaults: an H200's measured ~790 TFLOP/s bf16 dense and 4.8 TB/s), then the pool's time against
-the sum of the bounds. ``--profile`` adds where one decoding step at batch 1 spends its time
-(step_profile.py).
+the sum of the bounds. Under the reducer's line, its ms per question (the records' ``reduce``
+span: ``grid_for``, the reducer, ``reduce_extras``): the measured pool's first question, min,
+median, max and which was slowest, then the warm-up pool's first and median. ``--profile`` adds
+where one decoding step at batch 1 spends its time (step_profile.py), then the reduce stage in situ
+(profile_reduce.py's ``profile_in_situ``): the first measured pool once more with the new path's
+backbone, vision tower and ``encode_batch`` (prefill only, eager loop: a few seconds), the
+profiler over the whole step, and for the reducer calls alone their wall ms, their top kernels
+(CUDA) or operators (CPU), and the CUDA runtime's malloc/free/synchronise/memcpy calls inside them.
+Why: the H200 run of 2026-12-04 spent 160 ms a question in Qwen2.5-VL-7B's reduce stage (9 ms for
+the reducer alone on the CPU); the next GPU run's per-question figures and in-situ profile tell
+one slow question, allocations after the pooled tower, a slow bf16 kernel and time that is not the
+reducer's apart.
 
 The share of identical greedy answers between the two paths is printed: on the CPU tiny model it
 must be all of them (fp32, left padding with the mask, the batched tower bitwise the model's own);
@@ -55,6 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_e2e's full-siz
 import bench_e2e  # noqa: E402
 from stage_account import (account, decode_bytes, decode_weight_bytes, kv_bytes_per_token,  # noqa: E402
                            prefill_flops, vision_flops)
+from profile_reduce import profile_in_situ  # noqa: E402
 from step_profile import profile_step, question_input  # noqa: E402
 
 from dyto import api  # noqa: E402
@@ -155,9 +166,10 @@ def per_token_ms(records: list[dict], new_tokens: int) -> float:
     return statistics.median(r["timings"]["generate"] / max(new_tokens - 1, 1) for r in records)
 
 
-def module_for(backbone, args, max_new_tokens: int | None = None, **options) -> VideoQA:
-    reducer = bench_e2e.family_reducers(backbone.grid[0] * backbone.grid[1],
-                                        backbone.preprocessing.frames_per_patch)["dyto"]()
+def module_for(backbone, args, max_new_tokens: int | None = None, reducer=None, **options) -> VideoQA:
+    """A ``VideoQA`` on ``backbone`` with ``reducer`` (default: a new DyTo, bench_e2e's budget for the grid)."""
+    reducer = reducer or bench_e2e.family_reducers(backbone.grid[0] * backbone.grid[1],
+                                                   backbone.preprocessing.frames_per_patch)["dyto"]()
     new_tokens = max_new_tokens or args.max_new_tokens
     module = VideoQA(backbone, reducer=reducer, max_new_tokens=new_tokens, **options)
     if not args.natural_length:
@@ -165,9 +177,17 @@ def module_for(backbone, args, max_new_tokens: int | None = None, **options) -> 
     return module
 
 
+def per_question(records: list[dict], stage: str = "reduce") -> dict:
+    """``stage``'s ms for each question in order (``all``), their first, min, median and max, and
+    the index of the slowest."""
+    ms = [r["timings"][stage] for r in records]
+    return dict(first=ms[0], min=min(ms), median=statistics.median(ms), max=max(ms), slowest=ms.index(max(ms)), all=ms)
+
+
 def stage_lines(backbone, args, samples: list[dict], records: list[dict], groups: list, wall_s: float,
-                workers: int) -> tuple[list[str], dict]:
-    """The per-stage account of the new path (stage_account.py) and its figures for the JSON row."""
+                workers: int, warm: list[dict]) -> tuple[list[str], dict]:
+    """The per-stage account of the new path (stage_account.py), the reducer's ms per question in
+    the measured pool (``records``) and the warm-up pool (``warm``), and their figures for the JSON row."""
     model, dtype = backbone.model, backbone.dtype
     vision, reducer_bytes = 0, 0
     hidden = model.config.get_text_config().hidden_size
@@ -197,7 +217,14 @@ def stage_lines(backbone, args, samples: list[dict], records: list[dict], groups
     lines = account(stages, wall_s, args.peak_tflops * 1e12, args.hbm_gbps * 1e9)
     other = wall_s - sum(spent.values())
     lines.insert(-1, f"  {'other (prompts, Python)':<20} {other:8.3f} s")
-    return lines, {name: dict(seconds=sec, work=work, unit=unit) for name, (sec, work, unit) in stages.items()}
+    ms, warm_ms = per_question(records), per_question(warm)
+    lines.insert(list(stages).index("reducer") + 1,
+                 f"    per question: first {ms['first']:.1f} ms, min {ms['min']:.1f}, median {ms['median']:.1f}, "
+                 f"max {ms['max']:.1f} (question {ms['slowest'] + 1} of {len(records)}); warm-up pool: first "
+                 f"{warm_ms['first']:.1f}, median {warm_ms['median']:.1f}")
+    figures = {name: dict(seconds=sec, work=work, unit=unit) for name, (sec, work, unit) in stages.items()}
+    figures["reducer"].update(per_question_ms=ms, warmup_per_question_ms=warm_ms)
+    return lines, figures
 
 
 def main() -> None:
@@ -219,7 +246,8 @@ def main() -> None:
     parser.add_argument("--vision-tower", choices=("batched", "transformers"), default="batched",
                         help="Qwen2.5-VL's tower on the new path (today's path runs the model's own)")
     parser.add_argument("--token-questions", type=int, default=3, help="questions for ms/token at batch 1")
-    parser.add_argument("--profile", action="store_true", help="profile one decoding step at batch 1")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile one decoding step at batch 1, and the reduce stage in situ")
     parser.add_argument("--padding-group", type=int, default=4, help="group size for the padding count")
     parser.add_argument("--peak-tflops", type=float, default=790.0, help="dense bf16/fp16 FLOP/s for the bounds")
     parser.add_argument("--hbm-gbps", type=float, default=4800.0, help="memory bandwidth for the bounds")
@@ -250,7 +278,7 @@ def main() -> None:
     with tower(backbone, "transformers"):
         timed(today, pools(warm[:1], 1))
     with tower(backbone, args.vision_tower):
-        timed(new, pools(warm, args.pool))
+        warm_records = timed(new, pools(warm, args.pool))[0]
     warmup_s = time.perf_counter() - t0
     with tower(backbone, "transformers"):
         base, base_s = timed(today, pools(baseline, 1))
@@ -277,7 +305,7 @@ def main() -> None:
 
     cores = available_cpus()
     workers = auto_num_workers(cores, 1)
-    lines, stages = stage_lines(backbone, args, measured, fast, groups, fast_s, max(workers, 1))
+    lines, stages = stage_lines(backbone, args, measured, fast, groups, fast_s, max(workers, 1), warm_records)
     print(f"per-stage account of the new path ({len(fast)} questions; share = bound / time):")
     print("\n".join(lines))
 
@@ -307,6 +335,12 @@ def main() -> None:
             timed(prefill_only, pools(warm[:1], 1))
             llm_input = question_input(profiled, measured[0])
             print("\n".join(profile_step(profiled, prefill_only, llm_input, args.max_new_tokens)))
+        # the reduce stage in situ: the first measured pool again, prefill only, new's reducer and encode_batch
+        in_situ = module_for(backbone, args, max_new_tokens=1, reducer=new.reducer, generation_batch_size="auto",
+                             batch_order="length", generation_loop="eager", encode_batch=args.encode_batch)
+        with tower(backbone, args.vision_tower):
+            batch = pools(measured[: args.pool], args.pool)[0]
+            print("\n".join(profile_in_situ(in_situ, lambda: timed(in_situ, [batch])[0])))
 
     worker_qps = 1000.0 / decode_ms
     needed = math.ceil(fast_qps / worker_qps)

@@ -254,7 +254,8 @@ def test_gpu_configs_pool_16_questions_on_the_fast_path_and_cpu_keeps_1(capsys):
 def test_bench_throughput_runs_and_reports_identical_answers(tmp_path):
     """The benchmark's CPU path end to end on the tiny Qwen2.5-VL (2 questions; today's path with the
     model's own vision tower, the new one batched, pooled and decoded in the graphed loop): ratio,
-    identical answers, padding, the per-stage account, the bound and the step profile."""
+    identical answers, padding, the per-stage account with the reducer's ms per question, the bound,
+    the step profile and the reduce stage profiled in situ."""
     import json
     import os
     import subprocess
@@ -270,11 +271,16 @@ def test_bench_throughput_runs_and_reports_identical_answers(tmp_path):
     assert "identical greedy answers: 2/2" in out.stdout and "vision_tower batched" in out.stdout
     assert "ms per token at batch 1, static_compiled: runs as eager here (no CUDA device (cpu)" in out.stdout
     assert "against the stage bounds' sum" in out.stdout and "profile of one decoding step" in out.stdout
+    assert "    per question: first " in out.stdout and "warm-up pool: first " in out.stdout
+    assert "reduce stage in situ (2 reducer calls of one pool" in out.stdout and "top operators a call:" in out.stdout
     row = json.loads((tmp_path / "t.jsonl").read_text())
     assert row["identical"] == 2 and row["generation_loop"] == "graphed" and row["ratio"] > 0
     assert sorted(row["ms_per_token"]) == ["eager", "graphed"]  # static_compiled ran eagerly: one row
     assert row["bound_ms"] > 0 and row["worker_qps"] > 0 and row["weight_bytes"] > 0
     assert all(row["stages"][k]["work"] > 0 for k in ("vision encoder", "reducer", "prefill", "decoding"))
+    reduce_ms = row["stages"]["reducer"]["per_question_ms"]
+    assert len(reduce_ms["all"]) == 2 and reduce_ms["min"] <= reduce_ms["median"] <= reduce_ms["max"]
+    assert reduce_ms["first"] == reduce_ms["all"][0] and len(row["stages"]["reducer"]["warmup_per_question_ms"]["all"]) == 2
 
 
 @pytest.mark.parametrize("mean_std", ["clip", "half"])
