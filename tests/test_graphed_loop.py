@@ -76,6 +76,7 @@ def test_token_ids_are_generates_bitwise_with_eos_and_min_new_tokens(tiny, name)
     expected = [generate_ids(b, group, c) for c, group in cases]
     assert expected[2].shape[1] < 12 and expected[1].shape[1] > expected[2].shape[1]  # EOS ended row 0 alone
     assert not torch.equal(expected[3][:, : expected[1].shape[1]], expected[1])     # min_new_tokens changed it
+    cases, expected = cases + cases[1:2] * 2, expected + expected[1:2] * 2  # a shape again: its cache reused
     for sync_every in (1, 3, 8):
         loop = GraphedLoop(b, sync_every=sync_every)
         for (c, group), want in zip(cases, expected):

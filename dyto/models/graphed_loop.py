@@ -8,7 +8,9 @@ mask builder, the logits processors, the greedy choice and the stopping criteria
 one function does the whole step on device tensors only (embedding of the last token, positions,
 mask, rotary embedding, decoder layers, norm, LM head, the ``min_new_tokens`` and EOS rules, the
 greedy choice, and the writes the next step reads); on CUDA it is compiled by inductor (kernels
-only, no CUDA graphs of its own) and then captured whole, once per group, as one CUDA graph. The
+only, no CUDA graphs of its own) and then captured whole as one CUDA graph, once per group shape:
+the static cache and the step's buffers stay while the next group has the same shape (the cache is
+cleared, the buffers refilled, the graph replayed), as transformers keeps one static cache. The
 host replays the graph and looks at the device only every ``sync_every`` steps.
 
 What it does as ``generate`` does (the loop of :mod:`dyto.models.inner.loop`, without a stage):
@@ -78,6 +80,17 @@ class _Buffers:
     min_new: Tensor      # [] long, EOS is forbidden while step < min_new
     ids: Tensor          # [B, max_new] long, the chosen tokens
     unfinished: Tensor   # [B] long, 1 until the row chose EOS
+    eos: Tensor          # [E] long, the EOS ids (may be empty)
+
+
+@dataclass
+class _Slot:
+    """One group shape's static cache, buffers and step; kept while the next group has the same shape."""
+
+    key: tuple           # (B, cache length, max_new, eos ids, pad, position rows, dtype, device)
+    buf: _Buffers
+    cache: StaticCache
+    stepper: object      # () -> None: one decoding step (a CUDA graph replay once captured)
 
 
 class GraphedLoop:
@@ -104,6 +117,9 @@ class GraphedLoop:
         self.graph = cuda if graph is None else graph
         self.fullgraph = fullgraph
         self.notes: list[str] = []  # what fell back and why (VideoQA prints each once)
+        self._slot: _Slot | None = None
+        self.cache: StaticCache | None = None
+        self.pad = 0
         self.steps_run = 0          # decoding steps of the last call (benchmarks, tests)
 
     # -- the greedy loop ---------------------------------------------------------------------
@@ -132,45 +148,69 @@ class GraphedLoop:
     def _generate(self, inputs: list, config: GenerationConfig, logits_processor, fast: bool) -> Tensor:
         embeds, mask, positions = self.backbone.llm_batch(inputs)
         b, s, _ = embeds.shape
-        device = embeds.device
         if positions is None:  # what generate derives from the mask
             positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
-        max_new = config.max_new_tokens
-        length = static_cache_length(s, max_new)
-        eos = config.eos_token_id
-        self.eos = torch.tensor([eos] if isinstance(eos, int) else list(eos or []), dtype=torch.long, device=device)
-        self.pad = config.pad_token_id if config.pad_token_id is not None else (int(self.eos[0]) if len(self.eos) else 0)
-        full = torch.ones(b, length, dtype=torch.long, device=device)
-        full[:, :s] = mask
-        buf = _Buffers(token=torch.zeros(b, dtype=torch.long, device=device),
-                       positions=positions[..., -1:].clone(), mask=full,
-                       step=torch.zeros((), dtype=torch.long, device=device),
-                       min_new=torch.tensor(config.min_new_tokens or 0, device=device),
-                       ids=torch.full((b, max_new), self.pad, dtype=torch.long, device=device),
-                       unfinished=torch.ones(b, dtype=torch.long, device=device))
-        self.cache = StaticCache(config=self.lm.config, max_cache_len=length)
+        slot = self._slot_for(config, embeds, positions)
+        buf = slot.buf
+        buf.mask[:, :s] = mask
+        buf.mask[:, s:] = 1
+        buf.positions.copy_(positions[..., -1:])
+        buf.step.zero_()
+        buf.min_new.fill_(config.min_new_tokens or 0)
+        buf.ids.fill_(self.pad)
+        buf.unfinished.fill_(1)
         self.backbone.before_generation()
-        logits = self._prefill(inputs, embeds, full, positions)
+        logits = self._prefill(inputs, embeds, buf.mask, positions)
         if logits_processor is not None:
-            ids_so_far = torch.empty(b, 0, dtype=torch.long, device=device)
+            ids_so_far = torch.empty(b, 0, dtype=torch.long, device=embeds.device)
             if not torch.equal(logits_processor(ids_so_far, logits), logits):
                 raise ValueError("generation_loop graphed: logits processors must leave the scores unchanged")
         self._choose(buf, logits)
-        done = 1
-        step = (self._stepper(buf) if fast else lambda: self._step(buf)) if max_new > 1 else None
+        done, max_new = 1, buf.ids.shape[1]
+        step = slot.stepper if fast else (lambda: self._step(buf))
         while done < max_new:
-            if done % self.sync_every == 0 and len(self.eos) and not bool(buf.unfinished.any()):
+            if done % self.sync_every == 0 and len(buf.eos) and not bool(buf.unfinished.any()):
                 break
             step()
             done += 1
         self.steps_run = done - 1
-        return buf.ids[:, : self._length(buf.ids[:, :done])]
+        return buf.ids[:, : self._length(buf.ids[:, :done], buf.eos)].clone()
 
-    def _length(self, ids: Tensor) -> int:
+    def _slot_for(self, config: GenerationConfig, embeds: Tensor, positions: Tensor) -> "_Slot":
+        """The static cache, buffers and step (CUDA graph) of this group's shape: the last group's when
+        the shape is the same (a graph is captured once per shape, and the cache cleared, not
+        reallocated), else new ones, the old ones freed first (one cache at a time, as transformers)."""
+        b, s, _ = embeds.shape
+        device, max_new = embeds.device, config.max_new_tokens
+        eos = config.eos_token_id
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        pad = config.pad_token_id if config.pad_token_id is not None else (eos[0] if eos else 0)
+        key = (b, static_cache_length(s, max_new), max_new, tuple(eos), int(pad), tuple(positions.shape[:-2]),
+               embeds.dtype, device)
+        if self._slot is not None and self._slot.key == key:
+            self._slot.cache.reset()
+            self.cache = self._slot.cache
+            return self._slot
+        self._slot = self.cache = None  # free the previous shape's cache and graph before allocating
+        self.pad = int(pad)
+        buf = _Buffers(token=torch.zeros(b, dtype=torch.long, device=device),
+                       positions=torch.zeros(*positions.shape[:-1], 1, dtype=torch.long, device=device),
+                       mask=torch.ones(b, key[1], dtype=torch.long, device=device),
+                       step=torch.zeros((), dtype=torch.long, device=device),
+                       min_new=torch.tensor(config.min_new_tokens or 0, device=device),
+                       ids=torch.full((b, max_new), self.pad, dtype=torch.long, device=device),
+                       unfinished=torch.ones(b, dtype=torch.long, device=device),
+                       eos=torch.tensor(eos, dtype=torch.long, device=device))
+        self.cache = StaticCache(config=self.lm.config, max_cache_len=key[1])
+        self._slot = _Slot(key, buf, self.cache, self._stepper(buf))
+        return self._slot
+
+    @staticmethod
+    def _length(ids: Tensor, eos: Tensor) -> int:
         """How many columns ``generate`` would have returned: up to the step where the last row chose EOS."""
-        if not len(self.eos):
+        if not len(eos):
             return ids.shape[1]
-        hit = torch.isin(ids, self.eos)                                 # [B, n]
+        hit = torch.isin(ids, eos)                                      # [B, n]
         ends = torch.where(hit.any(1), hit.int().argmax(1) + 1, ids.shape[1])
         return int(ends.max())
 
@@ -199,12 +239,12 @@ class GraphedLoop:
     # -- one decoding step: device tensors in, device tensors out ----------------------------
     def _choose(self, buf: _Buffers, logits: Tensor) -> None:
         """Greedy choice of token ``buf.step`` from ``logits [B, vocab]`` with generate's EOS rules."""
-        if len(self.eos):   # as MinNewTokensLengthLogitsProcessor, with the step on the device
-            logits[:, self.eos] = torch.where(buf.step < buf.min_new, float("-inf"), logits[:, self.eos])
+        if len(buf.eos):   # as MinNewTokensLengthLogitsProcessor, with the step on the device
+            logits[:, buf.eos] = torch.where(buf.step < buf.min_new, float("-inf"), logits[:, buf.eos])
         token = logits.argmax(dim=-1)
-        if len(self.eos):
+        if len(buf.eos):
             token = token * buf.unfinished + self.pad * (1 - buf.unfinished)
-            buf.unfinished.mul_((~torch.isin(token, self.eos)).long())
+            buf.unfinished.mul_((~torch.isin(token, buf.eos)).long())
         buf.ids.index_copy_(1, buf.step.view(1), token[:, None])
         buf.token.copy_(token)
         buf.step.add_(1)
