@@ -13,6 +13,12 @@ the static cache and the step's buffers stay while the next group has the same s
 cleared, the buffers refilled, the graph replayed), as transformers keeps one static cache. The
 host replays the graph and looks at the device only every ``sync_every`` steps.
 
+The prefill runs eagerly and one row at a time: each prompt alone, unpadded, with causal attention
+over its own tokens, exactly as one question at a time computes it, its keys and values then
+copied into the group's static cache at the row's left-padded columns. So a pooled answer's first
+token and KV cache are the batch-1 ones on any device (only the batched decoding steps round
+differently), and the attention needs no padding mask (on a GPU, the causal flash kernels).
+
 What it does as ``generate`` does (the loop of :mod:`dyto.models.inner.loop`, without a stage):
 the inputs of ``Backbone.llm_batch``; a static KV cache of ``static_cache_length`` positions, as
 ``static_compiled``; the model's own mask builder, rotary embedding (M-RoPE on the Qwen families),
@@ -39,7 +45,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from transformers import GenerationConfig, StaticCache
+from transformers import DynamicCache, GenerationConfig, StaticCache
 from transformers.masking_utils import create_causal_mask
 
 from dyto.models.generation_loop import static_cache_length
@@ -160,7 +166,7 @@ class GraphedLoop:
         buf.ids.fill_(self.pad)
         buf.unfinished.fill_(1)
         self.backbone.before_generation()
-        logits = self._prefill(inputs, embeds, buf.mask, positions)
+        logits = self._prefill(inputs, embeds, positions)
         if logits_processor is not None:
             ids_so_far = torch.empty(b, 0, dtype=torch.long, device=embeds.device)
             if not torch.equal(logits_processor(ids_so_far, logits), logits):
@@ -214,23 +220,36 @@ class GraphedLoop:
         ends = torch.where(hit.any(1), hit.int().argmax(1) + 1, ids.shape[1])
         return int(ends.max())
 
-    # -- prefill (eager, as generate's) ------------------------------------------------------
-    def _prefill(self, inputs: list, embeds: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
-        hook = self.backbone.inner_hook(inputs)
+    # -- prefill (eager, one row at a time, as batch-1 generate's) ----------------------------
+    def _prefill(self, inputs: list, embeds: Tensor, positions: Tensor) -> Tensor:
+        """Each row's prompt alone, as one question at a time computes it (no padding, no mask: causal
+        attention over its own tokens, a dynamic cache), its keys and values then copied into the
+        group's static cache at the row's left-padded columns. Returns ``[B, vocab]`` float32 logits."""
         b, s, _ = embeds.shape
-        cols = torch.arange(s, device=embeds.device).expand(b, s).clone()
-        for i, inp in enumerate(inputs):
-            cols[i, : s - inp.length] = -1
-        h, text_pos, rope_pos = embeds, *_split(positions)
-        mask4d = create_causal_mask(config=self.lm.config, inputs_embeds=h, attention_mask=mask[:, :s],
-                                    cache=self.cache, position_ids=text_pos)
-        rope = self.lm.rotary_emb(h, rope_pos)
-        for i, layer in enumerate(self.layers):
-            h = layer(h, attention_mask=mask4d, position_embeddings=rope, position_ids=text_pos, cache=self.cache,
-                      use_cache=True)
-            if hook is not None:
-                h = hook(i, h, cols)
-        return self._logits(h)
+        logits = []
+        for row, inp in enumerate(inputs):
+            pad = s - inp.length
+            h, text_pos, rope_pos = embeds[row:row + 1, pad:], *_split(positions[..., row:row + 1, pad:])
+            cache = DynamicCache(config=self.lm.config)
+            hook = self.backbone.inner_hook([inp])
+            cols = torch.arange(inp.length, device=embeds.device)[None]
+            mask4d = create_causal_mask(config=self.lm.config, inputs_embeds=h, attention_mask=None, cache=cache,
+                                        position_ids=text_pos)
+            rope = self.lm.rotary_emb(h, rope_pos)
+            for i, layer in enumerate(self.layers):
+                h = layer(h, attention_mask=mask4d, position_embeddings=rope, position_ids=text_pos, cache=cache,
+                          use_cache=True)
+                if hook is not None:
+                    h = hook(i, h, cols)
+            logits.append(self._logits(h))
+            for alone, static in zip(cache.layers, self.cache.layers):   # [1, KVH, S_row, hd] -> row, columns pad:s
+                if not static.is_initialized:
+                    static.lazy_initialization(alone.keys.expand(b, -1, -1, -1), alone.values.expand(b, -1, -1, -1))
+                static.keys[row, :, pad:s] = alone.keys[0]
+                static.values[row, :, pad:s] = alone.values[0]
+        for static in self.cache.layers:
+            static.cumulative_length.fill_(s)
+        return torch.cat(logits)
 
     def _logits(self, h: Tensor) -> Tensor:
         """``[B, vocab]`` float32 logits of the last position, as generate takes them."""
