@@ -3,6 +3,8 @@
 * the token ids are bitwise Hugging Face ``generate``'s on every backbone, alone and left-padded in a
   batch, with EOS stopping one row early (EOS set to a token the row really produces), with
   ``min_new_tokens`` holding EOS back, and for every ``sync_every``;
+* the compiled step reads the grouped KV heads as cached, where transformers' compiled step repeats
+  them per query head (and VideoQA's static_compiled now does the same);
 * the step traces with ``fullgraph=True`` as one graph that later groups of the same shape reuse
   (no recompilation), inductor's generated kernels give the same tokens, and a step the compiler
   refuses runs uncompiled with a note;
@@ -26,7 +28,9 @@ from torch.profiler import ProfilerActivity, profile
 from dyto.datamodules import VideoQADataModule
 from dyto.models import VideoQA
 from dyto.models.backbone import build_backbone, list_backbones
+from dyto.models.generation_loop import static_compiled_config
 from dyto.models.graphed_loop import GraphedLoop
+from dyto.models.inner import language_model
 from dyto.models.llava_next import LlavaNext
 from dyto.models.tiny import build_tiny_llava_next
 from dyto.reduction import ConcatReducer, DyToReducer
@@ -102,6 +106,36 @@ def test_the_step_traces_as_one_graph_that_later_groups_reuse(tiny, name):
     assert torch.equal(GraphedLoop(b, compile=counting_backend).generate_ids(inputs[:1], config),
                        generate_ids(b, inputs[:1], config))
     assert len(graphs) == 2  # a new group size: one more graph
+
+
+@pytest.mark.parametrize("name", ["qwen2_5_vl", "llava_next"])
+def test_the_compiled_step_reads_the_cache_without_repeating_it_per_head(tiny, name):
+    """Every tiny text model has 2 KV heads for 4 query heads. transformers' compiled decoding step
+    repeats the keys per query head over the whole static cache; the graphed step's SDPA reads them
+    as cached ([B, KV heads, L, hd]), and so does static_compiled's as VideoQA runs it."""
+    b, inputs, config = tiny[name]
+    lm = language_model(b.model)
+    key_heads: list[int] = []
+
+    def backend(gm, example_inputs):
+        key_heads.extend(node.args[1].meta["example_value"].shape[1] for node in gm.graph.nodes
+                         if node.op == "call_function" and "scaled_dot_product_attention" in str(node.target))
+        return gm.forward
+
+    torch._dynamo.reset()
+    GraphedLoop._compiled.clear()
+    assert torch.equal(GraphedLoop(b, compile=backend).generate_ids(inputs, config), generate_ids(b, inputs, config))
+    assert key_heads == [lm.config.num_key_value_heads] * len(lm.layers) and 2 * key_heads[0] == lm.config.num_attention_heads
+    key_heads.clear()
+    torch._dynamo.reset()
+    static = static_compiled_config(config, max(i.length for i in inputs), backend=backend, mode=None, any_device=True)
+    generate_ids(b, inputs, static)
+    assert key_heads and set(key_heads) == {lm.config.num_attention_heads}
+    key_heads.clear()   # VideoQA runs static_compiled's generate with the packed attention, the same answers
+    torch._dynamo.reset()
+    module = VideoQA(b, reducer=ConcatReducer(num_frames=4), max_new_tokens=12)
+    assert module._static_compiled_generate(inputs, static, None) == b.generate(inputs, config)
+    assert key_heads and set(key_heads) == {lm.config.num_key_value_heads}
 
 
 def test_a_step_the_compiler_refuses_runs_uncompiled_with_a_note(tiny):

@@ -32,7 +32,7 @@ from dyto.models.encode_ahead import EncodeAhead, encode_pool
 from dyto.models.generation_loop import (GENERATION_LOOPS, STATIC_CACHE_BUCKET, CompileLog, resolve_generation_loop,
                                         static_cache_length, static_compiled_config)
 from dyto.models.lmms_eval import task_prompt
-from dyto.models.graphed_loop import GraphedLoop
+from dyto.models.graphed_loop import GraphedLoop, packed_gqa
 from dyto.models.graphed_loop import unsupported as graphed_unsupported
 from dyto.models.inner import InnerLoop, InnerStage
 from dyto.models.rope import dynamic_rope_limit
@@ -355,6 +355,8 @@ class VideoQA(LightningModule):
                 loop.generate_ids(group, config, processors), skip_special_tokens=True)
         elif self.resolved_generation_loop()[0] == "graphed":
             generate = self._graphed_generate
+        elif self.resolved_generation_loop()[0] == "static_compiled":
+            generate = self._static_compiled_generate
         self.last_group_lengths = [[sequences[i].length for i in g] for g in groups]
         out = generate_in_groups(self.backbone, sequences, groups, self._generation_config_for, self._sync,
                                  generate=generate)
@@ -362,6 +364,12 @@ class VideoQA(LightningModule):
         if loop == "static_compiled" or (loop == "graphed" and self._graphed is not None and self._graphed.compile):
             self._log_compilations(sequences, groups, out)
         return out
+
+    def _static_compiled_generate(self, group: list[LLMInput], config, processors) -> list[str]:
+        """Hugging Face's ``generate`` with the decoder layers attending through ``packed_gqa``: its compiled
+        step would otherwise copy the static cache once per query head of a KV head, every layer and step."""
+        with packed_gqa(self.backbone.model):
+            return self.backbone.generate(group, config, processors)
 
     def _graphed_generate(self, group: list[LLMInput], config, processors) -> list[str]:
         """``generation_loop: graphed`` for one group; a setting it does not implement decodes with

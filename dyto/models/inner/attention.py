@@ -53,15 +53,16 @@ def _original_impl(attn: torch.nn.Module, name: str):
 
 
 @contextmanager
-def hooked_attention(layers):
-    """Route every decoder layer's ``self_attn`` of ``layers`` through ``dyto_inner`` (then back)."""
+def hooked_attention(layers, via: str = NAME):
+    """Route every decoder layer's ``self_attn`` of ``layers`` through the registered attention function
+    ``via`` (default ``dyto_inner``; it finds the module's own function in ``dyto_impl``), then back."""
     saved = []
     try:
         for layer in layers:
             attn = layer.self_attn
             name = attn.config._attn_implementation
             patched = copy.copy(attn.config)
-            patched._attn_implementation_internal = NAME
+            patched._attn_implementation_internal = via
             saved.append((attn, attn.config))
             attn.dyto_impl, attn.dyto_impl_name, attn.dyto_hook = _original_impl(attn, name), name, None
             attn.config = patched
