@@ -69,7 +69,7 @@ def assert_names_holder(message: str, folder: Path, purpose: str, pid: int, way_
 
 @pytest.mark.slow
 def test_two_predicts_started_together_then_the_holder_killed_and_a_rerun(tmp_path, monkeypatch, capsys):
-    ids = make_records(tmp_path / "q.jsonl", 4)
+    ids = make_records(tmp_path / "q.jsonl", 10)  # enough that the holder cannot finish between two polls
     args = cli_args(tmp_path / "q.jsonl", tmp_path / "out", "twice", "--data.init_args.batch_size", "1",
                     "--data.init_args.num_workers", "0", "--trainer.enable_progress_bar", "false",
                     "--model.reducer.init_args.num_frames", "16", "--model.max_new_tokens", "4")  # quicker questions
