@@ -32,8 +32,9 @@ What differs, and where: rows are computed up to ``sync_every - 1`` steps past t
 last of them finished (their tokens are pad and are cut off before decoding, so the answers do not
 change); on a GPU the inductor kernels and the attention over the whole static cache round
 differently from eager ones in fp16/bf16, exactly as under ``static_compiled``. Greedy only (the
-settings ``inner.loop`` refuses are refused here too, and ``VideoQA`` falls back to
-``static_compiled`` for them, saying so once); no sliding-window layers.
+settings ``inner.loop`` refuses are refused here too, and ``VideoQA`` decodes those with Hugging
+Face's ``generate``, saying so once); no sliding-window layers. The layers attend through
+:func:`packed_gqa_attention` (grouped KV heads read as cached, also under compilation).
 
     from dyto.models.graphed_loop import GraphedLoop
     ids = GraphedLoop(backbone).generate_ids(inputs, generation_config)   # [B, n] new token ids
@@ -140,7 +141,7 @@ class GraphedLoop:
     as a ``torch.compile`` backend (``"eager"`` traces with TorchDynamo and runs the traced graph).
     """
 
-    _compiled: dict = {}   # id(model) -> the compiled step, kept for the process (torch.compile caches by shape)
+    _compiled: dict = {}   # (backend, fullgraph) -> the compiled step, for the process (Dynamo keeps a graph per shape)
 
     def __init__(self, backbone, *, sync_every: int = SYNC_EVERY, compile: str | bool | None = None,
                  graph: bool | None = None, fullgraph: bool = True):
@@ -323,7 +324,7 @@ class GraphedLoop:
         note per fallback (compilation or capture failing decodes with what worked)."""
         fn = self._step
         if self.compile:
-            key = (id(self.model), self.compile, self.fullgraph)
+            key = (self.compile, self.fullgraph)
             if key not in GraphedLoop._compiled:
                 limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
                 setattr(torch._dynamo.config, limit, max(getattr(torch._dynamo.config, limit), RECOMPILE_LIMIT))
