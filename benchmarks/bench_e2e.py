@@ -71,7 +71,7 @@ from transformers import logging as hf_logging
 
 from dyto import api
 from dyto.datamodules.base import UpcomingBatch
-from dyto.models.backbone import BACKBONES, build_backbone, list_backbones
+from dyto.models.backbone import BACKBONES, list_backbones
 from dyto.models.llava_next import DyToVideoQA
 from dyto.models.rope import apply_rope_scaling
 from dyto.models.videoqa import VideoQA

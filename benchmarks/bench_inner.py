@@ -30,7 +30,7 @@ from transformers import logging as hf_logging
 
 from dyto.models.backbone import BACKBONES, list_backbones
 from dyto.models.cost import LayerCounts, prefill_flops, text_shape
-from dyto.models.inner import INNER_STAGES, InnerLoop, build_inner_stage, list_inner_stages
+from dyto.models.inner import INNER_STAGES, InnerLoop, list_inner_stages
 from dyto.models.videoqa import VideoQA
 from dyto.reduction import ConcatReducer
 

@@ -63,6 +63,7 @@ def test_prunevid_keeps_what_the_official_code_keeps(case):
     for static, dynamic, window in m["windows"]:
         blocks += ([static] if static else []) + [dynamic // window] * window
     length = sum(blocks)
+    assert att.shape[1] == before + length + after   # the fixture's rows: text, the video, text
     stage = build_inner_stage("prunevid_llm", layer=10, alpha=m["alpha"])
     view = RowView(att[:, before + length:, before:before + length], None, blocks)   # every query after the video
     keep = stage.select(view).index

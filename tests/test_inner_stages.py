@@ -20,7 +20,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from dyto.errors import ConfigError
 from dyto.models import VideoQA
 from dyto.models.backbone import build_backbone, list_backbones
-from dyto.models.cost import LayerCounts, kv_cache_bytes, layer_flops, prefill_flops, record_cost, text_shape
+from dyto.models.cost import kv_cache_bytes, layer_flops, prefill_flops, record_cost, text_shape
 from dyto.models.inner import INNER_STAGES, InnerLoop, build_inner_stage, language_model, list_inner_stages
 from dyto.models.inner.stages import FastVStage, PruneVidLLMStage
 from dyto.reduction import ConcatReducer

@@ -407,7 +407,7 @@ def test_a_partial_outage_ends_with_the_count_and_a_rerun_judges_the_rest(tmp_pa
     stats = json.loads((run / "logs" / "results.json").read_text())["judge_run"]
     assert stats["judged"] == 3 and stats["unreachable"] == srv.base_url and stats["fatal"] is None
     assert stats["failed"] == 1 and stats["unjudged"] == 8  # the cut one failed; the next could not connect
-    assert f"stopped answering after 3 verdicts this run; 9 judgements are left: rerun" in err
+    assert "stopped answering after 3 verdicts this run; 9 judgements are left: rerun" in err
     with JudgeServer() as back:
         assert judge_main([*args, "--base-url", back.base_url]) == 0
         assert len(back.requests) == 9

@@ -23,7 +23,6 @@ Run: ``build_reducer("vidcom2", retention=0.25)(features [T, N, D], grid)``.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from dyto.errors import check
