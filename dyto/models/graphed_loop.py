@@ -31,7 +31,10 @@ and left-padded in a batch (tests/test_graphed_loop.py); the step also traces wi
 What differs, and where: rows are computed up to ``sync_every - 1`` steps past the point where the
 last of them finished (their tokens are pad and are cut off before decoding, so the answers do not
 change); on a GPU the inductor kernels and the attention over the whole static cache round
-differently from eager ones in fp16/bf16, exactly as under ``static_compiled``. Greedy only (the
+differently from eager ones in fp16/bf16, exactly as under ``static_compiled``, and so may the
+decoding steps' fused q/k/v and gate/up products (:mod:`dyto.models.fused_projections`; the
+modules' weights become views of one tensor per group, so nothing is copied and every other path
+computes as before; on the CPU the tokens stay bitwise ``generate``'s). Greedy only (the
 settings ``inner.loop`` refuses are refused here too, and ``VideoQA`` decodes those with Hugging
 Face's ``generate``, saying so once); no sliding-window layers. The layers attend through
 :func:`packed_gqa_attention` (grouped KV heads read as cached, also under compilation).
@@ -42,6 +45,7 @@ Face's ``generate``, saying so once); no sliding-window layers. The layers atten
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -49,6 +53,7 @@ from torch import Tensor
 from transformers import AttentionInterface, DynamicCache, GenerationConfig, StaticCache
 from transformers.masking_utils import create_causal_mask
 
+from dyto.models.fused_projections import fused_projections
 from dyto.models.generation_loop import static_cache_length
 from dyto.models.inner.attention import hooked_attention
 from dyto.models.inner.loop import _OFF, _split, language_model
@@ -139,12 +144,14 @@ class GraphedLoop:
 
     ``compile`` / ``graph``: None = on CUDA only (what runs use); the CPU tests pass ``compile``
     as a ``torch.compile`` backend (``"eager"`` traces with TorchDynamo and runs the traced graph).
+    ``fuse``: the decoding steps compute q/k/v and gate/up as one matrix product each
+    (:mod:`dyto.models.fused_projections`; the prefill keeps the separate ones).
     """
 
     _compiled: dict = {}   # (backend, fullgraph) -> the compiled step, for the process (Dynamo keeps a graph per shape)
 
     def __init__(self, backbone, *, sync_every: int = SYNC_EVERY, compile: str | bool | None = None,
-                 graph: bool | None = None, fullgraph: bool = True):
+                 graph: bool | None = None, fullgraph: bool = True, fuse: bool = True):
         if sync_every < 1:
             raise ValueError(f"sync_every must be >= 1, got {sync_every}")
         self.backbone, self.sync_every = backbone, sync_every
@@ -156,7 +163,7 @@ class GraphedLoop:
         cuda = backbone.device.type == "cuda"
         self.compile = ("inductor" if cuda else False) if compile is None else compile
         self.graph = cuda if graph is None else graph
-        self.fullgraph = fullgraph
+        self.fullgraph, self.fuse = fullgraph, fuse
         self.notes: list[str] = []  # what fell back and why (VideoQA prints each once)
         self._slot: _Slot | None = None
         self.cache: StaticCache | None = None
@@ -213,11 +220,12 @@ class GraphedLoop:
         self._choose(buf, logits)
         done, max_new = 1, buf.ids.shape[1]
         step = slot.stepper if fast else (lambda: self._step(buf))
-        while done < max_new:
-            if done % self.sync_every == 0 and len(buf.eos) and not bool(buf.unfinished.any()):
-                break
-            step()
-            done += 1
+        with fused_projections(self.model) if self.fuse else contextlib.nullcontext():
+            while done < max_new:
+                if done % self.sync_every == 0 and len(buf.eos) and not bool(buf.unfinished.any()):
+                    break
+                step()
+                done += 1
         self.steps_run = done - 1
         return buf.ids[:, : self._length(buf.ids[:, :done], buf.eos)].clone()
 
