@@ -138,6 +138,23 @@ def test_the_compiled_step_reads_the_cache_without_repeating_it_per_head(tiny, n
     assert key_heads and set(key_heads) == {lm.config.num_key_value_heads}
 
 
+def test_a_group_shape_keeps_its_cache_until_the_shape_or_the_weights_change(one_thread):
+    """A CUDA graph replays on fixed addresses: the same shape reuses the slot (cache, buffers, graph),
+    another shape replaces it, and so does a model whose parameters moved (a dtype round trip)."""
+    b, inputs, config = inputs_for("qwen2_5_vl", new_tokens=6)
+    loop = GraphedLoop(b)
+    loop.generate_ids(inputs, config)
+    slot = loop._slot
+    loop.generate_ids(inputs, config)
+    assert loop._slot is slot
+    loop.generate_ids(inputs[:1], config)
+    assert loop._slot is not slot
+    slot = loop._slot
+    b.model.to(torch.float64).to(torch.float32)
+    assert torch.equal(loop.generate_ids(inputs[:1], config), generate_ids(b, inputs[:1], config))
+    assert loop._slot is not slot
+
+
 def test_a_step_the_compiler_refuses_runs_uncompiled_with_a_note(tiny):
     b, inputs, config = tiny["qwen2_5_vl"]
     torch._dynamo.reset()

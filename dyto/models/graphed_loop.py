@@ -53,7 +53,7 @@ from torch import Tensor
 from transformers import AttentionInterface, DynamicCache, GenerationConfig, StaticCache
 from transformers.masking_utils import create_causal_mask
 
-from dyto.models.fused_projections import fused_projections
+from dyto.models.fused_projections import fuse, fused_projections
 from dyto.models.generation_loop import static_cache_length
 from dyto.models.inner.attention import hooked_attention
 from dyto.models.inner.loop import _OFF, _split, language_model
@@ -133,7 +133,7 @@ class _Buffers:
 class _Slot:
     """One group shape's static cache, buffers and step; kept while the next group has the same shape."""
 
-    key: tuple           # (B, cache length, max_new, eos ids, pad, position rows, dtype, device)
+    key: tuple           # (B, cache length, max_new, eos ids, pad, position rows, dtype, device, weights)
     buf: _Buffers
     cache: StaticCache
     stepper: object      # () -> None: one decoding step (a CUDA graph replay once captured)
@@ -202,6 +202,8 @@ class GraphedLoop:
         b, s, _ = embeds.shape
         if positions is None:  # what generate derives from the mask
             positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        if self.fuse:
+            fuse(self.model)   # before the slot's key: it changes the q/k/v and gate/up weights' addresses once
         slot = self._slot_for(config, embeds, positions)
         buf = slot.buf
         buf.mask[:, :s] = mask
@@ -238,8 +240,10 @@ class GraphedLoop:
         eos = config.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         pad = config.pad_token_id if config.pad_token_id is not None else (eos[0] if eos else 0)
+        # the weights' addresses too: a captured graph reads them where they were (a moved model needs a new one)
+        weights = hash(tuple(p.data_ptr() for p in self.model.parameters()))
         key = (b, static_cache_length(s, max_new), max_new, tuple(eos), int(pad), tuple(positions.shape[:-2]),
-               embeds.dtype, device)
+               embeds.dtype, device, weights)
         if self._slot is not None and self._slot.key == key:
             self._slot.cache.reset()
             self.cache = self._slot.cache
