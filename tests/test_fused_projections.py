@@ -74,3 +74,21 @@ def test_a_dtype_move_is_noticed_and_fused_again(one_thread):
     with fused_projections(b.model):
         assert type(language_model(b.model).layers[0].self_attn.k_proj).__name__ == "_Part"
     assert torch.equal(loop.generate_ids(inputs, config), generate_ids(b, inputs, config))
+
+
+def test_a_layer_with_another_kind_of_linear_is_left_alone(one_thread):
+    """A subclass of nn.Linear (what a quantised linear is) is not fused: its weight is not a plain matrix."""
+    b, inputs, config = inputs_for("llava_next", new_tokens=6)
+    want = generate_ids(b, inputs, config)
+
+    class OtherLinear(torch.nn.Linear):
+        pass
+
+    attn = language_model(b.model).layers[0].self_attn
+    other = OtherLinear(attn.k_proj.in_features, attn.k_proj.out_features, bias=attn.k_proj.bias is not None)
+    other.load_state_dict(attn.k_proj.state_dict())
+    attn.k_proj = other
+    groups = fuse(b.model)
+    assert len(groups) == 2 * len(language_model(b.model).layers) - 1
+    assert all(other is not m for _, _, p in groups for m in p.modules)
+    assert torch.equal(GraphedLoop(b).generate_ids(inputs, config), want)

@@ -46,9 +46,9 @@ class _Product:
             self.bias = None if modules[0].bias is None else torch.cat([m.bias for m in modules])
         start = 0
         for m, n in zip(modules, self.sizes):     # the modules' weights become views: no copy is kept
-            m.weight = torch.nn.Parameter(self.weight[start:start + n], requires_grad=False)
+            m.weight = torch.nn.Parameter(self.weight[start:start + n], requires_grad=m.weight.requires_grad)
             if self.bias is not None:
-                m.bias = torch.nn.Parameter(self.bias[start:start + n], requires_grad=False)
+                m.bias = torch.nn.Parameter(self.bias[start:start + n], requires_grad=m.bias.requires_grad)
             start += n
         self.split: tuple[Tensor, ...] = ()
         self.parts = [_Part(self, i) for i in range(len(modules))]   # the same objects every time: no recompiling
@@ -78,7 +78,7 @@ class _Part(torch.nn.Module):
 
 
 def _fusable(modules: list) -> bool:
-    if not all(isinstance(m, torch.nn.Linear) for m in modules):
+    if not all(type(m) is torch.nn.Linear for m in modules):  # not a subclass (a quantised linear)
         return False
     first = modules[0]
     return all(m.in_features == first.in_features and (m.bias is None) == (first.bias is None)
