@@ -8,6 +8,8 @@
 * the step traces with ``fullgraph=True`` as one graph that later groups of the same shape reuse
   (no recompilation), inductor's generated kernels give the same tokens, and a step the compiler
   refuses runs uncompiled with a note;
+* a group shape keeps its static cache and buffers (what a CUDA graph replays on) until the shape or
+  the weights' addresses change;
 * the host waits for the device a fixed number of times per call, not once per token;
 * past the dynamic-RoPE limit the transformers update still runs (the answers are generate's);
 * ``VideoQA`` runs it through ``trainer.predict``, fingerprints it, and falls back to ``generate``
