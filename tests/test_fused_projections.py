@@ -87,7 +87,8 @@ def test_a_layer_with_another_kind_of_linear_is_left_alone(one_thread):
     attn = language_model(b.model).layers[0].self_attn
     other = OtherLinear(attn.k_proj.in_features, attn.k_proj.out_features, bias=attn.k_proj.bias is not None)
     other.load_state_dict(attn.k_proj.state_dict())
-    attn.k_proj = other
+    assert len(fuse(b.model)) == 2 * len(language_model(b.model).layers)
+    attn.k_proj = other                                        # replaced after fusing: noticed, made again
     groups = fuse(b.model)
     assert len(groups) == 2 * len(language_model(b.model).layers) - 1
     assert all(other is not m for _, _, p in groups for m in p.modules)

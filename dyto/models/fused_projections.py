@@ -87,9 +87,10 @@ def _fusable(modules: list) -> bool:
 
 def fuse(model: torch.nn.Module) -> list[tuple[torch.nn.Module, tuple[str, ...], _Product]]:
     """The fused groups of ``model``'s decoder layers, made once (kept on the model) and remade when a
-    device or dtype move broke the views. ``(parent module, names, product)`` per group."""
+    device or dtype move broke the views or a module was replaced. ``(parent module, names, product)`` per group."""
     groups = model.__dict__.get("_dyto_fused")
-    if groups is not None and all(p.intact() for _, _, p in groups):
+    if groups is not None and all(p.intact() and all(getattr(parent, n) is m for n, m in zip(names, p.modules))
+                                  for parent, names, p in groups):
         return groups
     groups = []
     for layer in language_model(model).layers:
