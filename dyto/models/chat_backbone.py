@@ -34,7 +34,22 @@ from dyto.models.loading import (
 from dyto.models.prompts import chat_layout, render_chat
 
 
-class ChatBackbone(Backbone):
+class ChatTemplatePrompt:
+    """``prompt`` for a backbone whose prompts go through a chat template: the reference's wording
+    (:func:`~dyto.models.prompts.chat_layout`) rendered with ``self.tokenizer``, ``self.chat_template``
+    (None: the checkpoint's) and ``self.system_prompt``, split where the template writes
+    ``template_marker``. The chat backbones and both Qwen families use it."""
+
+    template_marker: ClassVar[str]
+
+    def prompt(self, task: str, question: str, options: list[str] | None = None) -> Prompt:
+        layout = chat_layout(task, question, options)
+        before, after = render_chat(self.tokenizer, layout, self.template_marker, self.chat_template,
+                                    system=self.system_prompt)
+        return Prompt(before, after, layout.mode)
+
+
+class ChatBackbone(ChatTemplatePrompt, Backbone):
     """Args (every subclass):
         checkpoint: "tiny" (the family's in-memory RANDOM-WEIGHT model), a hub id or a local dir.
         dtype: "auto" = fp16 with CUDA, fp32 without; or float16 | bfloat16 | float32.
@@ -111,12 +126,6 @@ class ChatBackbone(Backbone):
     marker_token: ClassVar[str]  # the special token each visual block replaces
 
     # -- shared ----------------------------------------------------------------------------
-    def prompt(self, task: str, question: str, options: list[str] | None = None) -> Prompt:
-        layout = chat_layout(task, question, options)
-        before, after = render_chat(self.tokenizer, layout, self.template_marker, self.chat_template,
-                                    system=self.system_prompt)
-        return Prompt(before, after, layout.mode)
-
     def build_input(self, prompt: Prompt, reduction) -> LLMInput:
         visual_text, blocks = self.visual_layout(reduction)
         ids = self.tokenizer(prompt.before + visual_text + prompt.after, add_special_tokens=False).input_ids

@@ -51,7 +51,8 @@ from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, reg
 from dyto.models.inputs import left_pad
 from dyto.models.loading import checkpoint_chat_template, load_family, resolve_attn_implementation, resolve_dtype
 from dyto.models.lmms_eval import LMMS_EVAL, LmmsEvalModel
-from dyto.models.prompts import chat_layout, render_chat, render_lmms_eval_chat
+from dyto.models.chat_backbone import ChatTemplatePrompt
+from dyto.models.prompts import render_lmms_eval_chat
 from dyto.models.qwen2_5_vl_inputs import (TEXT_AFTER_VIDEO, TEXT_POSITIONS, VIDEO_PAD, grid_positions,
                                            mrope_positions, patchify)
 from dyto.models.qwen2_5_vl_vision import batched_tower, tower_calls
@@ -93,7 +94,7 @@ def reduction_positions(reduction, grid: tuple[int, int]) -> Tensor:
 
 
 @register_backbone("qwen2_5_vl")
-class Qwen2_5_VL(Backbone):
+class Qwen2_5_VL(ChatTemplatePrompt, Backbone):
     """Qwen2.5-VL video QA backbone (``Qwen/Qwen2.5-VL-7B-Instruct`` and the same layout).
 
     Args:
@@ -125,6 +126,8 @@ class Qwen2_5_VL(Backbone):
             (Qwen's adds "You are a helpful assistant.").
         seed: seeds the tiny model's weights.
     """
+
+    template_marker = VIDEO_PAD  # prompt(): ``before`` ends with <|vision_start|>, ``after`` starts with <|vision_end|>
 
     def __init__(self, checkpoint: str = "tiny", image_size: int | None = None, dtype: str = "auto",
                  attn_implementation: str = "sdpa", second_per_grid_t: float = 1.0,
@@ -250,13 +253,6 @@ class Qwen2_5_VL(Backbone):
         user turn with the video item and the task's text, split at ``<|video_pad|>``."""
         before, after = render_lmms_eval_chat(self.tokenizer, text, VIDEO_PAD, self.chat_template)
         return Prompt(before, after, "lmms_eval:chat_template")
-
-    def prompt(self, task: str, question: str, options: list[str] | None = None) -> Prompt:
-        """The reference's wording through the checkpoint's chat template, split at ``<|video_pad|>``
-        (``before`` ends with ``<|vision_start|>``, ``after`` starts with ``<|vision_end|>``)."""
-        layout = chat_layout(task, question, options)
-        before, after = render_chat(self.tokenizer, layout, VIDEO_PAD, self.chat_template, system=self.system_prompt)
-        return Prompt(before, after, layout.mode)
 
     def build_input(self, prompt: Prompt, reduction) -> LLMInput:
         """Text, visual, text embeddings ``[S, D]`` and their M-RoPE ids ``[3, S]``.

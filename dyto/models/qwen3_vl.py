@@ -43,7 +43,8 @@ from dyto.models.backbone import Backbone, LLMInput, Prompt, VisualFeatures, reg
 from dyto.models.inputs import left_pad
 from dyto.models.lmms_eval import LMMS_EVAL, LmmsEvalModel
 from dyto.models.loading import checkpoint_chat_template, load_family, resolve_attn_implementation, resolve_dtype
-from dyto.models.prompts import chat_layout, render_chat, render_lmms_eval_chat
+from dyto.models.chat_backbone import ChatTemplatePrompt
+from dyto.models.prompts import render_lmms_eval_chat
 from dyto.models.qwen2_5_vl import reduction_positions
 from dyto.models.qwen2_5_vl_inputs import patchify
 from dyto.models.qwen3_vl_inputs import (CLIP_PIXELS, DEFAULT_FPS, VIDEO_PAD, Qwen3Input, VideoLayout, clip_pixels,
@@ -60,7 +61,7 @@ QWEN3_MEAN = QWEN3_STD = (0.5, 0.5, 0.5)   # Qwen3VLVideoProcessor's image_mean 
 
 
 @register_backbone("qwen3_vl")
-class Qwen3_VL(Backbone):
+class Qwen3_VL(ChatTemplatePrompt, Backbone):
     """Qwen3-VL video QA backbone (``Qwen/Qwen3-VL-8B-Instruct`` and the same layout).
 
     Args:
@@ -84,6 +85,7 @@ class Qwen3_VL(Backbone):
     """
 
     has_cls = False
+    template_marker = VIDEO_PAD  # prompt(): ``before`` ends with <|vision_start|>, ``after`` starts with <|vision_end|>
 
     def __init__(self, checkpoint: str = "tiny", image_size: int | None = None, dtype: str = "auto",
                  attn_implementation: str = "sdpa", vision_chunk_size: int | None = None,
@@ -198,13 +200,6 @@ class Qwen3_VL(Backbone):
         then the video and the task's text, through the checkpoint's template, split at ``<|video_pad|>``."""
         before, after = render_lmms_eval_chat(self.tokenizer, text, VIDEO_PAD, self.chat_template)
         return Prompt(before, after, "lmms_eval:chat_template")
-
-    def prompt(self, task: str, question: str, options: list[str] | None = None) -> Prompt:
-        """The reference's wording through the checkpoint's chat template, split at ``<|video_pad|>``
-        (``before`` ends with ``<|vision_start|>``, ``after`` starts with ``<|vision_end|>``)."""
-        layout = chat_layout(task, question, options)
-        before, after = render_chat(self.tokenizer, layout, VIDEO_PAD, self.chat_template, system=self.system_prompt)
-        return Prompt(before, after, layout.mode)
 
     def patch_times(self, reduction) -> list[float]:
         """Seconds of every input temporal patch (``Reduction.input_frames`` of them): from
