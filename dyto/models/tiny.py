@@ -44,6 +44,21 @@ _CORPUS = list(TEMPLATES.values()) + [
 ]
 
 
+def seeded_model(model_class, config, seed: int, eos_token_id=None, pad_token_id=None):
+    """``model_class(config)`` with random weights drawn from ``seed`` (the global RNG left as it was),
+    in eval mode, its config flagged as random weights (``RANDOM_WEIGHTS_FLAG``); ``eos_token_id`` /
+    ``pad_token_id``, when given, go into its generation config. Every tiny family is built this way."""
+    setattr(config, RANDOM_WEIGHTS_FLAG, True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_class(config)
+    if eos_token_id is not None:
+        model.generation_config.eos_token_id = eos_token_id
+    if pad_token_id is not None:
+        model.generation_config.pad_token_id = pad_token_id
+    return model.eval()
+
+
 def random_weight_model(model_class, config, device: str | torch.device = "cpu",
                         dtype: torch.dtype = torch.float32):
     """``model_class(config)`` in eval mode with random weights, built directly on ``device`` in
@@ -145,13 +160,9 @@ def build_tiny_llava_next(
         vision_feature_select_strategy="default",
         initializer_range=initializer_range,
     )
-    setattr(config, RANDOM_WEIGHTS_FLAG, True)
     if rope_scaling_factor is not None:
         apply_rope_scaling(config.text_config, rope_scaling_factor)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlavaNextForConditionalGeneration(config)
-    return model.eval(), tokenizer
+    return seeded_model(LlavaNextForConditionalGeneration, config, seed), tokenizer
 
 
 def save_tiny(directory: str | os.PathLike, seed: int = 0, **kwargs) -> str:

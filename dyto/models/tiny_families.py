@@ -15,7 +15,6 @@ Shapes at the defaults:
 
 from __future__ import annotations
 
-import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     InternVLConfig,
@@ -29,7 +28,7 @@ from transformers import (
 )
 
 from dyto.models.prompts import TEMPLATES
-from dyto.models.tiny import RANDOM_WEIGHTS_FLAG
+from dyto.models.tiny import seeded_model
 
 TINY_ONEVISION_NAME = "tiny-random-llava-onevision (random weights)"
 TINY_INTERNVL_NAME = "tiny-random-internvl (random weights)"
@@ -110,16 +109,6 @@ def _qwen2(tokenizer, hidden: int, layers: int, init: float) -> Qwen2Config:
     )
 
 
-def _seeded(cls, config, seed: int):
-    setattr(config, RANDOM_WEIGHTS_FLAG, True)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = cls(config)
-    model.generation_config.eos_token_id = config.text_config.eos_token_id
-    model.generation_config.pad_token_id = config.text_config.pad_token_id
-    return model.eval()
-
-
 def build_tiny_llava_onevision(seed: int = 0, image_size: int = 98, patch_size: int = 14, vision_hidden_size: int = 32,
                                text_hidden_size: int = 64, num_layers: int = 2, initializer_range: float = 0.2):
     """(model, tokenizer): a RANDOM-WEIGHT LlavaOnevisionForConditionalGeneration, eval mode, fp32."""
@@ -134,7 +123,8 @@ def build_tiny_llava_onevision(seed: int = 0, image_size: int = 98, patch_size: 
         vision_feature_layer=-1, vision_feature_select_strategy="full",
         image_grid_pinpoints=[[image_size, image_size]], initializer_range=initializer_range,
     )
-    return _seeded(LlavaOnevisionForConditionalGeneration, config, seed), tokenizer
+    return seeded_model(LlavaOnevisionForConditionalGeneration, config, seed, config.text_config.eos_token_id,
+                        config.text_config.pad_token_id), tokenizer
 
 
 def build_tiny_internvl(seed: int = 0, image_size: int = 112, patch_size: int = 14, vision_hidden_size: int = 32,
@@ -152,4 +142,5 @@ def build_tiny_internvl(seed: int = 0, image_size: int = 112, patch_size: int = 
         downsample_ratio=0.5, vision_feature_layer=-1, vision_feature_select_strategy="default",
     )
     config.initializer_range = initializer_range
-    return _seeded(InternVLForConditionalGeneration, config, seed), tokenizer
+    return seeded_model(InternVLForConditionalGeneration, config, seed, config.text_config.eos_token_id,
+                        config.text_config.pad_token_id), tokenizer

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-from dyto.models.tiny import random_weight_model
+from dyto.models.tiny import random_weight_model, seeded_model
 from dyto.models.tiny_families import CHATML_SPECIALS, build_chat_tokenizer
 
 __all__ = ["TINY_QWEN_NAME", "QWEN_SPECIAL_TOKENS", "QWEN_CHAT_TEMPLATE", "build_tiny_qwen_tokenizer",
@@ -118,13 +118,8 @@ def build_tiny_qwen2_5_vl(
         image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
     )
-    config.dyto_random_weights = True  # the flag dyto.models.tiny uses to label saved random weights
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Qwen2_5_VLForConditionalGeneration(config)
-    model.generation_config.eos_token_id = [ids("<|im_end|>"), ids("<|endoftext|>")]
-    model.generation_config.pad_token_id = ids("<|endoftext|>")
-    return model.eval(), tokenizer
+    model = seeded_model(Qwen2_5_VLForConditionalGeneration, config, seed, [ids("<|im_end|>"), ids("<|endoftext|>")], ids("<|endoftext|>"))
+    return model, tokenizer
 
 
 # Qwen/Qwen2.5-VL-7B-Instruct's config.json (text + vision), for full-size random-weight benchmarks.

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedTokenizerFast, Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
-from dyto.models.tiny import random_weight_model
+from dyto.models.tiny import random_weight_model, seeded_model
 from dyto.models.tiny_families import CHATML_SPECIALS, build_chat_tokenizer
 
 __all__ = ["TINY_QWEN3_NAME", "QWEN3_CHAT_TEMPLATE", "build_tiny_qwen3_tokenizer", "build_tiny_qwen3_vl",
@@ -102,13 +102,8 @@ def build_tiny_qwen3_vl(seed: int = 0, text_hidden_size: int = 64, vision_hidden
         ids=dict(image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
                  vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>")),
     )
-    config.dyto_random_weights = True  # the flag dyto.models.tiny uses to label saved random weights
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Qwen3VLForConditionalGeneration(config)
-    model.generation_config.eos_token_id = [ids("<|im_end|>"), ids("<|endoftext|>")]
-    model.generation_config.pad_token_id = ids("<|endoftext|>")
-    return model.eval(), tokenizer
+    model = seeded_model(Qwen3VLForConditionalGeneration, config, seed, [ids("<|im_end|>"), ids("<|endoftext|>")], ids("<|endoftext|>"))
+    return model, tokenizer
 
 
 # Qwen/Qwen3-VL-8B-Instruct's config.json (text + vision), for full-size random-weight benchmarks.
