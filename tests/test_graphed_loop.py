@@ -226,6 +226,7 @@ def test_videoqa_predicts_with_it_and_falls_back_for_sampling(one_thread, capsys
                           enable_checkpointing=False, enable_model_summary=False)
         runs[loop] = [r for batch in trainer.predict(module, datamodule=dm) for r in batch]
         assert module.fingerprint()["generation_loop"] == loop
+        assert module.fingerprint().get("decode_attention") == ("packed_gqa" if loop == "graphed" else None)
     assert [(r["id"], r["prediction"], r["prediction2"]) for r in runs["graphed"]] == \
         [(r["id"], r["prediction"], r["prediction2"]) for r in runs["eager"]]
     assert all(r["status"] == "ok" for r in runs["graphed"]) and len({r["prediction"] for r in runs["eager"]}) > 1

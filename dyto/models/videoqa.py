@@ -186,6 +186,7 @@ class VideoQA(LightningModule):
         tokenisation, ...) plus the pipeline's. Resolved values, not the requested ones.
         """
         stage = {} if self.inner_stage is None else {"inner_stage": self.inner_stage.config()}
+        loop = self.resolved_generation_loop()[0]
         return {
             "backbone": self.backbone.name,
             **self.backbone.fingerprint(),
@@ -200,7 +201,10 @@ class VideoQA(LightningModule):
             # how answers are batched and decoded (on a GPU each can change a greedy answer)
             "generation_batch_size": self.generation_batch_size,
             "batch_order": self.batch_order,
-            "generation_loop": self.resolved_generation_loop()[0],
+            "generation_loop": loop,
+            # the compiled loops read grouped KV heads as cached (graphed_loop.packed_gqa): a static_compiled
+            # run made before, which repeated them per head (other rounding), does not resume into this one
+            **({"decode_attention": "packed_gqa"} if loop != "eager" else {}),
             # absent = one question at a time, so runs made before the setting existed resume
             **({"encode_batch": self.encode_batch} if self.encode_batch != "question" else {}),
             # absent = reference, so runs made before the protocol setting existed resume
